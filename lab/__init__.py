@@ -1,0 +1,3 @@
+"""lab: reproducible network-programming labs on real network namespaces."""
+
+__version__ = "0.1.0"

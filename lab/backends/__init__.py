@@ -1,0 +1,72 @@
+"""Backends: where a lab's hosts live. Each implements the small `Backend` protocol.
+
+Chosen from an explicit dict; a backend is imported only when used, so that the netns backend
+never needs the Docker SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from lab.errors import EnvironmentProblem
+from lab.journal import Journal
+from lab.plan import NodePlan, Plan
+from lab.rundir import RunDir
+
+READY, EXITED = "ready", "exited"
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a backend observed about a node: it became ready, or its program exited."""
+
+    node: str
+    kind: str  # READY | EXITED
+    code: int | None = None  # exit code; negative: killed by that signal
+
+
+class Backend(Protocol):
+    name: str
+
+    def check(self) -> None:
+        """Raise EnvironmentProblem if this machine cannot run the backend (before creating anything)."""
+
+    def up(self, plan: Plan, rundir: RunDir) -> None:
+        """Create every host, network, address and route of the plan."""
+
+    def start(self, node: NodePlan) -> None:
+        """Start the node's role or program; returns at once (readiness comes as an Event)."""
+
+    def poll(self, timeout: float) -> list[Event]:
+        """Wait at most `timeout` seconds for events; return those observed."""
+
+    def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
+        """Stop the nodes' programs (SIGTERM, SIGKILL after `grace` s); returns their exit codes."""
+
+    def down(self) -> None:
+        """Remove everything the lab created. Idempotent; safe after a partial `up`."""
+
+
+BACKENDS: dict[str, str] = {
+    "netns": "lab.backends.netns:NetnsBackend",
+}
+
+
+def create(name: str, journal: Journal) -> Backend:
+    try:
+        module, _, cls = BACKENDS[name].partition(":")
+    except KeyError:
+        raise EnvironmentProblem(f"unknown backend {name!r} (backends: {', '.join(BACKENDS)})") from None
+    factory = getattr(importlib.import_module(module), cls)
+    backend: Backend = factory(journal)
+    return backend
+
+
+def clean(journal: Journal) -> list[str]:
+    """Remove what a (dead) lab left behind, from its journal alone; returns what was removed."""
+    name = str(journal.meta().get("backend", "netns"))
+    module, _, cls = BACKENDS.get(name, BACKENDS["netns"]).partition(":")
+    removed: list[str] = getattr(importlib.import_module(module), cls).clean(journal)
+    return removed

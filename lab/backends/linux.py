@@ -1,0 +1,128 @@
+"""Thin, typed wrappers over the Linux system calls the netns backend needs.
+
+Python 3.11 has no os.setns/os.unshare, so they come from libc through ctypes. Every failure is
+raised as OSError with errno set, like the os module does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 0x1
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SLAVE = 1 << 19
+MNT_DETACH = 0x2
+PR_SET_PDEATHSIG = 1
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    enc = [s.encode() if s is not None else None for s in (source, target, fstype)]
+    _check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), None), f"mount {target}")
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def set_parent_death_signal(signum: int) -> None:
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl")
+
+
+@contextmanager
+def in_netns(path: str) -> Iterator[None]:
+    """Run the body with the calling thread inside the network namespace at `path`."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(target, CLONE_NEWNET)
+        try:
+            yield
+        finally:
+            setns(home, CLONE_NEWNET)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def is_mountpoint(path: str) -> bool:
+    """True when something is mounted at `path` (bind mounts of a folder on itself included)."""
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == path for line in f)
+
+
+def netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def pids_in_netns(inodes: Iterable[int]) -> dict[int, int]:
+    """pid -> netns inode, for every process whose network namespace is one of `inodes`.
+
+    This is how the lab finds what runs in its namespaces (`ip netns pids` does the same): by the
+    namespace the process is in, never by its name.
+    """
+    wanted = set(inodes)
+    found: dict[int, int] = {}
+    if not wanted:
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ino = os.stat(f"/proc/{entry.name}/ns/net").st_ino
+        except OSError:
+            continue
+        if ino in wanted:
+            found[int(entry.name)] = ino
+    return found
+
+
+def listening_tcp_ports(pid: int) -> set[int]:
+    """Ports with a socket in LISTEN state in the network namespace of `pid`.
+
+    Read from /proc/PID/net/tcp{,6}: readiness is observed without connecting, so a one-shot
+    server is not consumed by the probe.
+    """
+    ports: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "0A":
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except OSError:
+            continue
+    return ports

@@ -1,0 +1,390 @@
+"""The `expect:` checks: pure functions from what nodes recorded to one verdict per node.
+
+No I/O and no backend knowledge: the orchestrator collects each node's outcome (transcript events,
+log text, exit status) and hands them here, which keeps every branch testable on literal data.
+A failing verdict says why in one line, with evidence: the node and its peer, what was sent and
+what came back (or that the connection was refused, reset, or timed out).
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lab.roles.common import event_bytes
+
+QUOTE_LIMIT = 60
+Verdict = tuple[bool, str]
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    """What one node did, as collected by the orchestrator."""
+
+    name: str
+    started: bool
+    exit_code: int | None  # None: never exited on its own (stopped by the lab) or never started
+    stopped_by_lab: bool  # still running at teardown (services), or killed at the run deadline
+    note: str  # why it did not start / was killed; "" if nothing to say
+    transcript: list[dict[str, Any]]
+    log: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    node: str
+    passed: bool
+    detail: str
+
+
+def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[CheckResult]:
+    """One result per node, in the order given. Raises ValueError for an unknown check."""
+    if check == "concurrent":
+        verdicts = concurrent(params, nodes)
+    elif check in PER_NODE:
+        verdicts = [not_run(node) or PER_NODE[check](node, params) for node in nodes]
+    else:
+        raise ValueError(f"unknown check {check!r}")
+    return [
+        CheckResult(check, node.name, passed, one_line(with_note(node, passed, detail)))
+        for node, (passed, detail) in zip(nodes, verdicts, strict=True)
+    ]
+
+
+# ----------------------------------------------------------------------------- formatting helpers
+
+
+def quote(text: str) -> str:
+    """repr-like quoting, cut to ~60 characters so a detail stays one readable line."""
+    if len(text) <= QUOTE_LIMIT:
+        return repr(text)
+    return repr(text[:QUOTE_LIMIT]) + "..."
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+def strip_eol(text: str) -> str:
+    """A line as the user typed it: without the final CRLF (or LF)."""
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def seconds(value: Any) -> str:
+    return f" within {float(value)}s" if isinstance(value, int | float) else ""
+
+
+def not_run(node: NodeOutcome) -> Verdict | None:
+    if node.started:
+        return None
+    return False, f"did not run: {node.note.removeprefix('not started: ') or 'never started'}"
+
+
+def with_note(node: NodeOutcome, passed: bool, detail: str) -> str:
+    """A failure of a node the lab had to stop says so (e.g. killed at the run deadline)."""
+    if passed or not node.started or not node.stopped_by_lab or not node.note or node.note in detail:
+        return detail
+    return f"{detail} ({node.note})"
+
+
+# ----------------------------------------------------------------------------- transcript queries
+
+
+def events(node: NodeOutcome, name: str) -> list[dict[str, Any]]:
+    return [event for event in node.transcript if event.get("event") == name]
+
+
+def first(node: NodeOutcome, name: str, start: int = 0) -> tuple[int, dict[str, Any]] | None:
+    """(index, event) of the first `name` event at or after index `start`."""
+    for index in range(start, len(node.transcript)):
+        if node.transcript[index].get("event") == name:
+            return index, node.transcript[index]
+    return None
+
+
+def start_params(node: NodeOutcome) -> dict[str, Any]:
+    found = first(node, "start")
+    params = found[1].get("params") if found else None
+    return params if isinstance(params, dict) else {}
+
+
+def where(node: NodeOutcome) -> str:
+    """'client-1 -> 10.0.1.10:9999 (server:9999)': the node, its peer, and the peer as written."""
+    found = first(node, "connecting") or first(node, "connected")
+    event = found[1] if found else {}
+    params = start_params(node)
+    peer = event.get("peer") or (f"{params['host']}:{params['port']}" if "host" in params else "")
+    target = event.get("target") or params.get("target") or params.get("host_header") or ""
+    if not peer:
+        return node.name
+    return f"{node.name} -> {peer}" + (f" ({target})" if target and target != peer else "")
+
+
+def received_bytes(node: NodeOutcome, start: int = 0, stop: int | None = None) -> bytes:
+    window = node.transcript[start:stop]
+    return b"".join(event_bytes(event) for event in window if event.get("event") == "received")
+
+
+def text_of(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def ending(node: NodeOutcome, last_sent: str | None, start: int = 0) -> str:
+    """Why the conversation ended without what was expected: an error, the peer closing, or nothing."""
+    error = first(node, "error", start)
+    if error:
+        return error_phrase(error[1], last_sent)
+    closed = first(node, "closed", start)
+    prefix = f"sent {quote(last_sent)}: " if last_sent is not None else ""
+    if closed and closed[1].get("by") == "peer":
+        return prefix + "connection closed by the peer" + (" without a reply" if prefix else "")
+    if not node.transcript:
+        return "no transcript (this check needs a built-in client role)"
+    return prefix + "no reply"
+
+
+def error_phrase(error: Mapping[str, Any], last_sent: str | None) -> str:
+    """An `error` event in words: refused / reset / timeout / unreachable, with what was sent."""
+    kind, during, message = error.get("kind"), error.get("during"), error.get("message", "")
+    if kind == "refused":
+        return "connection refused"
+    if kind == "unreachable":
+        return f"unreachable ({message})"
+    if kind == "timeout":
+        if during == "connect":
+            return f"connection timed out (no answer{seconds(error.get('timeout'))})"
+        if during == "greeting":
+            return f"no greeting{seconds(error.get('timeout'))} (timeout)"
+        if during == "reply" and last_sent is not None:
+            return f"sent {quote(last_sent)}: no reply{seconds(error.get('timeout'))} (timeout)"
+        return f"{message or 'no reply'} (timeout)"
+    if kind == "reset":
+        if last_sent is not None:
+            return f"connection reset after sending {quote(last_sent)}"
+        return f"connection reset during {during}"
+    return f"error during {during}: {message}"
+
+
+def connection_failure(node: NodeOutcome) -> str | None:
+    """Why a client never connected, or None if it did."""
+    if first(node, "connected"):
+        return None
+    error = first(node, "error")
+    if error:
+        return error_phrase(error[1], None)
+    if not node.transcript:
+        return "no transcript (this check needs a built-in client role)"
+    return "never connected"
+
+
+# ----------------------------------------------------------------------------- per-node checks
+
+
+def echo(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+    """Every line sent came back unchanged, in order, as a complete line on that connection."""
+    here = where(node)
+    failure = connection_failure(node)
+    if failure:
+        return False, f"{here}: {failure}"
+    sends = [
+        (i, strip_eol(text_of(event_bytes(e))))
+        for i, e in enumerate(node.transcript)
+        if e.get("event") == "sent"
+    ]
+    if not sends:
+        error = first(node, "error")
+        return False, f"{here}: sent nothing" + (f" ({error_phrase(error[1], None)})" if error else "")
+    lines = [
+        strip_eol(line)
+        for line in text_of(received_bytes(node)).splitlines(keepends=True)
+        if line.endswith("\n")
+    ]
+    position = 0
+    for k, (index, line) in enumerate(sends):
+        if line not in lines[position:]:
+            stop = sends[k + 1][0] if k + 1 < len(sends) else None
+            return False, f"{here}: {echo_miss(node, index, stop, line)}"
+        position = lines.index(line, position) + 1
+    expected = start_params(node).get("send")
+    if isinstance(expected, list) and len(sends) < len(expected):
+        why = ending(node, None, sends[-1][0])
+        return False, f"{here}: sent only {len(sends)} of {len(expected)} lines ({why})"
+    return True, f"{here}: {len(sends)}/{len(sends)} lines echoed"
+
+
+def echo_miss(node: NodeOutcome, index: int, stop: int | None, line: str) -> str:
+    """What came back for the sent line at transcript `index` (up to the next send)."""
+    reply = text_of(received_bytes(node, index, stop))
+    if not reply:
+        return ending(node, line, index)
+    if "\n" not in reply:
+        return f"sent {quote(line)}, got {quote(reply)} (no end of line)"
+    return f"sent {quote(line)}, got {quote(strip_eol(reply))}"
+
+
+def greeting(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+    """The text arrived somewhere in what the client received."""
+    here, text = where(node), str(params["text"])
+    failure = connection_failure(node)
+    if failure:
+        return False, f"{here}: {failure}"
+    received = text_of(received_bytes(node))
+    if text in received:
+        return True, f"{here}: got {quote(text)}"
+    if received:
+        return False, f"{here}: expected {quote(text)}, got {quote(strip_eol(received))}"
+    return False, f"{here}: expected {quote(text)}, got nothing: {ending(node, None)}"
+
+
+def http(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+    """The last response has the expected status, and its body contains the text if one is given."""
+    here = where(node)
+    found = first(node, "connecting")
+    path = (found[1].get("path") if found else None) or start_params(node).get("path") or "/"
+    request = f"{here}: GET {path}"
+    responses = events(node, "response")
+    if not responses:
+        return False, f"{request}: {connection_failure(node) or no_response(node)}"
+    response = responses[-1]
+    status, reason, body = response.get("status"), response.get("reason", ""), str(response.get("body", ""))
+    if status != params.get("status", 200):
+        return False, f"{request}: status {status} {reason}, expected {params.get('status', 200)}"
+    wanted = params.get("body_contains")
+    if wanted is not None and str(wanted) not in body:
+        return False, f"{request}: body does not contain {quote(str(wanted))} (body: {quote(body)})"
+    return True, f"{request}: {status} {reason}" + (f", body contains {quote(str(wanted))}" if wanted else "")
+
+
+def no_response(node: NodeOutcome) -> str:
+    error = first(node, "error")
+    if error:
+        return error_phrase(error[1], None)
+    raw = text_of(received_bytes(node))
+    return f"not an HTTP response: {quote(raw)}" if raw else "no response (connection closed without data)"
+
+
+def exit_status(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+    """The node exited on its own with the expected code."""
+    code = params.get("code", 0)
+    if node.exit_code is not None:
+        if node.exit_code == code:
+            return True, f"exited with code {code}"
+        return False, f"exited with code {node.exit_code}, expected {code} ({last_lines(node.log, 1)})"
+    if node.stopped_by_lab:
+        return False, "still running when the lab stopped it"
+    return False, "exit code unknown"
+
+
+def output(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+    """The node's stdout+stderr contains a text, or matches a regular expression."""
+    if "regex" in params and params["regex"] is not None:
+        pattern = str(params["regex"])
+        try:
+            match = re.search(pattern, node.log, re.MULTILINE)
+        except re.error as exc:
+            return False, f"invalid regex {quote(pattern)}: {exc}"
+        if match:
+            return True, f"output matches {quote(pattern)}: {quote(match.group(0))}"
+        return False, f"output does not match {quote(pattern)} ({last_lines(node.log, 3)})"
+    wanted = str(params.get("contains", ""))
+    if wanted in node.log:
+        return True, f"output contains {quote(wanted)}"
+    return False, f"output does not contain {quote(wanted)} ({last_lines(node.log, 3)})"
+
+
+def last_lines(log: str, count: int) -> str:
+    lines = [line for line in log.splitlines() if line.strip()][-count:]
+    if not lines:
+        return "no output"
+    label = "last log line" if count == 1 else "last lines"
+    return f"{label}: {quote(chr(10).join(lines))}"
+
+
+PER_NODE: dict[str, Callable[[NodeOutcome, Mapping[str, Any]], Verdict]] = {
+    "echo": echo,
+    "greeting": greeting,
+    "http": http,
+    "exit": exit_status,
+    "output": output,
+}
+
+
+# ----------------------------------------------------------------------------- concurrent
+
+
+def answered_interval(node: NodeOutcome) -> tuple[float, float] | None:
+    """From the first bytes received after connecting to the close/error/end that follows.
+
+    None when the node never connected or was never answered.
+    """
+    connected = first(node, "connected")
+    if not connected:
+        return None
+    answer = first(node, "received", connected[0])
+    if not answer:
+        return None
+    begin = float(answer[1].get("t", 0.0))
+    for event in node.transcript[answer[0] + 1 :]:
+        if event.get("event") in ("closed", "error", "end"):
+            return begin, float(event.get("t", begin))
+    return begin, max(begin, float(node.transcript[-1].get("t", begin)))
+
+
+def concurrent(params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[Verdict]:
+    """For each node: at some moment of its answered interval, >= at_least intervals (its own
+    included) were open. Serving clients one at a time therefore fails it."""
+    need = int(params.get("at_least", 2))
+    intervals = {node.name: answered_interval(node) for node in nodes if node.started}
+    known = {name: iv for name, iv in intervals.items() if iv is not None}
+    starts = sorted(begin for begin, _ in known.values())
+    ends = sorted(end for _, end in known.values())
+
+    def open_at(moment: float) -> int:
+        return bisect_right(starts, moment) - bisect_left(ends, moment)
+
+    verdicts: list[Verdict] = []
+    for node in nodes:
+        interval = known.get(node.name)
+        if not node.started or interval is None:
+            verdicts.append(not_run(node) or (False, f"{where(node)}: never answered: {unanswered(node)}"))
+            continue
+        begin, end = interval
+        best = max(open_at(moment) for moment in starts if begin <= moment <= end)
+        if best >= need:
+            verdicts.append((True, f"{best} clients connected and answered at once (need {need})"))
+        else:
+            why = overlap_evidence(node.name, known, nodes, need)
+            detail = f"at most {best} client(s) connected and answered at once (need {need}){why}"
+            verdicts.append((False, detail))
+    return verdicts
+
+
+def unanswered(node: NodeOutcome) -> str:
+    failure = connection_failure(node)
+    if failure:
+        return failure
+    sent = events(node, "sent")
+    return ending(node, strip_eol(text_of(event_bytes(sent[0]))) if sent else None)
+
+
+def overlap_evidence(
+    name: str, known: Mapping[str, tuple[float, float]], nodes: Sequence[NodeOutcome], need: int
+) -> str:
+    """Best-effort why: a client missing its answer, or one served only after another closed."""
+    if len(nodes) < need:
+        return f"; the check covers only {len(nodes)} node(s)"
+    missing = [node.name for node in nodes if node.name not in known]
+    if len(known) < need and missing:
+        return f"; {len(missing)} client(s) never answered ({', '.join(missing[:3])})"
+    begin, end = known[name]
+    before = [(other_end, other) for other, (_, other_end) in known.items() if other_end < begin]
+    if before:
+        return f"; {name} was answered only after {max(before)[1]} closed"
+    after = [(other_begin, other) for other, (other_begin, _) in known.items() if other_begin > end]
+    if after:
+        return f"; {min(after)[1]} was answered only after {name} closed"
+    return ""

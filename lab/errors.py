@@ -1,0 +1,71 @@
+"""The lab's error taxonomy.
+
+Library and system errors are translated at the boundary into these types; each carries what a
+user needs to act (a location, the evidence) and the process exit code it maps to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a scenario file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a scenario: where, which key path, and what."""
+
+    loc: Location
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.loc}: error: {where}{self.message}"
+
+
+class LabError(Exception):
+    """Base of every error the lab reports to its user (never shown as a traceback)."""
+
+    exit_code = 1
+
+
+class ScenarioError(LabError):
+    """The scenario is invalid: one or more located problems. Nothing was created."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.loc.file, p.loc.line, p.loc.col))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class EnvironmentProblem(LabError):
+    """The machine cannot run the lab (not root, a tool missing, an engine unreachable)."""
+
+    exit_code = 3
+
+
+class BackendError(LabError):
+    """A backend operation failed; carries the command and what it printed."""
+
+    exit_code = 3
+
+
+class Interrupted(LabError):
+    """The run was interrupted by a signal; exit code 128 + signal number."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by signal {signum}")

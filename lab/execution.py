@@ -1,0 +1,210 @@
+"""The orchestrator: up -> start in `after` order, each waiting for readiness -> wait for the tasks
+(bounded by the scenario's timeout) -> stop -> collect -> check -> down, always.
+
+Single-threaded on purpose: the netns backend forks role processes from this process, which is
+only safe while no other thread exists. Every wait has a deadline and every failure names what
+was awaited.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+
+from lab.backends import EXITED, READY, Backend, Event
+from lab.errors import Interrupted
+from lab.plan import TCP, NodePlan, Plan
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class NodeState:
+    plan: NodePlan
+    started_at: float | None = None
+    ready_at: float | None = None
+    exit_code: int | None = None
+    exited: bool = False
+    stopped_by_lab: bool = False
+    blocked: bool = False
+    failed_start: bool = False
+    note: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None and not self.exited
+
+
+@dataclass
+class Execution:
+    """One run of a plan's nodes on a backend that is already up."""
+
+    plan: Plan
+    backend: Backend
+    progress: Progress
+    log_tail: Callable[[str], str]
+    states: dict[str, NodeState] = field(default_factory=dict)
+    t0: float = field(default_factory=time.monotonic)
+    timed_out: bool = False
+
+    def __post_init__(self) -> None:
+        self.states = {n.name: NodeState(n) for n in self.plan.nodes}
+        for s in self.states.values():
+            if not s.plan.runs_something:  # a plain host (e.g. a router) is ready once it exists
+                s.started_at = s.ready_at = self.t0
+                s.exited = True
+
+    def run(self) -> None:
+        deadline = self.t0 + self.plan.timeout
+        self._start_unblocked()
+        while not self._finished():
+            now = time.monotonic()
+            if now >= deadline:
+                self._hit_deadline()
+                break
+            for event in self.backend.poll(min(0.2, deadline - now, self._next_ready_deadline() - now)):
+                self._handle(event)
+            self._check_ready_deadlines()
+            self._start_unblocked()
+        self._stop_services()
+
+    # -- scheduling ------------------------------------------------------------------------------
+    def _start_unblocked(self) -> None:
+        for s in self.states.values():
+            if s.started_at is None and not s.blocked and all(
+                self.states[a].ready_at is not None for a in s.plan.after
+            ):
+                s.started_at = time.monotonic()
+                self.backend.start(s.plan)
+
+    def _finished(self) -> bool:
+        for s in self.states.values():
+            if s.blocked:
+                continue
+            if s.started_at is None:
+                return False  # waits for its `after` nodes
+            if s.running and (not s.plan.service or s.ready_at is None):
+                return False  # a task still working, or a service not yet ready
+        return True
+
+    def _handle(self, event: Event) -> None:
+        s = self.states[event.node]
+        if s.exited:
+            return  # already accounted for (stopped by the lab)
+        if event.kind == READY and s.ready_at is None:
+            s.ready_at = time.monotonic()
+            if s.plan.service:
+                self.progress(f"  ready   {s.plan.name:<14} {s.plan.address!s:<15} "
+                              f"{_what(s.plan)} ({s.ready_at - self.t0:.2f}s)")
+        elif event.kind == EXITED:
+            s.exited, s.exit_code = True, event.code
+            if s.ready_at is None and s.plan.ready.kind != "started":
+                self._failed_start(s, f"exited with {_code(event.code)} before it was ready")
+            elif s.plan.service:
+                s.note = f"exited with {_code(event.code)} while serving"
+                self.progress(f"  exited  {s.plan.name} ({_code(event.code)})")
+            elif s.ready_at is None:
+                s.ready_at = time.monotonic()
+
+    def _next_ready_deadline(self) -> float:
+        pending = [s.started_at + s.plan.ready.timeout for s in self.states.values()
+                   if s.running and s.ready_at is None and s.started_at is not None]
+        return min(pending, default=float("inf"))
+
+    def _check_ready_deadlines(self) -> None:
+        now = time.monotonic()
+        for s in self.states.values():
+            if s.running and s.ready_at is None and s.started_at is not None \
+                    and now >= s.started_at + s.plan.ready.timeout:
+                self._stop([s.plan.name])
+                what = (f"nothing listens on tcp {s.plan.ready.port}" if s.plan.ready.kind == TCP
+                        else "no readiness line")
+                self._failed_start(s, f"not ready after {s.plan.ready.timeout:g}s: {what}")
+
+    def _failed_start(self, s: NodeState, why: str) -> None:
+        s.failed_start = True
+        tail = self.log_tail(s.plan.name)
+        s.note = why + (f" (last output: {tail!r})" if tail else "")
+        self.progress(f"  FAILED  {s.plan.name}: {s.note}")
+        self._block_dependents(s.plan.name, f"not started: {s.plan.name} {why}")
+
+    def _block_dependents(self, name: str, note: str) -> None:
+        for s in self.states.values():
+            if name in s.plan.after and s.started_at is None and not s.blocked:
+                s.blocked, s.note = True, note
+                self._block_dependents(s.plan.name, note)
+
+    def _hit_deadline(self) -> None:
+        self.timed_out = True
+        late = [s for s in self.states.values() if s.running and (not s.plan.service or s.ready_at is None)]
+        for s in late:
+            s.note = f"killed at the run's timeout ({self.plan.timeout:g}s)"
+        self._stop([s.plan.name for s in late])
+        for s in self.states.values():
+            if s.started_at is None and not s.blocked:
+                s.blocked, s.note = True, f"not started before the run's timeout ({self.plan.timeout:g}s)"
+        self.progress(f"  TIMEOUT after {self.plan.timeout:g}s: stopped {', '.join(s.plan.name for s in late)}")
+
+    def _stop_services(self) -> None:
+        self._stop([s.plan.name for s in self.states.values() if s.running])
+
+    def _stop(self, names: list[str]) -> None:
+        if not names:
+            return
+        codes = self.backend.stop(names, grace=1.0)
+        for name in names:
+            s = self.states[name]
+            if not s.exited:
+                s.exited, s.stopped_by_lab, s.exit_code = True, True, codes.get(name)
+
+
+def _what(node: NodePlan) -> str:
+    if node.role:
+        return node.role
+    return " ".join(node.argv or ())[:40]
+
+
+def _code(code: int | None) -> str:
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM become `Interrupted`, so that `finally` blocks tear the lab down."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[list[int]]:
+    """Teardown must finish: signals that arrive meanwhile are noted, not acted on."""
+    seen: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        seen.append(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)

@@ -1,0 +1,141 @@
+"""Ownership records: every resource a lab creates is written here *before* it is created.
+
+A lab's journal lives in the state folder (default /run/lab, on tmpfs like the namespaces
+themselves, so both vanish together at reboot). `down` and `clean` work from the journal alone:
+the scenario file may be gone and the working directory another. Nothing is ever removed because
+its name looks like ours; only what a journal lists.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE = "/run/lab"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("LAB_STATE_DIR", DEFAULT_STATE))
+
+
+def new_lab_id() -> str:
+    return secrets.token_hex(4)
+
+
+@contextmanager
+def state_lock(state: Path) -> Iterator[None]:
+    """Serialise changes shared by all labs (the state folder itself, /run/netns).
+
+    The lock is taken on the state folder's parent directory, so that holding it leaves no file
+    behind once the last lab is gone.
+    """
+    state.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Journal:
+    state: Path
+    lab_id: str
+
+    @property
+    def folder(self) -> Path:
+        return self.state / self.lab_id
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "journal.jsonl"
+
+    def open(self, **meta: Any) -> None:
+        with state_lock(self.state):
+            self.folder.mkdir(parents=True, exist_ok=False)
+        meta = {"id": self.lab_id, "pid": os.getpid(), "pid_start": process_start(os.getpid()),
+                "started": time.time(), **meta}
+        (self.folder / "meta.json").write_text(json.dumps(meta))
+
+    def record(self, kind: str, name: str, **extra: Any) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"kind": kind, "name": name, **extra}) + "\n")
+            f.flush()
+
+    def record_many(self, kind: str, names: list[str]) -> None:
+        with open(self.path, "a") as f:
+            f.write("".join(json.dumps({"kind": kind, "name": n}) + "\n" for n in names))
+            f.flush()
+
+    def entries(self) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash: the rest is still valid
+        return out
+
+    def meta(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.folder / "meta.json").read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def alive(self) -> bool:
+        """Whether the process that owns this lab still runs (pid and start time match)."""
+        pid = self.meta().get("pid")
+        if not isinstance(pid, int):
+            return False
+        start = process_start(pid)
+        return start is not None and start == self.meta().get("pid_start")
+
+    def close(self) -> None:
+        """Forget the lab (its resources are gone) and drop the state folder when it is empty."""
+        with state_lock(self.state):
+            for child in self.folder.glob("**/*"):
+                if child.is_file():
+                    child.unlink()
+            for child in sorted(self.folder.glob("**/*"), reverse=True):
+                if child.is_dir():
+                    child.rmdir()
+            if self.folder.exists():
+                self.folder.rmdir()
+            _rmdir_if_empty(self.state)
+
+
+def process_start(pid: int) -> int | None:
+    """A process's start time in clock ticks: with the pid, it names the process uniquely."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def journals(state: Path | None = None) -> list[Journal]:
+    state = state or state_dir()
+    if not state.is_dir():
+        return []
+    return [Journal(state, p.name) for p in sorted(state.iterdir()) if (p / "meta.json").exists()]

@@ -1,0 +1,162 @@
+"""One lab run, end to end: scenario -> plan -> backend up -> execution -> down -> checks -> report.
+
+Teardown sits in `finally` and runs with signals deferred; logs and transcripts are written by the
+nodes straight into the run folder, so they survive every failure path, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab import backends
+from lab.checks import CheckResult, NodeOutcome, evaluate
+from lab.errors import Interrupted, LabError
+from lab.execution import Execution, NodeState, Progress, signals_deferred, signals_raise
+from lab.journal import Journal, new_lab_id, state_dir
+from lab.plan import Plan, make_plan
+from lab.report import write_reports
+from lab.rundir import RunDir
+from lab.scenario.model import Scenario
+
+LOG_READ_LIMIT = 16 * 1024 * 1024  # checks read at most this much of a node's log (a flood is cut)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One check's result for one node, with the expectation it came from ("echo client")."""
+
+    expectation: str
+    result: CheckResult
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    rundir: RunDir
+    backend: str
+    lab_id: str
+    started: float
+    duration: float = 0.0
+    states: dict[str, NodeState] = field(default_factory=dict)
+    results: list[Verdict] = field(default_factory=list)
+    error: str = ""
+    timed_out: bool = False
+    interrupted: int = 0  # the signal number, or 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and not self.interrupted and all(v.result.passed for v in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 128 + self.interrupted
+        if self.error:
+            return 3
+        return 0 if self.passed else 1
+
+
+def stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None,
+        progress: Progress = stderr_progress) -> RunResult:
+    """Run a validated scenario; always tears down; returns the result (reports already written)."""
+    plan = make_plan(scenario)
+    journal = Journal(state_dir(), new_lab_id())
+    backend = backends.create(backend_name, journal)
+    backend.check()  # environment problems surface before anything is created
+    rundir = RunDir.create(out, plan.name)
+    rundir.file("scenario.yaml").write_text(scenario.source)
+    rundir.file("plan.json").write_text(json.dumps(plan.to_json(), indent=2))
+    result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time())
+    execution: Execution | None = None
+    t0 = time.monotonic()
+    try:
+        with signals_raise():
+            journal.open(backend=backend_name, scenario=str(scenario.path), run_dir=str(rundir.root),
+                         name=plan.name)
+            backend.up(plan, rundir)
+            progress(f"lab {plan.name}: {len(plan.networks)} network(s), {len(plan.nodes)} node(s) up "
+                     f"in {time.monotonic() - t0:.2f}s ({backend_name}, lab {journal.lab_id})")
+            execution = Execution(plan, backend, progress, lambda n: log_tail(rundir, n))
+            execution.run()
+    except Interrupted as e:
+        result.interrupted = e.signum
+        progress(f"lab {plan.name}: interrupted (signal {e.signum}), tearing down")
+    except LabError as e:
+        result.error = str(e)
+        progress(f"lab {plan.name}: error: {e}")
+    finally:
+        with signals_deferred():
+            backend.down()
+    result.duration = time.monotonic() - t0
+    if execution is not None:
+        result.states, result.timed_out = execution.states, execution.timed_out
+        if result.interrupted:  # what was running when the signal came was stopped by the lab
+            for s in result.states.values():
+                if s.running:
+                    s.exited, s.stopped_by_lab, s.note = True, True, "stopped: the run was interrupted"
+    result.results = check(plan, result.states, rundir)
+    write_reports(result)
+    return result
+
+
+def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir) -> list[Verdict]:
+    """Evaluate every expectation (and every start failure) from what the nodes left behind."""
+    outcomes = {n.name: outcome(rundir, n.name, states.get(n.name)) for n in plan.nodes}
+    results = [
+        Verdict(f"start {s.plan.name}", CheckResult("start", s.plan.name, False, s.note))
+        for s in states.values() if s.failed_start
+    ]
+    for e in plan.expect:
+        results += [Verdict(e.label, r) for r in evaluate(e.check, e.params, [outcomes[n] for n in e.nodes])]
+    return results
+
+
+def outcome(rundir: RunDir, name: str, state: NodeState | None) -> NodeOutcome:
+    return NodeOutcome(
+        name=name,
+        started=state is not None and state.started_at is not None and not state.blocked,
+        exit_code=state.exit_code if state else None,
+        stopped_by_lab=state.stopped_by_lab if state else False,
+        note=(state.note if state else "not started: the lab did not come up"),
+        transcript=read_transcript(rundir.transcript(name)),
+        log=read_log(rundir.log(name)),
+    )
+
+
+def read_transcript(path: Path) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short when the node was killed
+                if isinstance(event, dict):
+                    events.append(event)
+    except FileNotFoundError:
+        pass
+    return events
+
+
+def read_log(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(LOG_READ_LIMIT).decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def log_tail(rundir: RunDir, name: str) -> str:
+    """The last non-empty line a node printed (evidence for start failures)."""
+    lines = [ln.strip() for ln in read_log(rundir.log(name))[-4096:].splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else ""

@@ -1,0 +1,254 @@
+"""The resolved plan: concrete hosts, interfaces, addresses, role parameters and start order.
+
+Pure data computed from a validated scenario, with no I/O, so that every backend runs exactly the
+same lab and tests can assert on addressing without touching the kernel. Replica groups are
+expanded (client -> client-1..client-N), "auto" addresses are picked, node names inside role
+parameters become addresses, and every cross-reference names concrete hosts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from lab.scenario.model import SERVER_ROLES, Node, Route, Scenario
+
+# How a node's readiness is observed: a role announces it, a program is ready when something
+# listens on a TCP port, anything else is ready as soon as it is started (or created).
+ANNOUNCE, TCP, STARTED = "announce", "tcp", "started"
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str  # eth0, eth1, ... in the order the node lists its networks
+    network: str
+    address: IPv4Interface  # address with the subnet's prefix
+
+
+@dataclass(frozen=True)
+class Readiness:
+    kind: str  # ANNOUNCE | TCP | STARTED
+    port: int | None = None
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    group: str  # the node's name as written (replicas share it)
+    interfaces: tuple[Interface, ...]
+    routes: tuple[Route, ...]
+    forwarding: bool
+    role: str | None
+    params: dict[str, Any]  # role parameters, resolved (addresses instead of names)
+    argv: tuple[str, ...] | None
+    cwd: Path | None
+    env: dict[str, str]
+    ready: Readiness
+    after: tuple[str, ...]  # concrete node names that must be ready first
+    service: bool  # keeps running until teardown (servers); otherwise a task the run waits for
+    image: str | None = None
+
+    @property
+    def runs_something(self) -> bool:
+        return self.role is not None or self.argv is not None
+
+    @property
+    def address(self) -> IPv4Address:
+        return self.interfaces[0].address.ip
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    name: str
+    subnet: IPv4Network
+
+
+@dataclass(frozen=True)
+class ExpectationPlan:
+    index: int
+    check: str
+    nodes: tuple[str, ...]  # concrete node names
+    params: dict[str, Any]
+    label: str  # e.g. "echo client" (the expectation as written, for reports)
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    timeout: float
+    networks: tuple[NetworkPlan, ...]
+    nodes: tuple[NodePlan, ...]
+    expect: tuple[ExpectationPlan, ...]
+    folder: Path  # the scenario's folder
+    _index: dict[str, NodePlan] = field(default_factory=dict, compare=False, repr=False)
+
+    def node(self, name: str) -> NodePlan:
+        if not self._index:
+            self._index.update((n.name, n) for n in self.nodes)
+        return self._index[name]
+
+    def hosts_file(self, viewer: str) -> str:
+        """/etc/hosts as seen from `viewer`: each node's name maps to its best address."""
+        lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{viewer}"]
+        for n in self.nodes:
+            lines.append(f"{address_for(self.node(viewer), n)}\t{n.name}")
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "timeout": self.timeout,
+            "networks": [{"name": n.name, "subnet": str(n.subnet)} for n in self.networks],
+            "nodes": [_node_json(n) for n in self.nodes],
+            "expect": [
+                {"check": e.check, "nodes": list(e.nodes), "params": e.params, "label": e.label}
+                for e in self.expect
+            ],
+        }
+
+
+def _node_json(n: NodePlan) -> dict[str, Any]:
+    return {
+        "name": n.name,
+        "group": n.group,
+        "interfaces": [
+            {"name": i.name, "network": i.network, "address": str(i.address)} for i in n.interfaces
+        ],
+        "routes": [{"to": str(r.to), "via": str(r.via)} for r in n.routes],
+        "forwarding": n.forwarding,
+        "role": n.role,
+        "params": n.params,
+        "run": list(n.argv) if n.argv else None,
+        "cwd": str(n.cwd) if n.cwd else None,
+        "ready": {"kind": n.ready.kind, "port": n.ready.port, "timeout": n.ready.timeout},
+        "after": list(n.after),
+        "service": n.service,
+    }
+
+
+def address_for(viewer: NodePlan, target: NodePlan) -> IPv4Address:
+    """The address of `target` that `viewer` should use: one on a shared network if any."""
+    mine = {i.network for i in viewer.interfaces}
+    for i in target.interfaces:
+        if i.network in mine:
+            return i.address.ip
+    return target.address
+
+
+def host_names(node: Node) -> list[str]:
+    """The concrete host names a scenario node stands for."""
+    if node.replicas is None:
+        return [node.name]
+    return [f"{node.name}-{k}" for k in range(1, node.replicas + 1)]
+
+
+def expand(names: Iterable[str], groups: dict[str, list[str]]) -> tuple[str, ...]:
+    """Names as written (groups or hosts) -> concrete host names, order kept, no repeats."""
+    out: list[str] = []
+    for name in names:
+        for host in groups.get(name, [name]):
+            if host not in out:
+                out.append(host)
+    return tuple(out)
+
+
+def make_plan(scenario: Scenario) -> Plan:
+    groups = {n.name: host_names(n) for n in scenario.nodes}
+    addresses = _assign_addresses(scenario)
+    subnets = {n.name: n.subnet for n in scenario.networks}
+    bare: list[NodePlan] = []
+    for node in scenario.nodes:
+        for host in groups[node.name]:
+            interfaces = tuple(
+                Interface(f"eth{k}", a.network, IPv4Interface(f"{addresses[host, a.network]}/"
+                                                              f"{subnets[a.network].prefixlen}"))
+                for k, a in enumerate(node.attachments)
+            )
+            bare.append(_node_plan(node, host, interfaces, expand(node.after, groups)))
+    plan = Plan(
+        name=scenario.name,
+        timeout=scenario.timeout,
+        networks=tuple(NetworkPlan(n.name, n.subnet) for n in scenario.networks),
+        nodes=tuple(bare),
+        expect=tuple(
+            ExpectationPlan(k, e.check, expand(e.nodes, groups), dict(e.params),
+                            f"{e.check} {', '.join(e.nodes)}")
+            for k, e in enumerate(scenario.expect)
+        ),
+        folder=scenario.folder,
+    )
+    resolved = tuple(_resolve_params(plan, n) for n in plan.nodes)
+    return Plan(plan.name, plan.timeout, plan.networks, resolved, plan.expect, plan.folder)
+
+
+def _assign_addresses(scenario: Scenario) -> dict[tuple[str, str], IPv4Address]:
+    """Static addresses as written; "auto" ones are the lowest free hosts of the subnet."""
+    fixed: dict[tuple[str, str], IPv4Address] = {}
+    used: dict[str, set[IPv4Address]] = {n.name: set() for n in scenario.networks}
+    for node in scenario.nodes:
+        for a in node.attachments:
+            if a.address is not None:
+                for host in host_names(node):
+                    fixed[host, a.network] = a.address
+                used[a.network].add(a.address)
+    free = {n.name: (h for h in n.subnet.hosts() if h not in used[n.name]) for n in scenario.networks}
+    for node in scenario.nodes:
+        for host in host_names(node):
+            for a in node.attachments:
+                if a.address is None:
+                    fixed[host, a.network] = next(free[a.network])
+    return fixed
+
+
+def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],
+               after: tuple[str, ...]) -> NodePlan:
+    if node.role is not None:
+        ready = Readiness(ANNOUNCE, timeout=node.ready_timeout)
+        service = node.role in SERVER_ROLES
+    elif node.run is not None and node.ready_tcp is not None:
+        ready, service = Readiness(TCP, node.ready_tcp, node.ready_timeout), True
+    else:
+        # A program without `ready` is a task the run waits for; a plain host runs nothing.
+        ready, service = Readiness(STARTED, timeout=node.ready_timeout), node.run is None
+    return NodePlan(
+        name=host, group=node.name, interfaces=interfaces, routes=node.routes,
+        forwarding=node.forwarding, role=node.role, params=dict(node.params), argv=node.run,
+        cwd=node.files, env=dict(node.env), ready=ready, after=after, service=service,
+        image=node.image,
+    )
+
+
+def _resolve_params(plan: Plan, node: NodePlan) -> NodePlan:
+    """Role parameters with node names replaced by the addresses this node should use."""
+    p = dict(node.params)
+    if node.role == "telnet-client":
+        host, _, port = str(p.pop("connect")).rpartition(":")
+        p.update(host=_address(plan, node, host), port=int(port), target=f"{host}:{port}")
+        p["send"] = [line.replace("{node}", node.name) for line in p.get("send", [])]
+    elif node.role == "http-get":
+        url = urlsplit(str(p["url"]))
+        host = url.hostname or ""
+        port = url.port or 80
+        p.update(host=_address(plan, node, host), port=port, path=_path(url.path, url.query),
+                 host_header=url.netloc)
+    return replace(node, params=p)
+
+
+def _address(plan: Plan, viewer: NodePlan, host: str) -> str:
+    try:
+        return str(IPv4Address(host))
+    except ValueError:
+        pass
+    by_name = [n for n in plan.nodes if n.name == host]
+    target = by_name[0] if by_name else next(n for n in plan.nodes if n.group == host)
+    return str(address_for(viewer, target))
+
+
+def _path(path: str, query: str) -> str:
+    path = path or "/"
+    return f"{path}?{query}" if query else path

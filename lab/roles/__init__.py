@@ -1,0 +1,97 @@
+"""The built-in roles and the one way to run them: `run_role`.
+
+`run_role` is called in a freshly forked child of the orchestrator (no exec, to save an interpreter
+start per node) or by `python3 -m lab.roles` in a container. So it sets up everything it needs
+itself (transcript, signal handlers) and relies on no module-level mutable state. Standard library
+only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from lab.roles import echo_server, greeting_server, http_get, http_server, telnet_client
+from lab.roles.common import Transcript, describe, error_kind
+
+Role = Callable[[dict[str, Any], Transcript], int]
+
+ROLES: dict[str, Role] = {
+    "echo-server": echo_server.main,
+    "greeting-server": greeting_server.main,
+    "http-server": http_server.main,
+    "telnet-client": telnet_client.main,
+    "http-get": http_get.main,
+}
+
+STOP_SIGNALS: dict[int, str] = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
+
+
+def run_role(name: str, params: dict[str, Any], transcript_path: str) -> int:
+    """Run role `name` with resolved `params`, recording to `transcript_path`; returns the exit code.
+
+    The transcript starts with a `start` event and ends with an `end` event: {"code": N} when the
+    role finished, {"reason": "terminated"} when the lab stopped it (SIGTERM; the process then
+    exits at once with 128 + signal, since the orchestrator SIGKILLs ~1 s later anyway).
+    """
+    transcript = Transcript(transcript_path)
+    install_stop_handlers(transcript)
+    transcript.event("start", role=name, pid=os.getpid(), params=params)
+    role = ROLES.get(name)
+    if role is None:
+        message = f"unknown role {name!r} (roles: {', '.join(ROLES)})"
+        transcript.event("error", kind="other", during="start", message=message)
+        print(f"lab: {message}", file=sys.stderr, flush=True)
+        code = 2
+    else:
+        code = run_guarded(role, params, transcript)
+    transcript.event("end", code=code)
+    flush_stdio()
+    transcript.close()
+    return code
+
+
+def run_guarded(role: Role, params: dict[str, Any], transcript: Transcript) -> int:
+    """Run the role; a crash (e.g. port already in use) is recorded and becomes exit code 1."""
+    try:
+        return int(role(params, transcript))
+    except Exception as exc:
+        transcript.event("error", kind=error_kind(exc), during="role", message=describe(exc))
+        traceback.print_exc(file=sys.stderr)
+        return 1
+
+
+def install_stop_handlers(transcript: Transcript) -> None:
+    """Graceful stop on SIGTERM/SIGINT: record the `end` event, then leave at once.
+
+    os._exit, not sys.exit: connection threads must not keep the process alive, and a forked child
+    must not run the orchestrator's cleanup (atexit, finally blocks) inherited from the parent.
+    """
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        transcript.event("end", reason=STOP_SIGNALS.get(signum, "terminated"), signal=signum)
+        flush_stdio()
+        os._exit(128 + signum)
+
+    try:
+        signal.set_wakeup_fd(-1)  # a forked child must not poke the parent's event-loop wakeup fd
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, stop)
+    except ValueError:  # not the main thread: the orchestrator's SIGKILL still stops us
+        pass
+
+
+def flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, RuntimeError):  # closed, or re-entered from a signal handler
+            pass
+
+
+__all__ = ["ROLES", "Role", "run_role"]

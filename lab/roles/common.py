@@ -1,0 +1,138 @@
+"""What every built-in role shares: the transcript, the readiness signal, byte encoding, error kinds.
+
+Standard library only: the roles run unchanged in a namespace (forked from the orchestrator) or in a
+container (`python3 -m lab.roles`). Nothing here keeps module-level mutable state, because a forked
+child inherits whatever the parent had.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+READY_FD_ENV = "LAB_READY_FD"
+PREVIEW = 60  # characters of data shown in human-readable log lines
+
+
+class Transcript:
+    """A JSON-lines event log: one event per line, written whole and unbuffered at each event.
+
+    Unbuffered so a role killed at teardown loses nothing already recorded; locked because server
+    roles record from a thread per connection. The lock is re-entrant because the SIGTERM handler
+    (which runs in the main thread, between any two bytecodes) writes the final event too.
+    """
+
+    def __init__(self, path: str):
+        self._file = open(path, "wb", buffering=0)  # one transcript per run: truncate
+        self._lock = threading.RLock()
+
+    def event(self, event: str, **fields: Any) -> None:
+        """Record one event: {"t": time.time(), "event": event, **fields}."""
+        record = {"t": time.time(), "event": event, **fields}
+        line = (json.dumps(record, default=str) + "\n").encode()
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(line)
+
+    def data(self, event: str, payload: bytes, **fields: Any) -> None:
+        """Record a `sent`/`received` event carrying bytes (see `encode_bytes`)."""
+        self.event(event, **fields, **encode_bytes(payload))
+
+    def error(self, exc: BaseException, during: str, **fields: Any) -> str:
+        """Record an `error` event classified by `error_kind`; returns the kind."""
+        kind = error_kind(exc)
+        self.event("error", **fields, kind=kind, during=during, message=describe(exc))
+        return kind
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def encode_bytes(payload: bytes) -> dict[str, str]:
+    """{"data": text} when the bytes are UTF-8, else {"data_b64": base64}: readable yet lossless."""
+    try:
+        return {"data": payload.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"data_b64": base64.b64encode(payload).decode("ascii")}
+
+
+def event_bytes(event: dict[str, Any]) -> bytes:
+    """The bytes a `sent`/`received` event carries (inverse of `encode_bytes`)."""
+    if "data_b64" in event:
+        return base64.b64decode(event["data_b64"])
+    return str(event.get("data", "")).encode("utf-8")
+
+
+def error_kind(exc: BaseException) -> str:
+    """The kind of a network error, as checks and users speak of it."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return "reset"
+    if isinstance(exc, TimeoutError):  # socket.timeout is an alias since 3.10
+        return "timeout"
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    return "other"
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line message for an exception (some, like socket.timeout, have an empty str())."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def announce_ready(role: str, detail: str) -> None:
+    """Tell the orchestrator this role is ready: a `LAB-READY` stdout line, and the ready fd if given.
+
+    The fd is written once and closed (and forgotten) so a later call cannot write to a reused fd.
+    """
+    say(f"LAB-READY {role} {detail}")
+    fd_text = os.environ.pop(READY_FD_ENV, "")
+    if not fd_text:
+        return
+    try:
+        fd = int(fd_text)
+        try:
+            os.write(fd, b"ready\n")
+        finally:
+            os.close(fd)
+    except (ValueError, OSError) as exc:
+        print(f"lab: cannot signal readiness on fd {fd_text!r}: {exc}", file=sys.stderr, flush=True)
+
+
+def say(message: str) -> None:
+    """One human-readable line for the node's log (flushed: the log must be complete at any kill)."""
+    print(message, flush=True)
+
+
+def preview(payload: bytes) -> str:
+    """Bytes shown in a log line: repr-like, line endings visible, cut to PREVIEW characters."""
+    text = payload.decode("utf-8", errors="replace")
+    return repr(text) if len(text) <= PREVIEW else repr(text[:PREVIEW]) + "..."
+
+
+def peer_text(address: Any) -> str:
+    """'ip:port' for a socket address tuple."""
+    return f"{address[0]}:{address[1]}"
+
+
+def listening_socket(port: int, backlog: int = 256) -> socket.socket:
+    """A TCP socket listening on 0.0.0.0:port with SO_REUSEADDR (restarts must not wait TIME_WAIT)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,34 @@
+"""The run folder: everything a run leaves for its user (scenario as run, logs, reports)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def create(cls, out: Path | None, scenario_name: str) -> RunDir:
+        if out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            out = Path("runs") / f"{scenario_name}-{stamp}"
+            k = 1
+            while out.exists():
+                k += 1
+                out = Path("runs") / f"{scenario_name}-{stamp}-{k}"
+        root = out.absolute()
+        (root / "nodes").mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    def log(self, node: str) -> Path:
+        return self.root / "nodes" / f"{node}.log"
+
+    def transcript(self, node: str) -> Path:
+        return self.root / "nodes" / f"{node}.jsonl"
+
+    def file(self, name: str) -> Path:
+        return self.root / name

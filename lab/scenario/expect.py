@@ -1,0 +1,126 @@
+"""Validation of `expect:`: each item is one check, on nodes that can produce what it judges.
+
+A check on the wrong kind of node (an echo check on the server) could only ever fail at run time
+with a confusing reason, so it is refused here with the reason spelled out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.scenario.checker import Checker, NodeInfo, Refs
+from lab.scenario.model import CHECKS, ROLES, Expectation
+from lab.scenario.params import CHECK_PARAMS, CHECK_ROLES, check_params
+from lab.scenario.source import KeyPath
+from lab.scenario.values import kind, show, suggest
+
+
+def check_expect(c: Checker, value: Any, refs: Refs) -> tuple[Expectation, ...]:
+    """All valid expectations (problems with the others are reported)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        c.error(("expect",), f"expected a list of checks (- echo: client), got {kind(value)}")
+        return ()
+    result = (_item(c, ("expect", i), item, refs) for i, item in enumerate(value))
+    return tuple(e for e in result if e is not None)
+
+
+def _item(c: Checker, path: KeyPath, item: Any, refs: Refs) -> Expectation | None:
+    if not isinstance(item, dict) or not item:
+        c.error(path, "each expect item is a mapping with one check, like '- echo: client'; "
+                f"got {kind(item)}")
+        return None
+    if len(item) > 1:
+        c.error(path, f"an expect item has exactly one check, found {len(item)}: {', '.join(item)} "
+                "(start each check with '- ')")
+        return None
+    check, body = next(iter(item.items()))
+    here = path + (check,)
+    if check not in CHECKS:
+        c.error(here, f"unknown check {show(check)} {suggest(check, CHECKS, 'checks')}", at_key=True)
+        return None
+    split = _split(c, here, check, body)
+    if split is None:
+        return None
+    nodes_path, nodes_value, given = split
+    targets = _targets(c, nodes_path, nodes_value, refs, check)
+    params = check_params(c, here, given, CHECK_PARAMS[check], refs, f"check {check}", here)
+    if targets is None or params is None:
+        return None
+    if not _consistent(c, here, check, params, targets):
+        return None
+    return Expectation(check, targets[0], params, c.source.value_loc(path))
+
+
+def _split(c: Checker, here: KeyPath, check: str, body: Any) -> tuple[KeyPath, Any, dict[str, Any]] | None:
+    """(where the nodes are, the nodes, the other parameters) for the short and the long form."""
+    schema = CHECK_PARAMS[check]
+    if isinstance(body, (str, list)):
+        required = [k for k, p in schema.items() if p.required]
+        if required:
+            example = ", ".join(f"{k}: ..." for k in required)
+            c.error(here, f"{check} needs parameters: {{nodes: ..., {example}}}")
+            return None
+        return here, body, {}
+    body = c.mapping(here, body, ("nodes", *schema), required=("nodes",), what="parameter")
+    if body is None or "nodes" not in body:
+        return None
+    given = {k: v for k, v in body.items() if k != "nodes"}
+    return here + ("nodes",), body["nodes"], given
+
+
+def _targets(c: Checker, path: KeyPath, value: Any, refs: Refs,
+             check: str) -> tuple[tuple[str, ...], int] | None:
+    """The node names as written and how many hosts they name, if all exist and fit the check."""
+    if isinstance(value, str):
+        entries: list[tuple[KeyPath, Any]] = [(path, value)]
+    elif isinstance(value, list) and value:
+        entries = [(path + (i,), ref) for i, ref in enumerate(value)]
+    else:
+        c.error(path, f"expected a node name or a non-empty list of node names, got {kind(value)}")
+        return None
+    names: list[str] = []
+    hosts = 0
+    for where, ref in entries:
+        found = c.check(where, ref, refs.resolve)
+        if found is not None and _fits(c, where, check, ref, found[0]):
+            names.append(ref)
+            hosts += found[1]
+    return (tuple(names), hosts) if len(names) == len(entries) else None
+
+
+def _fits(c: Checker, where: KeyPath, check: str, ref: str, info: NodeInfo) -> bool:
+    """Does this node produce what the check judges (a transcript of the right kind, or a log)?"""
+    if info.role is not None and info.role not in ROLES:
+        return False  # an unknown role is reported on the node already
+    roles = CHECK_ROLES[check]
+    if roles is None:
+        if info.role is None and not info.runs:
+            c.error(where, f"{check} needs nodes with a role or run; {ref!r} is {info.describe()}")
+            return False
+        return True
+    if info.role not in roles:
+        c.error(where, f"{check} needs {' or '.join(roles)} nodes; {ref!r} is {info.describe()}")
+        return False
+    return True
+
+
+def _consistent(c: Checker, here: KeyPath, check: str, params: dict[str, Any],
+                targets: tuple[tuple[str, ...], int]) -> bool:
+    """Rules across parameters: at_least within the group, exactly one of contains/regex."""
+    names, hosts = targets
+    if check == "concurrent" and params["at_least"] > hosts:
+        who = repr(names[0]) if len(names) == 1 else ", ".join(names)
+        c.error(here + ("at_least",), f"at_least {params['at_least']} but {who} names only "
+                f"{hosts} host{'s' if hosts != 1 else ''}")
+        return False
+    if check == "output":
+        if params["contains"] is None and params["regex"] is None:
+            c.error(here, "output needs contains or regex", at_key=True)
+            return False
+        if params["contains"] is not None and params["regex"] is not None:
+            c.error(here + ("regex",), "output takes contains or regex, not both", at_key=True)
+            return False
+    return True
+

@@ -1,0 +1,90 @@
+"""The validated scenario: plain, immutable data (no I/O, no backend knowledge).
+
+Everything here has already passed validation: names are plain names, addresses lie in their
+subnets, referenced nodes and networks exist, role parameters are complete (defaults filled in),
+and the `after` graph has no cycle. Cross-references are still *as written* (a group name such as
+`client` stands for client-1..client-N); the plan resolves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from lab.errors import Location
+
+CHECKS = ("echo", "greeting", "http", "concurrent", "exit", "output")
+ROLES = ("echo-server", "greeting-server", "http-server", "telnet-client", "http-get")
+SERVER_ROLES = ("echo-server", "greeting-server", "http-server")
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    subnet: IPv4Network
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A node's interface on a network; address None means "auto" (picked by the plan)."""
+
+    network: str
+    address: IPv4Address | None
+
+
+@dataclass(frozen=True)
+class Route:
+    """A static route; `to` is 0.0.0.0/0 for `default`."""
+
+    to: IPv4Network
+    via: IPv4Address
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node as written; `replicas` N makes N hosts named NAME-1..NAME-N."""
+
+    name: str
+    attachments: tuple[Attachment, ...]
+    loc: Location
+    routes: tuple[Route, ...] = ()
+    forwarding: bool = False
+    role: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # `with:`, validated, defaults filled
+    run: tuple[str, ...] | None = None  # argv (a string in YAML is split like a shell, no shell used)
+    files: Path | None = None  # absolute path of the working folder (inside the scenario's folder)
+    ready_tcp: int | None = None  # `ready: {tcp: PORT}`
+    ready_timeout: float = 10.0  # `ready: {timeout: 10s}` (an extension; bounded readiness)
+    after: tuple[str, ...] = ()  # node or group names, as written
+    replicas: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One item of `expect:`; `nodes` are node or group names as written."""
+
+    check: str
+    nodes: tuple[str, ...]
+    params: dict[str, Any]
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    path: Path  # absolute path of the scenario file
+    source: str  # the file's text, as run
+    networks: tuple[Network, ...]
+    nodes: tuple[Node, ...]
+    expect: tuple[Expectation, ...]
+    timeout: float = 60.0
+    description: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent

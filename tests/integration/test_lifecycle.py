@@ -1,0 +1,103 @@
+"""Signals, crash-safe cleanup, invalid input: the lab always ends in bounded time, leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import HERE, ROOT, lab
+
+
+def _start(scenario: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "lab", "run", str(scenario), "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(proc: subprocess.Popen[str], needle: str, deadline: float = 15) -> None:
+    assert proc.stderr is not None
+    end = time.monotonic() + deadline
+    seen = []
+    while time.monotonic() < end:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return
+    proc.kill()
+    raise AssertionError(f"never saw {needle!r}: {''.join(seen)}")
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_tears_down_and_keeps_logs(tmp_path: Path, sig: int, code: int) -> None:
+    proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run")
+    _wait_for(proc, "ready   server")
+    time.sleep(0.3)  # let the clients connect: the test is about tearing down a busy lab
+    t = time.monotonic()
+    proc.send_signal(sig)
+    proc.communicate(timeout=20)
+    assert time.monotonic() - t < 20
+    assert proc.returncode == code
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["interrupted"] == sig and report["passed"] is False
+    assert "hello" in (tmp_path / "run" / "nodes" / "server.jsonl").read_text()
+    for node in ("server", "client-1", "client-2", "sleeper"):
+        assert (tmp_path / "run" / "nodes" / f"{node}.log").exists()
+
+
+def test_clean_after_kill_9(tmp_path: Path) -> None:
+    proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run")
+    _wait_for(proc, "ready   server")
+    proc.kill()
+    proc.wait(timeout=10)
+    assert list(Path("/run/netns").glob("lab-*")), "the killed lab should have left namespaces"
+    done = lab("clean")
+    assert done.returncode == 0, done.stderr
+    assert "cleaned lab" in done.stdout
+    again = lab("clean")
+    assert again.returncode == 0 and "nothing to clean" in again.stdout
+
+
+def test_clean_never_touches_an_unmarked_namespace() -> None:
+    decoy = "lab-deadbeef-server"
+    subprocess.run(["ip", "netns", "add", decoy], check=True)
+    try:
+        done = lab("clean", "--all")
+        assert done.returncode == 0
+        assert Path(f"/run/netns/{decoy}").exists()
+    finally:
+        subprocess.run(["ip", "netns", "del", decoy], check=True)
+        if not list(Path("/run/netns").iterdir()):
+            subprocess.run(["umount", "/run/netns"], check=False)
+            Path("/run/netns").rmdir()
+
+
+def test_invalid_scenario_exits_2_and_creates_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "scenarios" / "echo.yaml").read_text().replace("connect: server:9999",
+                                                                         "connect: ghost:9999"))
+    done = lab("run", str(bad), "--out", str(tmp_path / "run"))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"{bad}:" in done.stderr and "unknown node 'ghost'" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_router_without_forwarding_drops_transit(run_lab) -> None:
+    run = run_lab(HERE / "scenarios" / "no-forwarding.yaml")
+    assert run.code == 1
+    (detail,) = [c["detail"] for c in run.checks("http")]
+    assert "timeout" in detail or "unreachable" in detail, detail
+
+
+def test_names_resolve_and_real_telnet_works(run_lab) -> None:
+    run = run_lab(HERE / "scenarios" / "resolve.yaml")
+    assert run.code == 0, (run.out / "nodes" / "asker.log").read_text() + run.stdout
+    routes = (run.out / "nodes" / "asker.log").read_text()
+    assert "default" not in routes  # no way out unless a scenario declares one

@@ -1,0 +1,509 @@
+"""The built-in roles, run for real on 127.0.0.1 with ephemeral ports.
+
+Servers run as `python -m lab.roles ...` (exactly what containers run) and, once, through
+`run_role` in a forked child (what the netns backend does). Readiness is awaited with a deadline,
+never with a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import checks
+from lab.roles import run_role
+from lab.roles.common import Transcript, announce_ready, encode_bytes, error_kind, event_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+READY_DEADLINE = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def named(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["event"] == name]
+
+
+def role_argv(role: str, params: dict[str, Any], transcript: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "lab.roles",
+        role,
+        "--params",
+        json.dumps(params),
+        "--transcript",
+        str(transcript),
+    ]
+
+
+class Server:
+    """A role process whose stdout is read by a thread, so readiness can be awaited with a deadline."""
+
+    def __init__(self, role: str, params: dict[str, Any], transcript: Path):
+        self.transcript = transcript
+        self.proc = subprocess.Popen(
+            role_argv(role, params, transcript),
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+
+    def wait_ready(self) -> str:
+        deadline = time.monotonic() + READY_DEADLINE
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line.startswith("LAB-READY "):
+                return line
+        raise AssertionError(f"not ready in time; exit code {self.proc.poll()}")
+
+    def events(self) -> list[dict[str, Any]]:
+        return load(self.transcript)
+
+
+@contextmanager
+def serving(role: str, params: dict[str, Any], tmp_path: Path) -> Iterator[Server]:
+    server = Server(role, params, tmp_path / f"{role}.jsonl")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=5)
+
+
+def run_client(
+    role: str, params: dict[str, Any], tmp_path: Path, name: str = "client"
+) -> tuple[int, list[dict[str, Any]], str]:
+    transcript = tmp_path / f"{name}.jsonl"
+    done = subprocess.run(
+        role_argv(role, params, transcript), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=20
+    )
+    return done.returncode, load(transcript), done.stdout
+
+
+def telnet(port: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "target": f"server:{port}",
+        "send": [],
+        "read_greeting": False,
+        "hold": 0.0,
+        "interval": 0.0,
+        "timeout": 5.0,
+        **extra,
+    }
+
+
+def getter(port: int, path: str, timeout: float = 5.0) -> dict[str, Any]:
+    return {
+        "url": f"http://web:{port}{path}",
+        "host": "127.0.0.1",
+        "port": port,
+        "path": path,
+        "host_header": f"web:{port}",
+        "timeout": timeout,
+    }
+
+
+def outcome(name: str, code: int, events: list[dict[str, Any]]) -> checks.NodeOutcome:
+    return checks.NodeOutcome(name, True, code, False, "", events, "")
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A socket that listens but never accepts nor answers: connects succeed, replies never come."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield int(sock.getsockname()[1])
+
+
+# ----------------------------------------------------------------------------- echo
+
+
+def test_echo_roundtrip_via_module(tmp_path: Path) -> None:
+    port = free_port()
+    with serving("echo-server", {"port": port}, tmp_path) as server:
+        params = telnet(port, send=["hello from client-1", "second line"], interval=0.1)
+        code, events, out = run_client("telnet-client", params, tmp_path)
+        served = server.events()
+    assert code == 0
+    assert out.startswith("LAB-READY telnet-client")
+    assert [e["event"] for e in events] == [
+        "start",
+        "connecting",
+        "connected",
+        "sent",
+        "received",
+        "sent",
+        "received",
+        "closed",
+        "end",
+    ]
+    assert events[1]["target"] == f"server:{port}" and events[2]["peer"] == f"127.0.0.1:{port}"
+    assert [e["data"] for e in named(events, "sent")] == ["hello from client-1\r\n", "second line\r\n"]
+    assert [e["data"] for e in named(events, "received")] == ["hello from client-1\r\n", "second line\r\n"]
+    sent_times = [e["t"] for e in named(events, "sent")]
+    assert sent_times[1] - sent_times[0] >= 0.1  # the interval
+    assert named(events, "closed")[0]["by"] == "self" and events[-1]["code"] == 0
+    assert all(isinstance(e["t"], float) for e in events)
+    assert [e["event"] for e in served][:3] == ["start", "listening", "accepted"]
+    assert named(served, "accepted")[0]["peer"] == events[2]["local"]
+    assert "".join(e["data"] for e in named(served, "received")) == "hello from client-1\r\nsecond line\r\n"
+    assert named(served, "closed")[0]["by"] == "peer"
+    [result] = checks.evaluate("echo", {}, [outcome("client-1", code, events)])
+    assert result.passed, result.detail
+    assert "2/2 lines echoed" in result.detail
+
+
+def test_echo_server_keeps_binary_data_lossless(tmp_path: Path) -> None:
+    port = free_port()
+    with serving("echo-server", {"port": port}, tmp_path) as server:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"\xff\xfe\n")
+            assert sock.recv(100) == b"\xff\xfe\n"
+        served = server.events()
+    received = named(served, "received")[0]
+    assert "data" not in received and event_bytes(received) == b"\xff\xfe\n"
+
+
+def fork_role(name: str, params: dict[str, Any], transcript: Path) -> tuple[int, int]:
+    """run_role in a forked child, as the netns backend does; returns (pid, read end of the ready fd)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 99
+        try:
+            os.close(read_end)
+            os.environ["LAB_READY_FD"] = str(write_end)
+            code = run_role(name, params, str(transcript))
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    return pid, read_end
+
+
+def wait_exit(pid: int, within: float) -> int | None:
+    """The child's wait status if it exits within `within` seconds, else None."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    return None
+
+
+def test_run_role_in_forked_child_signals_ready_fd_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port, transcript = free_port(), tmp_path / "server.jsonl"
+    pid, ready = fork_role("echo-server", {"port": port}, transcript)
+    status: int | None = None
+    try:
+        readable, _, _ = select.select([ready], [], [], READY_DEADLINE)
+        assert readable and os.read(ready, 100) == b"ready\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"ping\r\n")
+            assert sock.recv(100) == b"ping\r\n"
+            os.kill(pid, signal.SIGTERM)  # with a connection thread still open
+            status = wait_exit(pid, within=1.0)
+    finally:
+        os.close(ready)
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert status is not None, "the role did not stop within 1 s of SIGTERM"
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGTERM
+    events = load(transcript)
+    assert events[0]["event"] == "start" and events[0]["role"] == "echo-server"
+    assert events[-1]["event"] == "end" and events[-1]["reason"] == "terminated"
+
+
+@pytest.mark.parametrize(
+    "role, params",
+    [
+        ("echo-server", {}),
+        ("greeting-server", {"text": "hi"}),
+        ("http-server", {"pages": {"/": "x"}}),
+    ],
+)
+def test_servers_stop_promptly_on_sigterm(tmp_path: Path, role: str, params: dict[str, Any]) -> None:
+    server = Server(role, {"port": free_port(), **params}, tmp_path / "s.jsonl")
+    try:
+        assert server.wait_ready().startswith(f"LAB-READY {role} listening on 0.0.0.0:")
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(timeout=1.0)
+        assert time.monotonic() - started < 1.0
+    finally:
+        server.proc.kill()
+        server.proc.wait()
+    assert code == 128 + signal.SIGTERM
+    assert server.events()[-1] == {**server.events()[-1], "event": "end", "reason": "terminated"}
+
+
+def test_server_whose_port_is_taken_exits_1_with_an_error_event(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, events, _ = run_client("echo-server", {"port": port}, tmp_path)
+    assert code == 1
+    [error] = named(events, "error")
+    assert error["during"] == "role" and "Address already in use" in error["message"]
+    assert events[-1] == {**events[-1], "event": "end", "code": 1}
+
+
+# ----------------------------------------------------------------------------- greeting
+
+
+def test_greeting_received_then_peer_closes_during_hold(tmp_path: Path) -> None:
+    port = free_port()
+    with serving("greeting-server", {"port": port, "text": "Thank you for connecting"}, tmp_path) as server:
+        started = time.monotonic()
+        code, events, _ = run_client("telnet-client", telnet(port, read_greeting=True, hold=5.0), tmp_path)
+        elapsed = time.monotonic() - started
+        served = server.events()
+    assert code == 0
+    assert "".join(e["data"] for e in named(events, "received")) == "Thank you for connecting\r\n"
+    assert named(events, "received")[0]["during"] == "greeting"
+    assert named(events, "closed")[0]["by"] == "peer"
+    assert elapsed < 4.0  # the hold ends when the server closes
+    assert [e["event"] for e in served[1:]] == ["listening", "accepted", "sent", "closed"]
+    expect = {"text": "Thank you for connecting"}
+    [result] = checks.evaluate("greeting", expect, [outcome("visitor-1", code, events)])
+    assert result.passed, result.detail
+
+
+# ----------------------------------------------------------------------------- http
+
+
+def test_http_get_200_and_404(tmp_path: Path) -> None:
+    port = free_port()
+    pages = {"/": "<h1>It works</h1>", "/hello.txt": "hello, lab"}
+    with serving("http-server", {"port": port, "pages": pages}, tmp_path) as server:
+        code, events, _ = run_client("http-get", getter(port, "/hello.txt"), tmp_path, "a")
+        code_root, events_root, _ = run_client("http-get", getter(port, "/"), tmp_path, "b")
+        code_404, events_404, _ = run_client("http-get", getter(port, "/missing"), tmp_path, "c")
+        served = server.events()
+    assert (code, code_root, code_404) == (0, 0, 0)  # a 404 is still a parsed response
+    sent = named(events, "sent")[0]["data"]
+    assert sent == f"GET /hello.txt HTTP/1.1\r\nHost: web:{port}\r\nConnection: close\r\n\r\n"
+    [response] = named(events, "response")
+    assert (response["status"], response["reason"], response["body"]) == (200, "OK", "hello, lab")
+    assert response["headers"]["content-type"] == "text/plain; charset=utf-8"
+    [root] = named(events_root, "response")
+    assert root["body"] == "<h1>It works</h1>" and root["headers"]["content-type"].startswith("text/html")
+    assert named(events_404, "response")[0]["status"] == 404
+    requests = [(e["method"], e["path"], e["status"]) for e in named(served, "request")]
+    assert sorted(requests) == [("GET", "/", 200), ("GET", "/hello.txt", 200), ("GET", "/missing", 404)]
+    ok = checks.evaluate("http", {"status": 200, "body_contains": "hello, lab"}, [outcome("b", code, events)])
+    assert ok[0].passed, ok[0].detail
+    bad = checks.evaluate("http", {"status": 200}, [outcome("b", code_404, events_404)])
+    assert not bad[0].passed and "status 404 Not Found, expected 200" in bad[0].detail
+
+
+def test_http_server_answers_head_without_body(tmp_path: Path) -> None:
+    port = free_port()
+    with serving("http-server", {"port": port, "pages": {"/": "<p>x</p>"}}, tmp_path) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("HEAD", "/")
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        served = server.events()
+    assert response.status == 200 and body == b"" and response.getheader("Content-Length") == "8"
+    assert named(served, "request")[0]["method"] == "HEAD"
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_refused_when_nothing_listens(tmp_path: Path) -> None:
+    port = free_port()
+    code, events, out = run_client("telnet-client", telnet(port, send=["x"]), tmp_path, "t")
+    assert code == 1 and "LAB-READY telnet-client" in out
+    [error] = named(events, "error")
+    assert (error["kind"], error["during"], error["conn"]) == ("refused", "connect", 1)
+    assert not named(events, "sent") and events[-1]["code"] == 1
+    code, events, _ = run_client("http-get", getter(port, "/"), tmp_path, "h")
+    assert code == 1 and named(events, "error")[0]["kind"] == "refused"
+
+
+def test_timeout_when_the_server_never_answers(tmp_path: Path) -> None:
+    with silent_listener() as port:
+        params = telnet(port, send=["x", "y"], timeout=0.3)
+        code, events, _ = run_client("telnet-client", params, tmp_path, "a")
+        code_g, events_g, _ = run_client(
+            "telnet-client", telnet(port, read_greeting=True, timeout=0.3), tmp_path, "b"
+        )
+        code_h, events_h, _ = run_client("http-get", getter(port, "/", timeout=0.3), tmp_path, "c")
+    assert (code, code_g, code_h) == (1, 1, 1)
+    [error] = named(events, "error")
+    assert (error["kind"], error["during"], error["timeout"]) == ("timeout", "reply", 0.3)
+    assert [e["data"] for e in named(events, "sent")] == ["x\r\n"]  # stops after the first timeout
+    assert named(events, "closed")[0]["by"] == "self"
+    assert named(events_g, "error")[0]["during"] == "greeting"
+    assert named(events_h, "error")[0]["kind"] == "timeout"
+    [result] = checks.evaluate("echo", {}, [outcome("client-1", code, events)])
+    assert not result.passed and "sent 'x': no reply within 0.3s (timeout)" in result.detail
+
+
+def test_reset_by_the_server(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+
+        def reset_after_first_bytes() -> None:
+            conn, _ = listener.accept()
+            conn.recv(100)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # linger 0: RST instead of FIN
+
+        thread = threading.Thread(target=reset_after_first_bytes, daemon=True)
+        thread.start()
+        code, events, _ = run_client("telnet-client", telnet(port, send=["x"]), tmp_path)
+        thread.join(5)
+    assert code == 1
+    [error] = named(events, "error")
+    assert (error["kind"], error["during"]) == ("reset", "reply")
+    assert named(events, "closed")[0]["by"] == "peer"
+    [result] = checks.evaluate("echo", {}, [outcome("client-1", code, events)])
+    assert "connection reset after sending 'x'" in result.detail
+
+
+def test_client_holding_a_connection_stops_promptly_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    with serving("echo-server", {"port": port}, tmp_path):
+        client = Server("telnet-client", telnet(port, send=["hi"], hold=30.0), tmp_path / "c.jsonl")
+        try:
+            client.wait_ready()
+            deadline = time.monotonic() + READY_DEADLINE
+            while not any(e["event"] == "received" for e in client.events()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            client.proc.send_signal(signal.SIGTERM)
+            assert client.proc.wait(timeout=1.0) == 128 + signal.SIGTERM
+        finally:
+            client.proc.kill()
+            client.proc.wait()
+    assert client.events()[-1]["reason"] == "terminated"
+
+
+def test_three_holding_clients_are_concurrent(tmp_path: Path) -> None:
+    port = free_port()
+    with serving("echo-server", {"port": port}, tmp_path):
+        clients = [
+            Server("telnet-client", telnet(port, send=[f"hi {i}"], hold=0.5), tmp_path / f"{i}.jsonl")
+            for i in range(3)
+        ]
+        codes = [client.proc.wait(timeout=10) for client in clients]
+    nodes = [
+        outcome(f"client-{i}", code, client.events())
+        for i, (code, client) in enumerate(zip(codes, clients, strict=True))
+    ]
+    results = checks.evaluate("concurrent", {"at_least": 3}, nodes)
+    assert codes == [0, 0, 0]
+    assert all(r.passed for r in results), [r.detail for r in results]
+
+
+# ----------------------------------------------------------------------------- command line and common
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["no-such-role", "--transcript", "t"], "invalid choice"),
+        (["echo-server", "--params", "{port", "--transcript", "t"], "not valid JSON"),
+        (["echo-server", "--params", "[1]", "--transcript", "t"], "must be a JSON object"),
+        (["echo-server", "--params", "{}"], "--transcript"),
+    ],
+)
+def test_module_rejects_bad_arguments(tmp_path: Path, args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lab.roles", *args],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_error_kinds() -> None:
+    import errno
+
+    assert error_kind(ConnectionRefusedError()) == "refused"
+    assert error_kind(ConnectionResetError()) == "reset"
+    assert error_kind(BrokenPipeError()) == "reset"
+    assert error_kind(TimeoutError()) == "timeout"  # socket.timeout is an alias of TimeoutError
+    assert error_kind(OSError(errno.EHOSTUNREACH, "No route to host")) == "unreachable"
+    assert error_kind(OSError(errno.ENETUNREACH, "Network is unreachable")) == "unreachable"
+    assert error_kind(OSError(errno.EADDRINUSE, "in use")) == "other"
+    assert error_kind(ValueError()) == "other"
+
+
+def test_bytes_are_text_when_utf8_else_base64() -> None:
+    assert encode_bytes("héllo\r\n".encode()) == {"data": "héllo\r\n"}
+    assert encode_bytes(b"\xff") == {"data_b64": "/w=="}
+    for payload in (b"abc", b"\xff\x00\xfe", "é".encode()):
+        assert event_bytes(encode_bytes(payload)) == payload
+
+
+def test_transcript_lines_and_ready_fd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    transcript = Transcript(str(tmp_path / "t.jsonl"))
+    transcript.event("hello", x=1)
+    assert load(tmp_path / "t.jsonl")[0]["x"] == 1  # written before close: no buffering
+    transcript.error(ConnectionRefusedError(111, "Connection refused"), during="connect", conn=1)
+    transcript.close()
+    first, second = load(tmp_path / "t.jsonl")
+    assert first["event"] == "hello" and isinstance(first["t"], float)
+    assert (second["kind"], second["during"], second["conn"]) == ("refused", "connect", 1)
+    read_end, write_end = os.pipe()
+    monkeypatch.setenv("LAB_READY_FD", str(write_end))
+    announce_ready("echo-server", "listening on 0.0.0.0:1")
+    assert capsys.readouterr().out == "LAB-READY echo-server listening on 0.0.0.0:1\n"
+    assert os.read(read_end, 100) == b"ready\n" and os.read(read_end, 100) == b""  # closed after use
+    os.close(read_end)

@@ -1,0 +1,234 @@
+"""Invalid scenarios: every fixture in fixtures/bad is one error case.
+
+Each fixture starts with `# expect: <substring of the error line>` and, when the place matters,
+`# line: N`. A fixture must produce exactly one problem (no cascades), as a ScenarioError whose
+lines all read `FILE:LINE:COL: error: ...`; any other exception is a bug.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from lab.errors import ScenarioError
+from lab.scenario import load_scenario, load_scenario_text
+from lab.scenario.model import Scenario
+from lab.scenario.source import SIZE_LIMIT
+
+BAD = Path(__file__).parent / "fixtures" / "bad"
+GOOD = Path(__file__).parent / "fixtures" / "good"
+EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios"
+LINE_RE = re.compile(r"^(?P<file>.+):(?P<line>\d+):(?P<col>\d+): error: \S.*$")
+
+
+def _header(fixture: Path) -> tuple[str, int | None]:
+    first, second = fixture.read_bytes().decode("utf-8", "replace").splitlines()[:2]
+    assert first.startswith("# expect: "), f"{fixture.name}: first line must be '# expect: ...'"
+    line = int(second.removeprefix("# line: ")) if second.startswith("# line: ") else None
+    return first.removeprefix("# expect: "), line
+
+
+def _assert_format(error: ScenarioError, file: str) -> None:
+    lines = str(error).splitlines()
+    assert lines and len(lines) == len(error.problems)
+    for text in lines:
+        match = LINE_RE.match(text)
+        assert match, f"not FILE:LINE:COL: error: ...: {text!r}"
+        assert match["file"] == file
+
+
+def test_there_are_enough_fixtures() -> None:
+    assert len(list(BAD.glob("*.yaml"))) >= 45
+
+
+@pytest.mark.parametrize("fixture", sorted(BAD.glob("*.yaml")), ids=lambda p: p.stem)
+def test_bad_fixture(fixture: Path) -> None:
+    expect, line = _header(fixture)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(fixture)
+    error = info.value
+    _assert_format(error, str(fixture))
+    assert len(error.problems) == 1, f"expected one problem, got:\n{error}"
+    problem = error.problems[0]
+    assert expect in str(problem), f"{expect!r} not in {str(problem)!r}"
+    if line is not None:
+        assert problem.loc.line == line, str(problem)
+
+
+def test_message_format_of_the_issue_example() -> None:
+    fixture = BAD / "connect-unknown-node.yaml"
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(fixture)
+    assert str(info.value) == (
+        f"{fixture}:16:21: error: nodes.client.with.connect: unknown node 'ghost' (nodes: server, client)"
+    )
+
+
+def test_unknown_key_points_at_the_key_and_bad_value_at_the_value(tmp_path: Path) -> None:
+    text = "name: t\nnetworks:\n  lan: {subnet: 10.0.1.0/24}\nnodes:\n  a:\n    networks: [lan]\n" \
+           "    rol: echo-server\n    replicas: 0\n"
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_text(text, tmp_path / "s.yaml")
+    (key, value) = info.value.problems
+    assert (key.loc.line, key.loc.col, key.path) == (7, 5, "nodes.a.rol")
+    assert "unknown key 'rol' (did you mean 'role'?)" in key.message
+    assert (value.loc.line, value.loc.col, value.path) == (8, 15, "nodes.a.replicas")
+
+
+def test_all_problems_are_reported_in_file_order(tmp_path: Path) -> None:
+    text = """\
+name: Bad Name
+networks:
+  lan: {subnet: 10.0.1.5/24}
+  wan: {subnet: 10.0.0.0/16}
+nodes:
+  server:
+    networks: {lan: auto, wna: auto}
+    role: echo-sever
+  client:
+    networks: [wan]
+    role: telnet-client
+    with: {connect: "ghost:99999", hold: -1}
+    after: client
+expect:
+  - ecko: client
+  - concurrent: {nodes: client, at_least: 2}
+"""
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_text(text, tmp_path / "many.yaml")
+    messages = [p.message for p in info.value.problems]
+    expected = [
+        "invalid name 'Bad Name'",
+        "10.0.1.5/24 has host bits set",
+        "unknown network 'wna' (did you mean 'wan'?)",
+        "unknown role 'echo-sever' (did you mean 'echo-server'?)",
+        "unknown node 'ghost'",
+        "duration must be 0 or more",
+        "a node cannot be after itself",
+        "unknown check 'ecko' (did you mean 'echo'?)",
+        "at_least 2 but 'client' names only 1 host",
+    ]
+    assert len(messages) == len(expected), "\n".join(messages)
+    for want, got in zip(expected, messages, strict=True):
+        assert want in got
+    lines = [p.loc.line for p in info.value.problems]
+    assert lines == sorted(lines)
+
+
+def test_file_too_large_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(SIZE_LIMIT + 1)
+
+    def no_reading(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(Path, "read_bytes", no_reading)
+    monkeypatch.setattr(Path, "read_text", no_reading)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(big)
+    assert str(info.value) == f"{big}:1:1: error: file too large: 1048577 bytes (limit 1048576)"
+
+
+def test_text_too_large_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="file too large"):
+        load_scenario_text("#" * (SIZE_LIMIT + 1), tmp_path / "big.yaml")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(tmp_path / "nope.yaml")
+    assert str(info.value) == f"{tmp_path / 'nope.yaml'}:1:1: error: no such file"
+
+
+def test_a_folder_is_not_a_scenario(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="not a regular file"):
+        load_scenario(tmp_path)
+
+
+def _program_node(files: str) -> str:
+    return (f"name: t\nnetworks:\n  lan: {{subnet: 10.0.1.0/24}}\nnodes:\n  a:\n    networks: [lan]\n"
+            f"    run: ./x\n    files: {files}\n")
+
+
+def test_files_symlink_escaping_the_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "lab").mkdir()
+    os.symlink(tmp_path / "outside", tmp_path / "lab" / "link")
+    scenario = tmp_path / "lab" / "s.yaml"
+    scenario.write_text(_program_node("link"))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert "files 'link' is outside the scenario's folder" in str(info.value)
+    assert info.value.problems[0].loc.line == 8
+
+
+def test_files_symlink_inside_the_folder_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    scenario = load_scenario_text(_program_node("link"), tmp_path / "s.yaml")
+    assert scenario.nodes[0].files == (tmp_path / "real").resolve()
+
+
+def test_a_dict_with_many_aliases_is_refused_fast(tmp_path: Path) -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+    with pytest.raises(ScenarioError, match="YAML aliases are not supported"):
+        load_scenario_text(bomb, tmp_path / "bomb.yaml")
+
+
+def test_deep_nesting_is_a_clean_error(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError):
+        load_scenario_text("a: " + "[" * 5000 + "]" * 5000 + "\n", tmp_path / "deep.yaml")
+
+
+# --- a quick, deterministic fuzz: mutated valid files only ever give a Scenario or a ScenarioError
+
+_GARBAGE = ["\t", ":", ": ", "-", "- ", "{", "}", "[", "]", "'", '"', "&a ", "*a", "!", "!!str ", "#", "%",
+            "|", ">", "?", "@", "`", "\\", "\x00", "\x07", "é", "\ufeff", "\n", "  ", "0", "-1", "1e9",
+            "~", "null", "yes", ".inf", "/", "../", "0x1F", "1:30", "2001-01-01", "<<: ", "\u2028"]
+
+
+def _mutate(rng: random.Random, text: str) -> str:
+    lines = text.split("\n")
+    choice = rng.randrange(6)
+    if choice == 0 and len(text) > 1:
+        start = rng.randrange(len(text))
+        return text[:start] + text[start + rng.randint(1, 8):]
+    if choice == 1 and len(lines) > 1:
+        i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
+        lines[i], lines[j] = lines[j], lines[i]
+        return "\n".join(lines)
+    if choice == 2:
+        i = rng.randrange(len(lines))
+        lines.insert(i, lines[rng.randrange(len(lines))])
+        return "\n".join(lines)
+    if choice == 3:
+        return text[: rng.randrange(len(text) + 1)]
+    position = rng.randrange(len(text) + 1)
+    return text[:position] + rng.choice(_GARBAGE) + text[position:]
+
+
+def test_fuzz_mutations_only_ever_yield_scenario_or_scenario_error() -> None:
+    sources = sorted(EXAMPLES.glob("*.yaml")) + sorted(GOOD.glob("*.yaml"))
+    assert sources
+    rng = random.Random(20240601)
+    outcomes = {"valid": 0, "invalid": 0}
+    for _ in range(300):
+        path = rng.choice(sources)
+        text = path.read_text()
+        for _ in range(rng.randint(1, 4)):
+            text = _mutate(rng, text)
+        try:
+            result = load_scenario_text(text, path)
+        except ScenarioError as e:
+            outcomes["invalid"] += 1
+            _assert_format(e, str(path))
+        else:
+            outcomes["valid"] += 1
+            assert isinstance(result, Scenario)
+    assert outcomes["invalid"] > 100
