@@ -156,7 +156,7 @@ def error_phrase(error: Mapping[str, Any], last_sent: str | None) -> str:
         return f"unreachable ({message})"
     if kind == "timeout":
         if during == "connect":
-            return f"connection timed out (no answer{seconds(error.get('timeout'))})"
+            return f"connect: no answer{seconds(error.get('timeout'))} (timeout)"
         if during == "greeting":
             return f"no greeting{seconds(error.get('timeout'))} (timeout)"
         if during == "reply" and last_sent is not None:

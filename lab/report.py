@@ -31,8 +31,8 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "exit_code": s.exit_code if s else None,
             "stopped_by_lab": bool(s and s.stopped_by_lab),
             "note": s.note if s else "",
-            "log": f"nodes/{n.name}.log",
-            "transcript": f"nodes/{n.name}.jsonl",
+            "log": f"nodes/{n.name}.log" if n.runs_something else None,
+            "transcript": f"nodes/{n.name}.jsonl" if n.role else None,
         })
     return {
         "scenario": plan.name,

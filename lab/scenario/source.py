@@ -141,7 +141,10 @@ def parse(text: str, file: str) -> Source:
         loc = _loc(file, root.start_mark)
         raise fail(file, "the top level must be a mapping (name: ..., networks: ..., nodes: ...)",
                    loc.line, loc.col)
-    return _Converter(file, text).run(root)
+    try:
+        return _Converter(file, text).run(root)
+    except RecursionError:
+        raise fail(file, "YAML nesting is too deep") from None
 
 
 def _syntax_error(file: str, text: str, e: yaml.MarkedYAMLError) -> ScenarioError:

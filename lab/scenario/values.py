@@ -57,9 +57,9 @@ def kind(value: Any) -> str:
     if isinstance(value, str):
         return f"the string {show(value)}"
     if isinstance(value, list):
-        return "a list"
+        return "a list" if value else "an empty list"
     if isinstance(value, dict):
-        return "a mapping"
+        return "a mapping" if value else "an empty mapping"
     return type(value).__name__
 
 

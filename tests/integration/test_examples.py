@@ -22,7 +22,9 @@ def test_example_passes(run_lab, scenario: Path) -> None:
     assert report["checks"], "an example without checks proves nothing"
     assert all(c["passed"] for c in report["checks"])
     for node in report["nodes"]:
-        assert (run.out / node["log"]).exists(), node["name"]
+        for kind in ("log", "transcript"):
+            if node[kind] is not None:
+                assert (run.out / node[kind]).exists(), (node["name"], kind)
     assert (run.out / "scenario.yaml").read_text() == scenario.read_text()
     suite = ET.parse(run.out / "junit.xml").getroot().find("testsuite")
     assert suite is not None

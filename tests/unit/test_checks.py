@@ -145,7 +145,7 @@ def test_echo_fails_when_unreachable() -> None:
 
 def test_echo_fails_when_connect_times_out() -> None:
     tr = client(error(5, "timeout", "connect", timeout=5.0), connected=False)
-    assert "connection timed out (no answer within 5.0s)" in one("echo", {}, node(tr, code=1)).detail
+    assert "connect: no answer within 5.0s (timeout)" in one("echo", {}, node(tr, code=1)).detail
 
 
 def test_echo_fails_on_reset() -> None:
