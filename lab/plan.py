@@ -227,8 +227,8 @@ def _resolve_params(plan: Plan, node: NodePlan) -> NodePlan:
     """Role parameters with node names replaced by the addresses this node should use."""
     p = dict(node.params)
     if node.role == "telnet-client":
-        host, _, port = str(p.pop("connect")).rpartition(":")
-        p.update(host=_address(plan, node, host), port=int(port), target=f"{host}:{port}")
+        name, _, port_text = str(p.pop("connect")).rpartition(":")
+        p.update(host=_address(plan, node, name), port=int(port_text), target=f"{name}:{port_text}")
         p["send"] = [line.replace("{node}", node.name) for line in p.get("send", [])]
     elif node.role == "http-get":
         url = urlsplit(str(p["url"]))

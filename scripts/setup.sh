@@ -10,6 +10,7 @@ command -v nc >/dev/null || need+=(netcat-openbsd)
 command -v curl >/dev/null || need+=(curl)
 command -v iptables-save >/dev/null || need+=(iptables)
 command -v nft >/dev/null || need+=(nftables)
+command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -24,8 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.backends import EXITED, READY, Event
-from lab.backends import linux
+from lab.backends import EXITED, READY, Event, linux
 from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal, state_lock
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
@@ -62,7 +61,8 @@ class NetnsBackend:
     # -- environment -------------------------------------------------------------------------
     def check(self) -> None:
         if os.geteuid() != 0:
-            raise EnvironmentProblem("the netns backend needs root (network namespaces): run as root, e.g. sudo lab run ...")
+            raise EnvironmentProblem("the netns backend needs root (network namespaces): "
+                                     "run as root, e.g. sudo lab run ...")
         if shutil.which("ip") is None:
             raise EnvironmentProblem("'ip' (iproute2) is not installed: apt-get install iproute2")
 

@@ -1,6 +1,5 @@
 """A broken echo server: accepts connections and never answers."""
 import socket
-import time
 
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
