@@ -33,6 +33,7 @@ from lab.rundir import RunDir
 
 NETNS_DIR = "/run/netns"
 IP_TIMEOUT = 30.0
+KILL_WAIT = 5.0  # after SIGKILL, a process stuck in the kernel is given up on (down() sweeps again)
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "TZ")
 
 
@@ -115,9 +116,10 @@ class NetnsBackend:
         ready_r, ready_w = os.pipe() if node.ready.kind == ANNOUNCE else (None, None)
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
-            self._child(node, log, ready_w)
+            self._child(node, log, ready_w, parent)
         os.close(log)
         if ready_w is not None:
             os.close(ready_w)
@@ -127,7 +129,7 @@ class NetnsBackend:
         if ready_r is not None:
             self.selector.register(ready_r, selectors.EVENT_READ, (node.name, READY))
 
-    def _child(self, node: NodePlan, log: int, ready_w: int | None) -> None:
+    def _child(self, node: NodePlan, log: int, ready_w: int | None, parent: int) -> None:
         code = 127
         try:
             null = os.open("/dev/null", os.O_RDONLY)
@@ -139,6 +141,8 @@ class NetnsBackend:
             os.closerange(keep + 1, 1 << 16)
             os.setsid()
             linux.set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != parent:  # the orchestrator died before the line above took effect
+                os._exit(code)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -253,7 +257,8 @@ class NetnsBackend:
         for p in running:
             if p.code is None:
                 _signal_group(p.pid, signal.SIGKILL)
-        while any(p.code is None for p in running):
+        deadline = time.monotonic() + KILL_WAIT
+        while any(p.code is None for p in running) and time.monotonic() < deadline:
             self.pending += self._observe(0.05)
         return {n: self.procs[n].code for n in nodes if n in self.procs}
 

@@ -1,35 +1,40 @@
 """Reading a scenario file into plain values that remember where each came from.
 
-Validation reports `FILE:LINE:COL`, so the YAML is composed (not loaded) and every key and value
-is converted by hand while its position is recorded under its key path. Converting by hand also
-lets us refuse what a lab description never needs and what makes YAML dangerous or surprising:
-aliases (alias bombs: a shared node is refused before anything is expanded), explicit tags
-(object construction), duplicate keys (silently last-wins in PyYAML), several documents.
-Composition uses libyaml when PyYAML has it (several times faster on big files).
-Every failure becomes a located `ScenarioError`, never a traceback.
+Validation reports `FILE:LINE:COL`, so values are built straight from the YAML event stream
+while the position of every key and value is recorded under its key path. Building by hand
+(instead of `yaml.safe_load`) also lets us refuse what a lab description never needs and what
+makes YAML dangerous or surprising: anchors and aliases (alias bombs), explicit tags (object
+construction), duplicate keys (silently last-wins in PyYAML), several documents. The builder is
+iterative with a depth limit: libyaml's own composer recurses in C and crashes the interpreter
+on deeply nested input. Every failure becomes a located `ScenarioError`, never a traceback.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import ScalarNode
 
 from lab.errors import Location, Problem, ScenarioError
+from lab.scenario.yaml_errors import reader_error, syntax_error
 
 SIZE_LIMIT = 1 << 20  # 1 MiB: far beyond any real scenario; refused before reading
+MAX_DEPTH = 64  # a scenario nests about 6 levels deep
 KeyPath = tuple[str | int, ...]
 
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser is much faster
 _RESOLVER = yaml.resolver.Resolver()
+_CONSTRUCTOR = SafeConstructor()
 _TAG = "tag:yaml.org,2002:"
-_STR = _TAG + "str"
-_PLAIN_STRING_TAGS = {_STR, _TAG + "timestamp", _TAG + "merge", _TAG + "value"}
+_STRING_TAGS = {_TAG + "str", _TAG + "timestamp", _TAG + "merge", _TAG + "value"}  # dates stay text
+_EXPLICIT_OK = {_TAG + "str", _TAG + "seq", _TAG + "map"}
+_SKIP = object()  # the value of a key that was refused (duplicate, not a string)
 
 
 @dataclass
@@ -54,12 +59,8 @@ class Source:
         return self.keys.get(path) or self.value_loc(path)
 
 
-def _loc(file: str, mark: Any) -> Location:
-    return Location(file, mark.line + 1, mark.column + 1)
-
-
 def fail(file: str, message: str, line: int = 1, col: int = 1) -> ScenarioError:
-    """A single-problem ScenarioError about the file as a whole."""
+    """A single-problem ScenarioError."""
     return ScenarioError([Problem(Location(file, line, col), "", message)])
 
 
@@ -92,212 +93,181 @@ def decode(data: bytes, file: str) -> str:
 
 
 def parse(text: str, file: str) -> Source:
-    """Compose `text` and convert it; raises ScenarioError for anything that is not a usable mapping."""
+    """Build the plain values of `text`; ScenarioError for anything that is not a usable mapping."""
     if len(text) > SIZE_LIMIT:
         raise fail(file, f"file too large: {len(text.encode('utf-8', 'replace'))} bytes (limit {SIZE_LIMIT})")
-    loader: Any = None
+    builder = _Builder(file, text)
     try:
-        loader = _LOADER(text)  # the pure-Python reader already refuses control characters here
-        root = loader.get_single_node()
+        builder.run(_events(text))
     except yaml.MarkedYAMLError as e:
-        raise _syntax_error(file, text, e) from None
+        raise fail(file, *syntax_error(text, e)) from None
     except yaml.reader.ReaderError as e:
-        raise _reader_error(file, text, e) from None
+        raise fail(file, *reader_error(text, e, byte_offsets=_LOADER is not yaml.SafeLoader)) from None
     except yaml.YAMLError as e:
         raise fail(file, "YAML: " + " ".join(str(e).split())) from None
-    except RecursionError:
-        raise fail(file, "YAML nesting is too deep") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if root is None:
-        raise fail(file, "empty file: a scenario is a mapping with name, networks and nodes")
-    if not isinstance(root, MappingNode):
-        loc = _loc(file, root.start_mark)
-        raise fail(file, "the top level must be a mapping (name: ..., networks: ..., nodes: ...)",
-                   loc.line, loc.col)
+    return builder.finish()
+
+
+def _events(text: str) -> Iterator[yaml.Event]:
+    loader = _LOADER(text)  # the pure-Python reader refuses control characters right here
     try:
-        return _Converter(file, text).run(root)
-    except RecursionError:
-        raise fail(file, "YAML nesting is too deep") from None
+        while loader.check_event():
+            yield loader.get_event()
+    finally:
+        loader.dispose()
 
 
-def _syntax_error(file: str, text: str, e: yaml.MarkedYAMLError) -> ScenarioError:
-    """One line per YAML error, at the most useful position, with a hint for the classic mistakes."""
-    problem = " ".join((e.problem or "syntax error").split())
-    context = " ".join((e.context or "").split())
-    mark = e.problem_mark or e.context_mark
-    quote = _open_quote(text, mark.line if mark is not None else len(text))
-    at_end = mark is not None and not text[_offset(text, mark):].strip()
-    if "'\\t'" in problem or "tab" in problem or _char_at(text, mark) == "\t":
-        message = "tab character: YAML must be indented with spaces"
-    elif "quoted scalar" in context and e.context_mark is not None:
-        message, mark = "unclosed quote: " + problem, e.context_mark
-    elif quote is not None and mark is not None:
-        line, col = quote
-        message = (f"unclosed quote: the string runs on to line {mark.line + 1}, "
-                   f"where YAML fails: {problem}")
-        return fail(file, message, line, col)
-    elif at_end and context and e.context_mark is not None:
-        what = context.removeprefix("while parsing ").removeprefix("while scanning ")
-        message, mark = f"YAML syntax: {what} is not closed before the end of the file ({problem})", \
-            e.context_mark
-    elif "single document" in context:
-        message = "only one YAML document is allowed (found a second '---')"
-    elif context and e.context_mark is not None:
-        where = f"line {e.context_mark.line + 1}, column {e.context_mark.column + 1}"
-        message = f"YAML syntax: {problem} ({context} at {where})"
-    else:
-        message = f"YAML syntax: {problem}"
-    if mark is None:
-        return fail(file, message)
-    return fail(file, message, mark.line + 1, mark.column + 1)
+@dataclass
+class _Frame:
+    """An open mapping or sequence (or a refused subtree, `value` None, that is only skipped)."""
+
+    value: dict[str, Any] | list[Any] | None
+    path: KeyPath
+    key: Any = None  # in a mapping: the key whose value comes next (None: a key comes next)
+    first_line: dict[str, int] = field(default_factory=dict)
 
 
-def _open_quote(text: str, last_line: int) -> tuple[int, int] | None:
-    """(line, col) of the first quote left open at the end of its line, up to `last_line` (0-based).
-
-    A quoted YAML string may span lines, so a missing closing quote often surfaces as an
-    unrelated error much later; pointing at the quote is what helps.
-    """
-    for number, line in enumerate(text.split("\n")[: last_line + 1]):
-        col = _open_quote_in(line)
-        if col is not None:
-            return number + 1, col + 1
-    return None
-
-
-def _open_quote_in(line: str) -> int | None:
-    """Column of a quote that starts a value on this line and is not closed on it."""
-    quote, start, i = "", 0, 0
-    while i < len(line):
-        char = line[i]
-        if quote == '"' and char == "\\":
-            i += 1
-        elif quote and char == quote:
-            if quote == "'" and line[i + 1: i + 2] == "'":
-                i += 1
-            else:
-                quote = ""
-        elif not quote and char in "\"'" and line[:i].rstrip()[-1:] in ("", ":", "-", "[", "{", ","):
-            quote, start = char, i
-        elif not quote and char == "#" and (i == 0 or line[i - 1] in " \t"):
-            break
-        i += 1
-    return start if quote else None
-
-
-def _offset(text: str, mark: Any) -> int:
-    """The character offset of a mark's line and column."""
-    lines = text.split("\n")
-    return sum(len(line) + 1 for line in lines[: mark.line]) + mark.column
-
-
-def _char_at(text: str, mark: Any) -> str:
-    if mark is None:
-        return ""
-    offset = _offset(text, mark)
-    return text[offset: offset + 1]
-
-
-def _reader_error(file: str, text: str, e: yaml.reader.ReaderError) -> ScenarioError:
-    """Non-printable characters: reported at their line and column (libyaml counts UTF-8 bytes)."""
-    pos = e.position
-    if _LOADER is not yaml.SafeLoader:
-        pos = len(text.encode("utf-8")[: max(pos, 0)].decode("utf-8", "ignore"))
-    pos = min(max(pos, 0), len(text))
-    line = text.count("\n", 0, pos) + 1
-    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    char = e.character if isinstance(e.character, str) else chr(e.character)
-    return fail(file, f"unacceptable character U+{ord(char):04X} (control characters are not allowed)",
-                line, col)
-
-
-class _Converter:
-    """Node tree -> plain values, recording marks; collects duplicate-key and key-type problems."""
+class _Builder:
+    """YAML events -> plain values and positions; collects problems instead of stopping at one."""
 
     def __init__(self, file: str, text: str):
         self.file = file
         self.source = Source(file, text, {})
         self.problems: list[Problem] = []
-        self.seen: set[int] = set()  # ids of converted nodes: a node met twice is an alias
+        self.stack: list[_Frame] = []
+        self.root: Any = None
+        self.documents = 0
 
-    def run(self, root: MappingNode) -> Source:
-        self.source.values[()] = _loc(self.file, root.start_mark)
-        self.source.data = self._mapping(root, ())
+    def run(self, events: Iterator[yaml.Event]) -> None:
+        for event in events:
+            if isinstance(event, yaml.DocumentStartEvent):
+                self.documents += 1
+                if self.documents > 1:
+                    loc = self._loc(event.start_mark)
+                    raise fail(self.file, "only one YAML document is allowed (found a second '---')",
+                               loc.line, loc.col)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                self.stack.pop()
+            elif isinstance(event, yaml.NodeEvent):
+                self._node(event)
+
+    def finish(self) -> Source:
+        if self.root is None:
+            raise fail(self.file, "empty file: a scenario is a mapping with name, networks and nodes")
+        if not isinstance(self.root, dict):
+            loc = self.source.value_loc(())
+            raise fail(self.file, "the top level must be a mapping (name: ..., networks: ..., nodes: ...)",
+                       loc.line, loc.col)
         if self.problems:
             raise ScenarioError(self.problems)
+        self.source.data = self.root
         return self.source
 
-    def _value(self, node: Node, path: KeyPath) -> Any:
-        if id(node) in self.seen:
-            self._problem(self.source.key_loc(path), path, "YAML aliases are not supported "
-                          "(write the value out)")
-            return None
-        self.seen.add(id(node))
-        self.source.values[path] = loc = _loc(self.file, node.start_mark)
-        tag = _unexpected_tag(node)
-        if tag is not None:
-            self._problem(loc, path, f"YAML tag {tag.replace(_TAG, '!!')} is not supported")
-            return None
-        if isinstance(node, MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, SequenceNode):
-            return [self._value(item, path + (i,)) for i, item in enumerate(node.value)]
-        assert isinstance(node, ScalarNode)
-        self.source.raw[path] = node.value
-        return _scalar(node)
+    def _node(self, event: yaml.NodeEvent) -> None:
+        """Place one scalar, alias or collection start: as a key, a value, an item or the root."""
+        parent = self.stack[-1] if self.stack else None
+        if parent is not None and parent.value is None:
+            self._open(event, None, ())  # inside a refused subtree
+            return
+        if isinstance(parent, _Frame) and isinstance(parent.value, dict) and parent.key is None:
+            self._key(parent, event)
+            return
+        if parent is None:
+            path: KeyPath = ()
+        elif isinstance(parent.value, dict):
+            path = parent.path + (parent.key,)
+        else:
+            assert isinstance(parent.value, list)
+            path = parent.path + (len(parent.value),)
+        skip = parent is not None and parent.key is _SKIP
+        value = self._open(event, path, path) if not skip else self._open(event, None, ())
+        if skip or parent is None:
+            self.root = value if parent is None else self.root
+        elif isinstance(parent.value, dict):
+            parent.value[parent.key] = value
+        else:
+            assert isinstance(parent.value, list)
+            parent.value.append(value)
+        if parent is not None and isinstance(parent.value, dict):
+            parent.key = None
 
-    def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        first_line: dict[str, int] = {}
-        for key_node, value_node in node.value:
-            key_loc = _loc(self.file, key_node.start_mark)
-            if not isinstance(key_node, ScalarNode):
-                self._problem(key_loc, path, "mapping keys must be plain strings")
-                continue
-            key = key_node.value  # as written: `on:` or `80:` stay strings, as names are
-            if key in first_line:
-                self._problem(key_loc, path + (key,),
-                              f"duplicate key {key!r} (first at line {first_line[key]})")
-                continue
-            first_line[key] = key_loc.line
-            self.source.keys[path + (key,)] = key_loc
-            result[key] = self._value(value_node, path + (key,))
-        return result
+    def _key(self, parent: _Frame, event: yaml.NodeEvent) -> None:
+        loc = self._loc(event.start_mark)
+        if not isinstance(event, yaml.ScalarEvent):
+            self._problem(loc, parent.path, "mapping keys must be plain strings")
+            self._open(event, None, ())
+            parent.key = _SKIP
+            return
+        key = event.value  # as written: `on:` or `80:` stay strings, as names are
+        assert isinstance(parent.value, dict)
+        if key in parent.first_line:
+            self._problem(loc, parent.path + (key,),
+                          f"duplicate key {key!r} (first at line {parent.first_line[key]})")
+            parent.key = _SKIP
+            return
+        parent.first_line[key] = loc.line
+        self.source.keys[parent.path + (key,)] = loc
+        parent.key = key
+
+    def _open(self, event: yaml.NodeEvent, path: KeyPath | None, where: KeyPath) -> Any:
+        """The value an event starts; collections are pushed (refused ones with value None)."""
+        loc = self._loc(event.start_mark)
+        if path is not None:
+            self.source.values[path] = loc
+            if getattr(event, "anchor", None) is not None or isinstance(event, yaml.AliasEvent):
+                what = f"*{event.anchor}" if isinstance(event, yaml.AliasEvent) else f"&{event.anchor}"
+                self._problem(loc, where, f"YAML aliases are not supported (write the value out, no {what})")
+                path = None
+            elif _explicit_tag(event) is not None:
+                tag = str(_explicit_tag(event)).replace(_TAG, "!!")
+                self._problem(loc, where, f"YAML tag {tag} is not supported")
+                path = None
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if len(self.stack) >= MAX_DEPTH:
+                raise fail(self.file, f"YAML nesting is too deep (more than {MAX_DEPTH} levels)",
+                           loc.line, loc.col)
+            value: Any = None if path is None else {} if isinstance(event, yaml.MappingStartEvent) else []
+            self.stack.append(_Frame(value, path or ()))
+            return value
+        if path is None or not isinstance(event, yaml.ScalarEvent):
+            return None
+        self.source.raw[path] = event.value
+        return _scalar(event)
+
+    def _loc(self, mark: Any) -> Location:
+        return Location(self.file, mark.line + 1, mark.column + 1)
 
     def _problem(self, loc: Location, path: KeyPath, message: str) -> None:
         self.problems.append(Problem(loc, format_path(path), message))
 
 
-def _unexpected_tag(node: Node) -> str | None:
-    """An explicit tag that changes what the value would be without it (`!!str` is fine)."""
-    if isinstance(node, MappingNode):
-        return None if node.tag == _TAG + "map" else node.tag
-    if isinstance(node, SequenceNode):
-        return None if node.tag == _TAG + "seq" else node.tag
-    if node.tag == _STR:
+def _explicit_tag(event: yaml.NodeEvent) -> str | None:
+    """An explicit tag other than !!str/!!seq/!!map (which change nothing we rely on)."""
+    tag = getattr(event, "tag", None)
+    if tag is None or tag in _EXPLICIT_OK:
         return None
-    plain = not getattr(node, "style", None)  # libyaml reports '' for plain scalars, PyYAML None
-    implicit = _RESOLVER.resolve(ScalarNode, node.value, (True, False)) if plain else _STR
-    return None if node.tag == implicit else node.tag
+    if isinstance(event, yaml.ScalarEvent) and tag == "!" and not event.implicit[0]:
+        return None  # `! text` and quoted strings: plain strings
+    return str(tag)
 
 
-def _scalar(node: ScalarNode) -> Any:
+def _scalar(event: yaml.ScalarEvent) -> Any:
     """A scalar as SafeLoader would build it, except dates and merge keys, which stay text."""
-    tag = node.tag
-    if tag in _PLAIN_STRING_TAGS:
-        return node.value
-    constructor = SafeConstructor()
+    if event.tag == _TAG + "str" or event.tag == "!":
+        return event.value
+    tag = _RESOLVER.resolve(ScalarNode, event.value, event.implicit)
+    if tag in _STRING_TAGS:
+        return event.value
+    node = ScalarNode(tag, event.value)
     if tag == _TAG + "null":
         return None
     if tag == _TAG + "bool":
-        return constructor.construct_yaml_bool(node)
+        return _CONSTRUCTOR.construct_yaml_bool(node)
     if tag == _TAG + "int":
-        return constructor.construct_yaml_int(node)
+        return _CONSTRUCTOR.construct_yaml_int(node)
     if tag == _TAG + "float":
-        return constructor.construct_yaml_float(node)
-    return node.value
+        return _CONSTRUCTOR.construct_yaml_float(node)
+    return event.value
 
 
 def format_path(path: KeyPath) -> str:

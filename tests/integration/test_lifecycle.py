@@ -101,3 +101,4 @@ def test_names_resolve_and_real_telnet_works(run_lab) -> None:
     assert run.code == 0, (run.out / "nodes" / "asker.log").read_text() + run.stdout
     routes = (run.out / "nodes" / "asker.log").read_text()
     assert "default" not in routes  # no way out unless a scenario declares one
+

@@ -1,0 +1,105 @@
+"""The scheduler, against a scripted fake backend: `after` order, readiness, deadlines, blocking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.backends import EXITED, READY, Event
+from lab.execution import Execution
+from lab.plan import NodePlan, Plan, make_plan
+from lab.scenario import load_scenario_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCENARIO = """
+name: t
+timeout: {timeout}
+networks: {{lan: {{subnet: 10.9.0.0/24}}}}
+nodes:
+  server:
+    networks: [lan]
+    run: serve
+    ready: {{tcp: 80, timeout: 0.3s}}
+  client:
+    replicas: 2
+    networks: [lan]
+    after: server
+    run: fetch
+"""
+
+
+@dataclass
+class FakeBackend:
+    """Each started node does what `script` says: ("ready"|"exit"|"hang", code)."""
+
+    script: dict[str, list[tuple[str, int | None]]]
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    queue: list[Event] = field(default_factory=list)
+    name: str = "fake"
+
+    def check(self) -> None: ...
+    def up(self, plan: Plan, rundir: object) -> None: ...
+    def down(self) -> None: ...
+
+    def start(self, node: NodePlan) -> None:
+        self.started.append(node.name)
+        for kind, code in self.script.get(node.name, [("exit", 0)]):
+            if kind == "ready":
+                self.queue.append(Event(node.name, READY))
+            elif kind == "exit":
+                self.queue.append(Event(node.name, EXITED, code))
+
+    def poll(self, timeout: float) -> list[Event]:
+        events, self.queue = self.queue, []
+        return events
+
+    def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
+        self.stopped += nodes
+        return {n: -15 for n in nodes}
+
+
+def _plan(timeout: str = "5s") -> Plan:
+    return make_plan(load_scenario_text(SCENARIO.format(timeout=timeout), ROOT / "t.yaml"))
+
+
+def _run(script: dict[str, list[tuple[str, int | None]]], timeout: str = "5s") -> tuple[Execution, FakeBackend]:
+    backend = FakeBackend(script)
+    ex = Execution(_plan(timeout), backend, lambda line: None, lambda name: "last words")
+    ex.run()
+    return ex, backend
+
+
+def test_clients_start_after_the_server_is_ready_and_services_stop_at_the_end() -> None:
+    ex, backend = _run({"server": [("ready", None)]})
+    assert backend.started == ["server", "client-1", "client-2"]
+    assert backend.stopped == ["server"]
+    assert ex.states["client-1"].exit_code == 0 and not ex.states["client-1"].stopped_by_lab
+    assert ex.states["server"].stopped_by_lab
+
+
+def test_a_server_that_exits_before_ready_blocks_its_clients_with_its_log() -> None:
+    ex, backend = _run({"server": [("exit", 1)]})
+    assert backend.started == ["server"]
+    server = ex.states["server"]
+    assert server.failed_start and "exited with code 1 before it was ready" in server.note
+    assert "last words" in server.note
+    for c in ("client-1", "client-2"):
+        assert ex.states[c].blocked and "server exited with code 1" in ex.states[c].note
+
+
+def test_readiness_is_bounded() -> None:
+    ex, backend = _run({"server": [("hang", None)]})
+    server = ex.states["server"]
+    assert server.failed_start and "not ready after 0.3s: nothing listens on tcp 80" in server.note
+    assert backend.stopped == ["server"]
+    assert ex.states["client-1"].blocked
+
+
+def test_the_run_deadline_stops_hanging_tasks() -> None:
+    ex, backend = _run({"server": [("ready", None)], "client-1": [("hang", None)]}, timeout="0.3s")
+    assert ex.timed_out
+    c1, c2 = ex.states["client-1"], ex.states["client-2"]
+    assert c1.stopped_by_lab and "timeout (0.3s)" in c1.note
+    assert c2.exit_code == 0 and not c2.stopped_by_lab

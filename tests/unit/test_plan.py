@@ -1,0 +1,72 @@
+"""The plan is pure: replicas expanded, auto addresses picked, names resolved for each viewer."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from lab.plan import ANNOUNCE, STARTED, TCP, make_plan
+from lab.scenario import load_scenario, load_scenario_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_echo_plan_expands_replicas_and_picks_free_addresses() -> None:
+    plan = make_plan(load_scenario(ROOT / "scenarios" / "echo.yaml"))
+    assert [n.name for n in plan.nodes] == ["server", "client-1", "client-2", "client-3"]
+    assert plan.node("server").interfaces[0].address == IPv4Interface("10.0.1.10/24")
+    assert [str(plan.node(f"client-{k}").address) for k in (1, 2, 3)] == ["10.0.1.1", "10.0.1.2", "10.0.1.3"]
+    c2 = plan.node("client-2")
+    assert c2.group == "client" and c2.after == ("server",)
+    assert c2.params["host"] == "10.0.1.10" and c2.params["port"] == 9999
+    assert c2.params["target"] == "server:9999"
+    assert c2.params["send"] == ["hello from client-2", "second line"]
+    assert plan.expect[0].nodes == ("client-1", "client-2", "client-3")
+    assert plan.node("server").service and not c2.service
+    assert plan.node("server").ready.kind == ANNOUNCE
+
+
+def test_auto_addresses_skip_static_ones() -> None:
+    text = """
+name: t
+networks: {lan: {subnet: 10.9.0.0/29}}
+nodes:
+  a: {networks: {lan: 10.9.0.1}}
+  b: {networks: [lan], replicas: 2}
+  c: {networks: {lan: 10.9.0.3}}
+"""
+    plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
+    assert [str(n.address) for n in plan.nodes] == ["10.9.0.1", "10.9.0.2", "10.9.0.4", "10.9.0.3"]
+
+
+def test_http_get_resolves_through_the_router() -> None:
+    plan = make_plan(load_scenario(ROOT / "scenarios" / "http-get.yaml"))
+    browser = plan.node("browser")
+    assert browser.params["host"] == "10.0.3.80" and browser.params["port"] == 8080
+    assert browser.params["path"] == "/hello.txt" and browser.params["host_header"] == "web:8080"
+    assert plan.node("router").forwarding and not plan.node("router").runs_something
+    assert [i.name for i in plan.node("router").interfaces] == ["eth0", "eth1"]
+
+
+def test_hosts_file_prefers_an_address_on_a_shared_network() -> None:
+    text = """
+name: t
+networks: {a: {subnet: 10.1.0.0/24}, b: {subnet: 10.2.0.0/24}}
+nodes:
+  server: {networks: {a: 10.1.0.10, b: 10.2.0.10}}
+  left: {networks: {a: 10.1.0.20}}
+  right: {networks: {b: 10.2.0.20}}
+"""
+    plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
+    assert "10.1.0.10\tserver" in plan.hosts_file("left")
+    assert "10.2.0.10\tserver" in plan.hosts_file("right")
+    assert "127.0.1.1\tright" in plan.hosts_file("right")
+
+
+def test_program_readiness_kinds() -> None:
+    plan = make_plan(load_scenario(ROOT / "scenarios" / "exercise-echo.yaml"))
+    server, prober = plan.node("server"), plan.node("prober")
+    assert server.ready.kind == TCP and server.ready.port == 9999 and server.service
+    assert server.cwd == ROOT / "scenarios" / "exercises"
+    assert prober.ready.kind == STARTED and not prober.service
+    assert prober.argv == ("sh", "-c", "printf 'hi\\r\\n' | nc -q 1 server 9999")
