@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_validate_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nnetworks: {lan: {subnet: 10.0.0.0/24}}\nnodes:\n  a: {networks: [lan], rol: echo-server}\n")
+    bad.write_text("name: x\nnetworks: {lan: {subnet: 10.0.0.0/24}}\n"
+                   "nodes:\n  a: {networks: [lan], rol: echo-server}\n")
     assert main(["validate", str(ROOT / "scenarios" / "echo.yaml")]) == 0
     assert "ok:" in capsys.readouterr().out
     assert main(["validate", str(bad)]) == 2
