@@ -83,6 +83,7 @@ class NodeInfo:
     replicas: int | None
     role: str | None
     runs: bool
+    replicas_ok: bool = True  # False: `replicas` is invalid (reported), so host counts are unknown
 
     @property
     def hosts(self) -> int:
@@ -98,7 +99,7 @@ class NodeInfo:
 class Refs:
     """Node names as references: a node, a replica group, or one replica such as `client-2`."""
 
-    def __init__(self, nodes: dict[str, NodeInfo], hidden: set[str] | None = None):
+    def __init__(self, nodes: dict[str, NodeInfo], hidden: list[str] | None = None):
         self.nodes = nodes
         self.hidden = hidden  # declared names that are invalid; None: the whole `nodes:` is invalid
 
@@ -111,13 +112,15 @@ class Refs:
             return info, info.hosts
         base, _, index = ref.rpartition("-")
         group = self.nodes.get(base)
+        if group is not None and not group.replicas_ok:
+            raise Reported()
         if group is not None and group.replicas and _INDEX_RE.fullmatch(index):
             if int(index) <= group.replicas:
                 return group, 1
             raise Invalid(f"unknown node {show(ref)} ({base!r} has replicas {_range(group)})")
         if self.hidden is None or ref in self.hidden:
             raise Reported()
-        raise Invalid(f"unknown node {show(ref)} {suggest(ref, self.nodes, 'nodes')}")
+        raise Invalid(f"unknown node {show(ref)} {suggest(ref, self.nodes, 'nodes', listing=True)}")
 
     def single(self, ref: Any, what: str) -> NodeInfo:
         """A reference that must name exactly one host (a client connects to one server)."""

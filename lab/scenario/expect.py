@@ -10,7 +10,7 @@ from typing import Any
 
 from lab.scenario.checker import Checker, NodeInfo, Refs
 from lab.scenario.model import CHECKS, ROLES, Expectation
-from lab.scenario.params import CHECK_PARAMS, CHECK_ROLES, check_params
+from lab.scenario.params import CHECK_PARAMS, CHECK_ROLES, LONG_FORM, SHORT_FORM, check_params
 from lab.scenario.source import KeyPath
 from lab.scenario.values import kind, show, suggest
 
@@ -57,10 +57,8 @@ def _split(c: Checker, here: KeyPath, check: str, body: Any) -> tuple[KeyPath, A
     """(where the nodes are, the nodes, the other parameters) for the short and the long form."""
     schema = CHECK_PARAMS[check]
     if isinstance(body, (str, list)):
-        required = [k for k, p in schema.items() if p.required]
-        if required:
-            example = ", ".join(f"{k}: ..." for k in required)
-            c.error(here, f"{check} needs parameters: {{nodes: ..., {example}}}")
+        if check not in SHORT_FORM:
+            c.error(here, f"{check} needs parameters: {LONG_FORM[check]}")
             return None
         return here, body, {}
     body = c.mapping(here, body, ("nodes", *schema), required=("nodes",), what="parameter")
@@ -86,7 +84,7 @@ def _targets(c: Checker, path: KeyPath, value: Any, refs: Refs,
         found = c.check(where, ref, refs.resolve)
         if found is not None and _fits(c, where, check, ref, found[0]):
             names.append(ref)
-            hosts += found[1]
+            hosts += found[1] if found[0].replicas_ok else 1_000_000  # unknown: do not judge at_least
     return (tuple(names), hosts) if len(names) == len(entries) else None
 
 

@@ -10,7 +10,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ class Scope:
 
     checker: Checker
     networks: dict[str, Network]  # valid networks
-    declared: set[str] | None  # declared network names, valid or not; None if `networks:` is invalid
+    declared: list[str] | None  # network names declared, valid or not; None if `networks:` is invalid
+    hidden: list[str]  # declared names that are invalid (reported already)
     refs: Refs
     folder: Path
 
@@ -86,7 +87,8 @@ def _known_network(s: Scope, path: KeyPath, net: str, at_key: bool) -> bool:
     if net in s.networks:
         return True
     if s.declared is not None and net not in s.declared:
-        s.checker.error(path, f"unknown network {show(net)} {suggest(net, s.declared, 'networks')}", at_key)
+        hint = suggest(net, [n for n in s.declared if n not in s.hidden], "networks", listing=True)
+        s.checker.error(path, f"unknown network {show(net)} {hint}", at_key)
     return False
 
 
@@ -120,7 +122,7 @@ def _attachments(s: Scope, path: KeyPath, value: Any, replicas: int | None) -> t
     return tuple(result)
 
 
-def _address(value: Any, net: Network, replicas: int | None) -> Any:
+def _address(value: Any, net: Network, replicas: int | None) -> IPv4Address:
     """A static address: inside its subnet, not its network or broadcast address, one host only."""
     if not isinstance(value, str):
         raise Invalid(f"expected an IPv4 address or auto, got {kind(value)}")
@@ -233,9 +235,9 @@ def _files(s: Scope, path: KeyPath, value: Any) -> Path | None:
         base = s.folder.resolve()
         target = (s.folder / text).resolve()
         if not target.is_relative_to(base):
-            raise Invalid(f"files {show(text)} is outside the scenario's folder ({target})")
+            raise Invalid(f"files {show(text)} is outside the scenario's folder ({_printable(target)})")
         if not target.exists():
-            raise Invalid(f"folder {show(text)} does not exist (looked for {target})")
+            raise Invalid(f"folder {show(text)} does not exist (looked for {_printable(target)})")
         if not target.is_dir():
             raise Invalid(f"{show(text)} is not a folder")
     except Invalid as e:
@@ -245,6 +247,12 @@ def _files(s: Scope, path: KeyPath, value: Any) -> Path | None:
         s.checker.error(path, f"cannot use files {show(text)}: {e}")
         return None
     return target
+
+
+def _printable(path: Path) -> str:
+    """A path for a one-line message (odd characters escaped)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
 
 
 def _ready(c: Checker, path: KeyPath, body: dict[str, Any]) -> tuple[int | None, float]:

@@ -154,6 +154,15 @@ CHECK_PARAMS: dict[str, dict[str, Param]] = {
     "output": {"contains": Param(_plain(string)), "regex": Param(_plain(regex))},
 }
 
+# Checks that may be written `- echo: client` (their parameters all have defaults), and how the
+# others are written (for the message when the short form is used for them).
+SHORT_FORM = ("echo", "http", "exit")
+LONG_FORM = {
+    "greeting": "{nodes: ..., text: ...}",
+    "concurrent": "{nodes: ..., at_least: N}",
+    "output": "{nodes: ..., contains: ...} or {nodes: ..., regex: ...}",
+}
+
 # Which roles a check can judge (None: any node that runs something, a role or a program).
 CHECK_ROLES: dict[str, tuple[str, ...] | None] = {
     "echo": ("telnet-client",),
@@ -169,6 +178,7 @@ def check_params(c: Checker, path: KeyPath, given: dict[str, Any], schema: dict[
                  refs: Refs, label: str, missing_at: KeyPath) -> dict[str, Any] | None:
     """Validate `given` against `schema` and fill defaults; None if anything was wrong."""
     before = len(c.problems)
+    complete = True  # a missing parameter may go unreported (it is there, misspelled)
     result: dict[str, Any] = {}
     c.unknown_keys(path, given, list(schema), f"unknown parameter {{key}} for {label}")
     for key, param in schema.items():
@@ -176,6 +186,7 @@ def check_params(c: Checker, path: KeyPath, given: dict[str, Any], schema: dict[
             result[key] = c.check(path + (key,), given[key], param.convert, refs)
         elif param.required:
             c.missing(path, key, f"missing required parameter {key!r} for {label}", at=missing_at)
+            complete = False
         else:
             result[key] = copy.deepcopy(param.default)
-    return result if len(c.problems) == before else None
+    return result if complete and len(c.problems) == before else None

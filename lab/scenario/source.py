@@ -33,7 +33,8 @@ _RESOLVER = yaml.resolver.Resolver()
 _CONSTRUCTOR = SafeConstructor()
 _TAG = "tag:yaml.org,2002:"
 _STRING_TAGS = {_TAG + "str", _TAG + "timestamp", _TAG + "merge", _TAG + "value"}  # dates stay text
-_EXPLICIT_OK = {_TAG + "str", _TAG + "seq", _TAG + "map"}
+_EXPLICIT_OK = {yaml.ScalarEvent: _TAG + "str", yaml.SequenceStartEvent: _TAG + "seq",
+                yaml.MappingStartEvent: _TAG + "map"}
 _SKIP = object()  # the value of a key that was refused (duplicate, not a string)
 
 
@@ -59,9 +60,22 @@ class Source:
         return self.keys.get(path) or self.value_loc(path)
 
 
+MAX_PROBLEMS = 100  # a broken file can have thousands; the first ones are what a user reads
+
+
 def fail(file: str, message: str, line: int = 1, col: int = 1) -> ScenarioError:
     """A single-problem ScenarioError."""
     return ScenarioError([Problem(Location(file, line, col), "", message)])
+
+
+def problems_error(problems: list[Problem]) -> ScenarioError:
+    """A ScenarioError with the first MAX_PROBLEMS problems (in file order) and a count of the rest."""
+    ordered = sorted(problems, key=lambda p: (p.loc.line, p.loc.col))
+    if len(ordered) <= MAX_PROBLEMS:
+        return ScenarioError(ordered)
+    rest = ordered[MAX_PROBLEMS]
+    more = Problem(rest.loc, "", f"{len(ordered) - MAX_PROBLEMS} more problems not shown")
+    return ScenarioError(ordered[:MAX_PROBLEMS] + [more])
 
 
 def read_file(path: Path) -> str:
@@ -152,6 +166,8 @@ class _Builder:
                 self._node(event)
 
     def finish(self) -> Source:
+        if self.root is None and self.problems:
+            raise problems_error(self.problems)
         if self.root is None:
             raise fail(self.file, "empty file: a scenario is a mapping with name, networks and nodes")
         if not isinstance(self.root, dict):
@@ -159,42 +175,35 @@ class _Builder:
             raise fail(self.file, "the top level must be a mapping (name: ..., networks: ..., nodes: ...)",
                        loc.line, loc.col)
         if self.problems:
-            raise ScenarioError(self.problems)
+            raise problems_error(self.problems)
         self.source.data = self.root
         return self.source
 
     def _node(self, event: yaml.NodeEvent) -> None:
         """Place one scalar, alias or collection start: as a key, a value, an item or the root."""
-        parent = self.stack[-1] if self.stack else None
-        if parent is not None and parent.value is None:
+        if not self.stack:
+            self.root = self._open(event, (), ())
+            return
+        parent = self.stack[-1]
+        if parent.value is None:
             self._open(event, None, ())  # inside a refused subtree
-            return
-        if isinstance(parent, _Frame) and isinstance(parent.value, dict) and parent.key is None:
-            self._key(parent, event)
-            return
-        if parent is None:
-            path: KeyPath = ()
-        elif isinstance(parent.value, dict):
-            path = parent.path + (parent.key,)
-        else:
-            assert isinstance(parent.value, list)
+        elif isinstance(parent.value, list):
             path = parent.path + (len(parent.value),)
-        skip = parent is not None and parent.key is _SKIP
-        value = self._open(event, path, path) if not skip else self._open(event, None, ())
-        if skip or parent is None:
-            self.root = value if parent is None else self.root
-        elif isinstance(parent.value, dict):
-            parent.value[parent.key] = value
+            parent.value.append(self._open(event, path, path))
+        elif parent.key is None:
+            self._key(parent, event)
+        elif parent.key is _SKIP:
+            self._open(event, None, ())
+            parent.key = None
         else:
-            assert isinstance(parent.value, list)
-            parent.value.append(value)
-        if parent is not None and isinstance(parent.value, dict):
+            path = parent.path + (parent.key,)
+            parent.value[parent.key] = self._open(event, path, path)
             parent.key = None
 
     def _key(self, parent: _Frame, event: yaml.NodeEvent) -> None:
         loc = self._loc(event.start_mark)
-        if not isinstance(event, yaml.ScalarEvent):
-            self._problem(loc, parent.path, "mapping keys must be plain strings")
+        if not isinstance(event, yaml.ScalarEvent) or event.anchor is not None:
+            self._problem(loc, parent.path, "mapping keys must be plain strings (no aliases or anchors)")
             self._open(event, None, ())
             parent.key = _SKIP
             return
@@ -214,9 +223,11 @@ class _Builder:
         loc = self._loc(event.start_mark)
         if path is not None:
             self.source.values[path] = loc
-            if getattr(event, "anchor", None) is not None or isinstance(event, yaml.AliasEvent):
-                what = f"*{event.anchor}" if isinstance(event, yaml.AliasEvent) else f"&{event.anchor}"
-                self._problem(loc, where, f"YAML aliases are not supported (write the value out, no {what})")
+            if isinstance(event, yaml.AliasEvent):
+                path = None  # its anchor is reported already (an undefined alias is a syntax error)
+            elif getattr(event, "anchor", None) is not None:
+                self._problem(loc, where, f"YAML aliases are not supported (anchor &{event.anchor}: "
+                              "write the value out where it is used)")
                 path = None
             elif _explicit_tag(event) is not None:
                 tag = str(_explicit_tag(event)).replace(_TAG, "!!")
@@ -242,9 +253,9 @@ class _Builder:
 
 
 def _explicit_tag(event: yaml.NodeEvent) -> str | None:
-    """An explicit tag other than !!str/!!seq/!!map (which change nothing we rely on)."""
+    """An explicit tag other than !!str, !!seq, !!map on their own kind (which change nothing)."""
     tag = getattr(event, "tag", None)
-    if tag is None or tag in _EXPLICIT_OK:
+    if tag is None or tag == _EXPLICIT_OK.get(type(event)):
         return None
     if isinstance(event, yaml.ScalarEvent) and tag == "!" and not event.implicit[0]:
         return None  # `! text` and quoted strings: plain strings

@@ -11,12 +11,11 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from lab.errors import ScenarioError
 from lab.scenario.checker import Checker, NodeInfo, Refs
 from lab.scenario.expect import check_expect
 from lab.scenario.model import Network, Node, Scenario
 from lab.scenario.nodes import Scope, check_node
-from lab.scenario.source import KeyPath, Source
+from lab.scenario.source import KeyPath, Source, problems_error
 from lab.scenario.values import Invalid, cidr, duration, integer, kind, name, string
 
 TOP_KEYS = ("name", "description", "timeout", "networks", "nodes", "expect")
@@ -36,10 +35,10 @@ def validate(source: Source, path: Path) -> Scenario:
     scenario_name = c.check(("name",), top["name"], name) if "name" in top else None
     description = c.check(("description",), top.get("description", ""), string)
     timeout = c.check(("timeout",), top.get("timeout", 60.0), duration, True)
-    declared, networks = _networks(c, top.get("networks")) if "networks" in top else (None, [])
+    declared, hidden_nets, networks = _networks(c, top.get("networks")) if "networks" in top else (None, [], [])
     raw_nodes, hidden = _section(c, ("nodes",), top.get("nodes"), "node") if "nodes" in top else ({}, None)
     refs = Refs(_index(c, raw_nodes), hidden)
-    scope = Scope(c, {n.name: n for n in networks}, declared, refs, path.parent)
+    scope = Scope(c, {n.name: n for n in networks}, declared, hidden_nets, refs, path.parent)
     nodes = [check_node(scope, n, raw_nodes[n], refs.nodes[n].replicas) for n in refs.nodes]
     valid_nodes = [n for n in nodes if n is not None]
     _addresses(c, valid_nodes)
@@ -47,13 +46,13 @@ def validate(source: Source, path: Path) -> Scenario:
     _cycles(c, valid_nodes, refs)
     expect = check_expect(c, top.get("expect"), refs)
     if c.problems or scenario_name is None or timeout is None:
-        raise ScenarioError(c.problems)
+        raise problems_error(c.problems)
     return Scenario(name=scenario_name, path=path, source=source.text, networks=tuple(networks),
                     nodes=tuple(valid_nodes), expect=expect, timeout=timeout,
                     description=description or "")
 
 
-def _section(c: Checker, path: KeyPath, value: Any, what: str) -> tuple[dict[str, Any], set[str] | None]:
+def _section(c: Checker, path: KeyPath, value: Any, what: str) -> tuple[dict[str, Any], list[str] | None]:
     """`networks:` / `nodes:`: a non-empty mapping whose keys are plain names.
 
     Returns the entries with valid names, and the invalid names (None if the section itself is
@@ -64,18 +63,19 @@ def _section(c: Checker, path: KeyPath, value: Any, what: str) -> tuple[dict[str
         c.error(path, f"expected a mapping of {what} names with at least one {what}, got {got}")
         return {}, None
     result: dict[str, Any] = {}
-    invalid: set[str] = set()
+    invalid: list[str] = []
     for key, body in value.items():
         try:
             result[name(key)] = body
         except Invalid as e:
             c.error(path + (key,), f"{e.message} (a {what} name)", at_key=True)
-            invalid.add(key)
+            invalid.append(key)
     return result, invalid
 
 
-def _networks(c: Checker, value: Any) -> tuple[set[str] | None, list[Network]]:
-    """Declared names (for references) and the networks whose subnet is valid and safe."""
+def _networks(c: Checker, value: Any) -> tuple[list[str] | None, list[str], list[Network]]:
+    """Declared names (None if `networks:` is unusable), the invalid ones among them, and the
+    networks whose name and subnet are valid."""
     raw, invalid = _section(c, ("networks",), value, "network")
     valid: list[Network] = []
     for net, body in raw.items():
@@ -86,10 +86,12 @@ def _networks(c: Checker, value: Any) -> tuple[set[str] | None, list[Network]]:
             continue
         clash = next((n for n in valid if n.subnet.overlaps(subnet)), None)
         if clash is not None:
-            c.error(path + ("subnet",), f"subnet {subnet} overlaps {clash.subnet} of network {clash.name}")
+            c.error(path + ("subnet",), f"subnet {subnet} of {net} overlaps {clash.subnet} of {clash.name}")
             continue
         valid.append(Network(net, subnet, c.source.key_loc(path)))
-    return (None if invalid is None else set(raw) | invalid), valid
+    if invalid is None:
+        return None, [], valid
+    return list(raw) + invalid, invalid, valid
 
 
 def _subnet(value: Any) -> IPv4Network:
@@ -108,14 +110,15 @@ def _index(c: Checker, raw_nodes: dict[str, Any]) -> dict[str, NodeInfo]:
     index: dict[str, NodeInfo] = {}
     for node, body in raw_nodes.items():
         body = body if isinstance(body, dict) else {}
-        replicas = None
+        replicas, replicas_ok = None, True
         if "replicas" in body:
             replicas = c.check(("nodes", node, "replicas"), body["replicas"], integer, 1, MAX_REPLICAS)
+            replicas_ok = replicas is not None
             if replicas is not None and len(f"{node}-{replicas}") > 31:
                 c.error(("nodes", node, "replicas"), f"replica names {node}-1..{node}-{replicas} would be "
                         "longer than 31 characters; shorten the node name")
         role = body.get("role") if isinstance(body.get("role"), str) else None
-        index[node] = NodeInfo(node, replicas, role, "run" in body)
+        index[node] = NodeInfo(node, replicas, role, "run" in body, replicas_ok)
     for node in index:
         base, _, number = node.rpartition("-")
         group = index.get(base)
@@ -160,7 +163,8 @@ def _cycles(c: Checker, nodes: list[Node], refs: Refs) -> None:
     for cycle in _find_cycles(graph):
         if frozenset(cycle) not in reported:
             reported.add(frozenset(cycle))
-            c.error(("nodes", cycle[0], "after"), "after cycle: " + " -> ".join(cycle))
+            shown = cycle if len(cycle) <= 12 else cycle[:6] + ["..."] + cycle[-3:]
+            c.error(("nodes", cycle[0], "after"), "after cycle: " + " -> ".join(shown))
 
 
 def _find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:

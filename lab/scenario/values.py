@@ -63,16 +63,17 @@ def kind(value: Any) -> str:
     return type(value).__name__
 
 
-def suggest(word: str, known: Iterable[str], what: str) -> str:
-    """`(did you mean 'role'?)` when something is close, else the known choices."""
+def suggest(word: str, known: Iterable[str], what: str, listing: bool = False) -> str:
+    """`(did you mean 'role'?)` when something is close, else the known choices; both if `listing`
+    (for names the user declared: seeing them all helps more than for fixed keywords)."""
     choices = list(known)
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    if close:
-        return f"(did you mean {close[0]!r}?)"
     if not choices:
         return f"(no {what} are declared)"
-    listed = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
-    return f"({what}: {listed})"
+    listed = f"{what}: " + ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
+    if close:
+        return f"(did you mean {close[0]!r}? {listed})" if listing else f"(did you mean {close[0]!r}?)"
+    return f"({listed})"
 
 
 def name(value: Any) -> str:
