@@ -19,7 +19,7 @@ def _exit(code: int) -> None:
         raise Exit(code=code)
 
 
-@task(help={"scenario": "scenario file", "backend": "netns (default)", "out": "run folder"})
+@task(help={"scenario": "scenario file", "backend": "netns (default) or docker", "out": "run folder"})
 def run(c: Context, scenario: str, backend: str = "netns", out: str | None = None) -> None:
     """Run a scenario: up, run, check, report, down (exit 0 all expectations hold, 1 some failed)."""
     _exit(cli.cmd_run(scenario, backend, out))
@@ -35,6 +35,12 @@ def validate(c: Context, scenario: list[str]) -> None:
 def clean_(c: Context, all: bool = False) -> None:  # noqa: A002 - the flag is --all
     """Remove what dead labs left behind, found by their journals (never by name patterns)."""
     _exit(cli.cmd_clean(all))
+
+
+@task(help={"base": "'debootstrap' (default, no registry needed) or a registry image"})
+def images(c: Context, base: str = "debootstrap") -> None:
+    """Build the node image for container backends (tagged by content: never stale, never rebuilt)."""
+    _exit(cli.cmd_images(base))
 
 
 @task(help={"sizes": "comma-separated client counts", "rounds": "runs per side and size"})

@@ -55,17 +55,28 @@ def cmd_clean(everything: bool = False) -> int:
     return 0
 
 
+def cmd_images(base: str = "debootstrap") -> int:
+    from lab.images import build
+
+    build(base)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lab", description="Reproducible network-programming labs.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="bring a scenario up, run it, check it, tear it down")
     r.add_argument("scenario")
-    r.add_argument("--backend", default="netns", help="where hosts live (default: netns)")
+    r.add_argument("--backend", default="netns", help="where hosts live: netns (default) or docker")
     r.add_argument("--out", help="run folder (default: runs/<scenario>-<time>/)")
     v = sub.add_parser("validate", help="check scenario files without running anything")
     v.add_argument("scenarios", nargs="+")
     c = sub.add_parser("clean", help="remove what dead labs left behind (by their journals only)")
     c.add_argument("--all", action="store_true", help="also labs whose process still runs")
+    i = sub.add_parser("images", help="build the node image for container backends (cached by content)")
+    i.add_argument("--base", default="debootstrap",
+                   help="'debootstrap' (default: a Debian base built locally, no registry) or an image, "
+                        "e.g. python:3.12-slim")
     b = sub.add_parser("bench", help="time lab against the Mininet peer (alternating runs)")
     b.add_argument("--sizes", default="10,100")
     b.add_argument("--rounds", type=int, default=3)
@@ -82,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_validate(args.scenarios)
         if args.command == "clean":
             return cmd_clean(args.all)
+        if args.command == "images":
+            return cmd_images(args.base)
         if args.command == "bench":
             from lab.bench import bench
 

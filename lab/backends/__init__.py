@@ -51,6 +51,7 @@ class Backend(Protocol):
 
 BACKENDS: dict[str, str] = {
     "netns": "lab.backends.netns:NetnsBackend",
+    "docker": "lab.backends.docker:DockerBackend",
 }
 
 

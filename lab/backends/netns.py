@@ -1,16 +1,9 @@
-"""The netns backend: every node is a Linux network namespace; every network a bridge.
+"""The netns backend: every node is a Linux network namespace (see fabric.py for the wiring).
 
-Layout: one namespace of the lab's own (`lab-ID`) holds one bridge per scenario network; each node
-namespace (`lab-ID-NODE`) gets one veth per network (eth0, eth1, ...) whose peer is a bridge port.
-Nothing is attached to the host's root namespace, so the host's firewall (Docker's FORWARD DROP,
-br_netfilter) never sees lab frames and the lab has no way out.
-
-Speed: the topology is created in bulk (one `ip -batch` for all namespaces, one for all links,
-one per node for addresses and routes, run in parallel), and built-in roles are forked from this
-warm process (which enters the node's namespace with setns) instead of paying an interpreter start
-each. Programs (`run:`) are exec'ed in a child that also gets a private mount namespace, where the
-lab's hosts file is bound over /etc/hosts so that `telnet server 9999` resolves.
-"""
+Built-in roles are forked from this warm process (the child enters the node's namespace with
+setns) instead of paying an interpreter start each. Programs (`run:`) are exec'ed in a child that
+also gets a private mount namespace, where the lab's hosts file is bound over /etc/hosts so that
+`telnet server 9999` resolves."""
 
 from __future__ import annotations
 
@@ -18,21 +11,18 @@ import os
 import selectors
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from lab.backends import EXITED, READY, Event, linux
-from lab.errors import BackendError, EnvironmentProblem
-from lab.journal import Journal, state_lock
+from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
+from lab.errors import EnvironmentProblem
+from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
 from lab.roles import run_role
 from lab.rundir import RunDir
 
-NETNS_DIR = "/run/netns"
-IP_TIMEOUT = 30.0
 KILL_WAIT = 5.0  # after SIGKILL, a process stuck in the kernel is given up on (down() sweeps again)
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "TZ")
 
@@ -52,7 +42,7 @@ class NetnsBackend:
 
     def __init__(self, journal: Journal):
         self.journal = journal
-        self.prefix = f"lab-{journal.lab_id}"
+        self.fabric = Fabric(journal)
         self.plan: Plan | None = None
         self.rundir: RunDir | None = None
         self.procs: dict[str, _Proc] = {}
@@ -67,47 +57,16 @@ class NetnsBackend:
         if shutil.which("ip") is None:
             raise EnvironmentProblem("'ip' (iproute2) is not installed: apt-get install iproute2")
 
-    def ns(self, node: str) -> str:
-        return f"{self.prefix}-{node}"
-
     # -- topology ----------------------------------------------------------------------------
     def up(self, plan: Plan, rundir: RunDir) -> None:
         self.plan, self.rundir = plan, rundir
-        names = [self.prefix] + [self.ns(n.name) for n in plan.nodes]
-        with state_lock(self.journal.state):
-            _claim_netns_dir(self.journal)
-            self.journal.record_many("netns", names)
-            _ip_batch("".join(f"netns add {n}\n" for n in names))
-        _ip_batch(self._fabric_batch(plan), netns=self.prefix)
-        _ip_parallel({self.ns(n.name): _node_batch(n) for n in plan.nodes})
-        self._set_forwarding(plan)
+        self.fabric.create(plan)
+        self.fabric.wire(plan)
         hosts = self.journal.folder / "hosts"
         hosts.mkdir(exist_ok=True)
         for n in plan.nodes:
             if n.argv is not None:
                 (hosts / n.name).write_text(plan.hosts_file(n.name))
-
-    def _fabric_batch(self, plan: Plan) -> str:
-        bridge = {net.name: f"br{k}" for k, net in enumerate(plan.networks)}
-        lines = ["link set lo up"]
-        for br in bridge.values():
-            lines += [f"link add {br} type bridge", f"link set {br} up"]
-        for k, node in enumerate(plan.nodes):
-            for j, iface in enumerate(node.interfaces):
-                port = f"n{k}e{j}"
-                lines += [
-                    f"link add {port} type veth peer name {iface.name} netns {self.ns(node.name)}",
-                    f"link set {port} master {bridge[iface.network]} up",
-                ]
-        return "\n".join(lines) + "\n"
-
-    def _set_forwarding(self, plan: Plan) -> None:
-        """Set ip_forward explicitly everywhere: new namespaces may inherit 1 from the host."""
-        settings = [(self.prefix, False)] + [(self.ns(n.name), n.forwarding) for n in plan.nodes]
-        for ns, forwarding in settings:
-            with linux.in_netns(f"{NETNS_DIR}/{ns}"):
-                with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
-                    f.write("1" if forwarding else "0")
 
     # -- processes ---------------------------------------------------------------------------
     def start(self, node: NodePlan) -> None:
@@ -172,7 +131,7 @@ class NetnsBackend:
 
     def _enter(self, node: NodePlan) -> None:
         """Move this (child) process into the node: its network, hostname, files and /etc/hosts."""
-        fd = os.open(f"{NETNS_DIR}/{self.ns(node.name)}", os.O_RDONLY)
+        fd = os.open(self.fabric.path(node.name), os.O_RDONLY)
         linux.setns(fd, linux.CLONE_NEWNET)
         os.close(fd)
         if node.argv is not None:
@@ -270,15 +229,12 @@ class NetnsBackend:
     def down(self) -> None:
         self.stop(list(self.procs), grace=1.0)
         self.selector.close()
-        _remove_namespaces([e["name"] for e in self.journal.entries() if e.get("kind") == "netns"])
-        _release_netns_dir(self.journal)
+        self.fabric.remove()
         self.journal.close()
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:
-        names = [e["name"] for e in journal.entries() if e.get("kind") == "netns"]
-        removed = _remove_namespaces(names)
-        _release_netns_dir(journal)
+        removed = remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
         journal.close()
         return removed
 
@@ -290,119 +246,3 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
-def _remove_namespaces(names: list[str]) -> list[str]:
-    """Kill every process inside the namespaces (found by namespace, not by name), delete them."""
-    present = [n for n in names if os.path.exists(f"{NETNS_DIR}/{n}")]
-    inodes = [i for i in (linux.netns_inode(f"{NETNS_DIR}/{n}") for n in present) if i is not None]
-    for _ in range(50):
-        pids = linux.pids_in_netns(inodes)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        _reap_children()
-        time.sleep(0.01)
-    if present:
-        _ip_batch("".join(f"netns del {n}\n" for n in present), force=True)
-    return present
-
-
-def _reap_children() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _node_batch(node: NodePlan) -> str:
-    lines = ["link set lo up"]
-    for iface in node.interfaces:
-        lines += [f"addr add {iface.address} dev {iface.name}", f"link set {iface.name} up"]
-    for r in node.routes:
-        lines.append(f"route add {'default' if r.to.prefixlen == 0 else r.to} via {r.via}")
-    return "\n".join(lines) + "\n"
-
-
-def _ip_batch(batch: str, netns: str | None = None, force: bool = False) -> None:
-    argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
-    try:
-        done = subprocess.run(argv, input=batch.encode(), capture_output=True, timeout=IP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise BackendError(f"{' '.join(argv)}: no answer within {IP_TIMEOUT:.0f}s") from None
-    if done.returncode != 0 and not force:
-        raise BackendError(f"{' '.join(argv)}: {_first_line(done.stderr)}")
-
-
-def _ip_parallel(batches: dict[str, str]) -> None:
-    """One `ip -n NS -batch` per namespace, all at once (each is a few milliseconds of work)."""
-    procs = []
-    for ns, batch in batches.items():
-        p = subprocess.Popen(["ip", "-n", ns, "-batch", "-"], stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        procs.append((ns, p, batch))
-    for _, p, batch in procs:
-        assert p.stdin is not None
-        p.stdin.write(batch.encode())
-        p.stdin.close()
-    errors = []
-    for ns, p, _ in procs:
-        try:
-            p.wait(timeout=IP_TIMEOUT)
-            assert p.stderr is not None
-            err = p.stderr.read()
-            p.stderr.close()
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            errors.append(f"ip -n {ns} -batch: no answer within {IP_TIMEOUT:.0f}s")
-            continue
-        if p.returncode != 0:
-            errors.append(f"ip -n {ns} -batch: {_first_line(err)}")
-    if errors:
-        raise BackendError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
-
-
-def _first_line(raw: bytes) -> str:
-    text = raw.decode(errors="replace").strip()
-    return text.splitlines()[0] if text else "failed"
-
-
-# /run/netns is iproute2's folder: `ip netns add` creates it (and bind-mounts it on itself) when it
-# is missing. When a lab was the one to create it, the last lab out removes it again, so that the
-# host is left as it was found.
-_NETNS_MARK = "netns-dir-created"
-
-
-def _claim_netns_dir(journal: Journal) -> None:
-    mark = journal.state / _NETNS_MARK
-    if not os.path.exists(NETNS_DIR):
-        mark.write_text("mounted\n")
-
-
-def _release_netns_dir(journal: Journal) -> None:
-    mark = journal.state / _NETNS_MARK
-    with state_lock(journal.state):
-        if not mark.exists():
-            return
-        try:
-            if os.listdir(NETNS_DIR):
-                return
-        except FileNotFoundError:
-            mark.unlink()
-            return
-        if linux.is_mountpoint(NETNS_DIR):
-            try:
-                linux.umount(NETNS_DIR, linux.MNT_DETACH)
-            except OSError:
-                return
-        try:
-            Path(NETNS_DIR).rmdir()
-        except OSError:
-            return
-        mark.unlink()

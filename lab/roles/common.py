@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 READY_FD_ENV = "LAB_READY_FD"
+READY_FILE_ENV = "LAB_READY_FILE"
 PREVIEW = 60  # characters of data shown in human-readable log lines
 
 
@@ -91,11 +92,19 @@ def describe(exc: BaseException) -> str:
 
 
 def announce_ready(role: str, detail: str) -> None:
-    """Tell the orchestrator this role is ready: a `LAB-READY` stdout line, and the ready fd if given.
+    """Tell the orchestrator this role is ready: a `LAB-READY` stdout line, then the ready fd or the
+    ready file, whichever the backend gave (LAB_READY_FD / LAB_READY_FILE).
 
     The fd is written once and closed (and forgotten) so a later call cannot write to a reused fd.
     """
     say(f"LAB-READY {role} {detail}")
+    path = os.environ.pop(READY_FILE_ENV, "")
+    if path:  # containers: a file in the folder the lab shares with the node
+        try:
+            with open(path, "w") as f:
+                f.write("ready\n")
+        except OSError as exc:
+            print(f"lab: cannot signal readiness in {path!r}: {exc}", file=sys.stderr, flush=True)
     fd_text = os.environ.pop(READY_FD_ENV, "")
     if not fd_text:
         return

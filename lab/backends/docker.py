@@ -1,0 +1,271 @@
+"""The docker backend: every node is a container, wired into the lab's own fabric.
+
+Containers start with `--network none`; their network namespaces are attached under the lab's
+names and wired exactly like the netns backend's (fabric.py): one bridge per network inside a
+namespace of the lab's own. So two runs with the same static addresses never collide (no docker
+network, no "Pool overlaps"), lab traffic never crosses the host's firewall, and no node has a
+path out (no NAT, no route to the host).
+
+Least privilege: no --privileged, every capability dropped but NET_BIND_SERVICE (the lab sets
+addresses and routes from outside, so no node needs NET_ADMIN), no-new-privileges, no Docker
+socket, no published port. Every container carries labels tying it to its lab; `down` and `clean`
+remove containers by those labels only.
+
+Inside, the node's agent (lab/roles/agent.py) waits for the lab's go file, then becomes the role or
+program, writing its log, transcript and readiness file into the run folder (mounted at /lab/out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lab
+from lab import images
+from lab.backends import EXITED, READY, Event, linux
+from lab.backends.engine import api_error, connect
+from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
+from lab.errors import BackendError, EnvironmentProblem
+from lab.journal import Journal
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for
+from lab.rundir import RunDir
+
+CONTAINER = "container"  # journal kind
+WORKERS = 16  # concurrent API calls (the engine serialises some work; more does not help)
+LABEL_ID = "lab.id"
+
+
+@dataclass
+class _Box:
+    node: NodePlan
+    name: str
+    id: str = ""
+    pid: int = 0
+    pidfd: int = -1
+    ready: bool = False
+    code: int | None = None
+    exited: bool = False
+
+
+class DockerBackend:
+    name = "docker"
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self.fabric = Fabric(journal)
+        self.client: Any = None
+        self.image = images.node_tag()
+        self.boxes: dict[str, _Box] = {}
+        self.rundir: RunDir | None = None
+        self.selector = selectors.DefaultSelector()
+        self.pending: list[Event] = []
+
+    # -- environment -------------------------------------------------------------------------
+    def check(self) -> None:
+        if os.geteuid() != 0:
+            raise EnvironmentProblem("the docker backend needs root (it wires containers into the lab's "
+                                     "own namespaces): run as root")
+        if shutil.which("ip") is None:
+            raise EnvironmentProblem("'ip' (iproute2) is not installed: apt-get install iproute2")
+        self.client = connect()
+        if not images.exists(self.client, self.image):
+            raise EnvironmentProblem(f"the lab image {self.image} is missing: build it with `lab images` "
+                                     "(or `inv images`)")
+
+    def check_images(self, plan: Plan) -> None:
+        for image in sorted({n.image for n in plan.nodes if n.image}):
+            if not images.exists(self.client, image):
+                raise EnvironmentProblem(f"image {image!r} (from a node's `image:`) is missing: "
+                                         f"docker build or docker load it first")
+
+    # -- topology ----------------------------------------------------------------------------
+    def up(self, plan: Plan, rundir: RunDir) -> None:
+        self.check_images(plan)
+        self.rundir = rundir
+        self.boxes = {n.name: _Box(n, f"lab-{self.journal.lab_id}-{n.name}") for n in plan.nodes}
+        self.journal.record_many(CONTAINER, [b.name for b in self.boxes.values()])
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(lambda b: self._create(plan, b), self.boxes.values()))
+        self.fabric.create(plan, attach={name: b.pid for name, b in self.boxes.items()})
+        self.fabric.wire(plan)
+        for name, b in self.boxes.items():
+            b.pidfd = os.pidfd_open(b.pid)
+            self.selector.register(b.pidfd, selectors.EVENT_READ, name)
+
+    def _create(self, plan: Plan, box: _Box) -> None:
+        node = box.node
+        ctl = self.journal.folder / "ctl" / node.name
+        ctl.mkdir(parents=True, exist_ok=True)
+        (ctl / "spec.json").write_text(json.dumps(self._spec(node)))
+        assert self.rundir is not None
+        volumes = {str(self.rundir.root / "nodes"): {"bind": "/lab/out", "mode": "rw"},
+                   str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
+        if node.cwd:
+            volumes[str(node.cwd)] = {"bind": "/lab/files", "mode": "rw"}
+        extra: dict[str, Any] = {}
+        if node.image:  # a user's image: run the agent from the host's copy of the role programs
+            volumes[str(Path(lab.__file__).parent)] = {"bind": "/opt/lab/lab", "mode": "ro"}
+            extra["entrypoint"] = ["python3", "-m", "lab.roles.agent"]
+        env = {"LAB_NODE": node.name, "LAB_ID": self.journal.lab_id, "LAB_SPEC": "/lab/ctl/spec.json",
+               "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", **node.env}
+        try:
+            c = self.client.containers.create(
+                node.image or self.image, name=box.name, hostname=node.name,
+                labels={LABEL_ID: self.journal.lab_id, "lab.node": node.name, "lab.scenario": plan.name},
+                network_mode="none", cap_drop=["ALL"], cap_add=["NET_BIND_SERVICE"],
+                security_opt=["no-new-privileges"], init=True, environment=env, volumes=volumes,
+                extra_hosts={n.name: str(address_for(node, n)) for n in plan.nodes},
+                working_dir="/lab/files" if node.cwd else "/", **extra)
+            box.id = c.id
+            c.start()
+            c.reload()
+        except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
+            raise api_error(f"start container for {node.name}", e) from None
+        box.pid = int(c.attrs["State"]["Pid"])
+        if not box.pid:
+            raise BackendError(f"container for {node.name} exited at once: {self._logs(box)[-300:]!r}")
+
+    def _spec(self, node: NodePlan) -> dict[str, Any]:
+        out = "/lab/out"
+        spec: dict[str, Any] = {"log": f"{out}/{node.name}.log", "go": "/lab/ctl/go",
+                                "cwd": "/lab/files" if node.cwd else "/",
+                                "ready": f"{out}/{node.name}.ready", "transcript": f"{out}/{node.name}.jsonl"}
+        if node.role:
+            spec.update(role=node.role, params=node.params)
+        elif node.argv:
+            spec.update(argv=list(node.argv))
+        else:
+            spec.update(idle=True)
+        return spec
+
+    # -- processes ---------------------------------------------------------------------------
+    def start(self, node: NodePlan) -> None:
+        (self.journal.folder / "ctl" / node.name / "go").write_text("go\n")
+
+    def poll(self, timeout: float) -> list[Event]:
+        pending, self.pending = self.pending, []
+        return pending + self._observe(0 if pending else timeout)
+
+    def _observe(self, timeout: float) -> list[Event]:
+        assert self.rundir is not None
+        waiting = [b for b in self.boxes.values() if not b.ready and not b.exited and b.node.runs_something]
+        events: list[Event] = []
+        for b in waiting:
+            if self._is_ready(b):
+                b.ready = True
+                events.append(Event(b.node.name, READY))
+        wait = 0.0 if events else (min(timeout, 0.01) if waiting else timeout)
+        for key, _ in self.selector.select(wait):
+            b = self.boxes[key.data]
+            if not b.ready and b.node.ready.kind == ANNOUNCE and self._is_ready(b):
+                b.ready = True
+                events.append(Event(b.node.name, READY))
+            events.append(self._reap(b))
+        return events
+
+    def _is_ready(self, b: _Box) -> bool:
+        assert self.rundir is not None
+        if b.node.ready.kind == ANNOUNCE:
+            flag = self.rundir.root / "nodes" / f"{b.node.name}.ready"
+            if flag.exists():
+                flag.unlink()
+                return True
+            return False
+        if b.node.ready.kind == TCP:
+            return b.node.ready.port in linux.listening_tcp_ports(b.pid)
+        return False
+
+    def _reap(self, b: _Box) -> Event:
+        self.selector.unregister(b.pidfd)
+        os.close(b.pidfd)
+        b.exited = True
+        try:
+            b.code = int(self.client.api.inspect_container(b.id)["State"]["ExitCode"])
+        except Exception:  # noqa: BLE001 - an unknown code is reported as such
+            b.code = None
+        return Event(b.node.name, EXITED, b.code)
+
+    def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
+        running = [self.boxes[n] for n in nodes if n in self.boxes and not self.boxes[n].exited]
+
+        def halt(b: _Box) -> None:
+            try:
+                self.client.api.stop(b.id, timeout=max(1, round(grace)))
+            except Exception:  # noqa: BLE001 - gone already; removal follows anyway
+                pass
+
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(halt, running))
+        for b in running:
+            if not b.exited:
+                self.pending += [e for e in self._observe(0) if e.node not in nodes]
+            if not b.exited and b.pidfd >= 0:
+                self._reap(b)
+        return {n: self.boxes[n].code for n in nodes if n in self.boxes}
+
+    # -- teardown ----------------------------------------------------------------------------
+    def down(self) -> None:
+        try:
+            if self.client is not None:
+                self.stop([n for n, b in self.boxes.items() if b.node.runs_something], grace=1.0)
+                self._collect_logs()
+        finally:
+            self.selector.close()
+            _remove_containers(self.client, self.journal)
+            self.fabric.remove()
+            self.journal.close()
+
+    def _collect_logs(self) -> None:
+        """What a container printed before its agent took over its output (or instead of it)."""
+        if self.rundir is None:
+            return
+        for b in self.boxes.values():
+            text = self._logs(b)
+            if text.strip():
+                with open(self.rundir.log(b.node.name), "a") as f:
+                    f.write(f"--- container output ({b.name}) ---\n{text}")
+
+    def _logs(self, b: _Box) -> str:
+        try:
+            raw: bytes = self.client.api.logs(b.id or b.name, stdout=True, stderr=True)
+            return raw.decode(errors="replace")
+        except Exception:  # noqa: BLE001
+            return ""
+
+    @classmethod
+    def clean(cls, journal: Journal) -> list[str]:
+        try:
+            client = connect()
+        except EnvironmentProblem:
+            client = None
+        removed = _remove_containers(client, journal)
+        removed += remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
+        journal.close()
+        return removed
+
+
+def _remove_containers(client: Any, journal: Journal) -> list[str]:
+    """Remove every container labelled with this lab's id (the label is the mark, not the name)."""
+    if client is None:
+        return []
+    try:
+        found = client.api.containers(all=True, filters={"label": f"{LABEL_ID}={journal.lab_id}"})
+    except Exception as e:  # noqa: BLE001
+        raise api_error("list the lab's containers", e) from None
+
+    def remove(c: dict[str, Any]) -> str:
+        try:
+            client.api.remove_container(c["Id"], force=True, v=True)
+        except Exception:  # noqa: BLE001 - already being removed
+            pass
+        names: list[str] = c.get("Names") or [c["Id"][:12]]
+        return names[0].lstrip("/")
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return list(pool.map(remove, found))

@@ -1,0 +1,45 @@
+"""The Docker engine, reached through the Docker SDK; its errors become the lab's own.
+
+Every API call carries a timeout: an engine that stops answering is a failure with a name, not a
+hang.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lab.errors import BackendError, EnvironmentProblem
+
+API_TIMEOUT = 60  # seconds, per API call
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+def endpoint() -> str:
+    return os.environ.get("DOCKER_HOST", DEFAULT_SOCKET)
+
+
+def connect(pool: int = 64) -> Any:
+    """A client for the engine at DOCKER_HOST (default the local socket), or exit 3 saying why."""
+    try:
+        import docker
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise EnvironmentProblem("the Docker SDK is missing: pip install docker") from None
+    where = endpoint()
+    try:
+        client = docker.DockerClient(base_url=where, timeout=API_TIMEOUT, max_pool_size=pool)
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - the SDK raises many types for "no engine there"
+        raise EnvironmentProblem(
+            f"Docker engine unreachable at {where} ({_short(e)}); start it: `dockerd &` "
+            "(or `systemctl start docker`), or install it: apt-get install docker.io") from None
+    return client
+
+
+def api_error(what: str, e: Exception) -> BackendError:
+    return BackendError(f"docker: {what}: {_short(e)}")
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__

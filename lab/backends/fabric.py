@@ -1,0 +1,220 @@
+"""The lab's own L2 fabric, shared by every backend that runs nodes on this machine.
+
+Layout: one namespace of the lab's own (`lab-ID`) holds one bridge per scenario network; each node
+namespace (`lab-ID-NODE`, created with `ip netns add`, or a container's namespace attached under
+that name) gets one veth per network (eth0, eth1, ...) whose peer is a port of that bridge.
+Nothing is attached to the host's root namespace, so the host's firewall (Docker's FORWARD DROP,
+br_netfilter) never sees lab frames, and the lab has no way out. Two labs with the same addresses
+never meet: each has its own bridges.
+
+Speed: everything is done in bulk: one `ip -batch` for all namespaces, one for all links, one per
+node (in parallel) for addresses and routes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from lab.backends import linux
+from lab.errors import BackendError
+from lab.journal import Journal, state_lock
+from lab.plan import NodePlan, Plan
+
+NETNS_DIR = "/run/netns"
+IP_TIMEOUT = 30.0
+NETNS = "netns"  # journal kind
+
+
+class Fabric:
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self.prefix = f"lab-{journal.lab_id}"
+
+    def ns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    def path(self, node: str) -> str:
+        return f"{NETNS_DIR}/{self.ns(node)}"
+
+    def create(self, plan: Plan, attach: dict[str, int] | None = None) -> None:
+        """Create the fabric namespace and the node namespaces (or attach containers' by pid)."""
+        attach = attach or {}
+        names = [self.prefix] + [self.ns(n.name) for n in plan.nodes]
+        lines = [f"netns add {self.prefix}"]
+        for n in plan.nodes:
+            pid = attach.get(n.name)
+            lines.append(f"netns attach {self.ns(n.name)} {pid}" if pid else f"netns add {self.ns(n.name)}")
+        with state_lock(self.journal.state):
+            _claim_netns_dir(self.journal)
+            self.journal.record_many(NETNS, names)
+            ip_batch("\n".join(lines) + "\n")
+
+    def wire(self, plan: Plan) -> None:
+        """Bridges, veths, addresses, routes and forwarding, as the plan says."""
+        ip_batch(self._links(plan), netns=self.prefix)
+        ip_parallel({self.ns(n.name): node_batch(n) for n in plan.nodes})
+        self._set_forwarding(plan)
+
+    def _links(self, plan: Plan) -> str:
+        bridge = {net.name: f"br{k}" for k, net in enumerate(plan.networks)}
+        lines = ["link set lo up"]
+        for br in bridge.values():
+            lines += [f"link add {br} type bridge", f"link set {br} up"]
+        for k, node in enumerate(plan.nodes):
+            for j, iface in enumerate(node.interfaces):
+                port = f"n{k}e{j}"
+                lines += [
+                    f"link add {port} type veth peer name {iface.name} netns {self.ns(node.name)}",
+                    f"link set {port} master {bridge[iface.network]} up",
+                ]
+        return "\n".join(lines) + "\n"
+
+    def _set_forwarding(self, plan: Plan) -> None:
+        """Set ip_forward explicitly everywhere: new namespaces may inherit 1 from the host."""
+        settings = [(self.prefix, False)] + [(self.ns(n.name), n.forwarding) for n in plan.nodes]
+        for ns, forwarding in settings:
+            with linux.in_netns(f"{NETNS_DIR}/{ns}"):
+                with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+                    f.write("1" if forwarding else "0")
+
+    def remove(self, kill: bool = True) -> list[str]:
+        """Delete every namespace the journal lists (killing what runs inside, unless told not to)."""
+        return remove_namespaces(journal_namespaces(self.journal), kill=kill, journal=self.journal)
+
+
+def journal_namespaces(journal: Journal) -> list[str]:
+    return [e["name"] for e in journal.entries() if e.get("kind") == NETNS]
+
+
+def remove_namespaces(names: list[str], kill: bool, journal: Journal) -> list[str]:
+    """Kill every process inside the namespaces (found by namespace, not by name), delete them,
+    and give back /run/netns when a lab created it and it is now empty."""
+    present = [n for n in names if os.path.exists(f"{NETNS_DIR}/{n}")]
+    if kill:
+        inodes = [i for i in (linux.netns_inode(f"{NETNS_DIR}/{n}") for n in present) if i is not None]
+        _kill_inside(inodes)
+    if present:
+        ip_batch("".join(f"netns del {n}\n" for n in present), force=True)
+    _release_netns_dir(journal)
+    return present
+
+
+def _kill_inside(inodes: list[int]) -> None:
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        pids = linux.pids_in_netns(inodes)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _reap_children()
+        time.sleep(0.01)
+
+
+def _reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def node_batch(node: NodePlan) -> str:
+    lines = ["link set lo up"]
+    for iface in node.interfaces:
+        lines += [f"addr add {iface.address} dev {iface.name}", f"link set {iface.name} up"]
+    for r in node.routes:
+        lines.append(f"route add {'default' if r.to.prefixlen == 0 else r.to} via {r.via}")
+    return "\n".join(lines) + "\n"
+
+
+def ip_batch(batch: str, netns: str | None = None, force: bool = False) -> None:
+    argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
+    try:
+        done = subprocess.run(argv, input=batch.encode(), capture_output=True, timeout=IP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"{' '.join(argv)}: no answer within {IP_TIMEOUT:.0f}s") from None
+    if done.returncode != 0 and not force:
+        raise BackendError(f"{' '.join(argv)}: {_first_line(done.stderr)}")
+
+
+def ip_parallel(batches: dict[str, str]) -> None:
+    """One `ip -n NS -batch` per namespace, all at once (each is a few milliseconds of work)."""
+    procs = []
+    try:
+        for ns, batch in batches.items():
+            p = subprocess.Popen(["ip", "-n", ns, "-batch", "-"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            procs.append((ns, p))
+            assert p.stdin is not None
+            p.stdin.write(batch.encode())
+            p.stdin.close()
+        errors = []
+        deadline = time.monotonic() + IP_TIMEOUT
+        for ns, p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                errors.append(f"ip -n {ns} -batch: no answer within {IP_TIMEOUT:.0f}s")
+                continue
+            if p.returncode != 0:
+                assert p.stderr is not None
+                errors.append(f"ip -n {ns} -batch: {_first_line(p.stderr.read())}")
+        if errors:
+            raise BackendError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    finally:
+        for _, p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            if p.stderr is not None:
+                p.stderr.close()
+
+
+def _first_line(raw: bytes) -> str:
+    text = raw.decode(errors="replace").strip()
+    return text.splitlines()[0] if text else "failed"
+
+
+# /run/netns is iproute2's folder: `ip netns add` creates it (and bind-mounts it on itself) when it
+# is missing. When a lab was the one to create it, the last lab out removes it again, so that the
+# host is left as it was found.
+_NETNS_MARK = "netns-dir-created"
+
+
+def _claim_netns_dir(journal: Journal) -> None:
+    mark = journal.state / _NETNS_MARK
+    if not os.path.exists(NETNS_DIR):
+        mark.write_text("mounted\n")
+
+
+def _release_netns_dir(journal: Journal) -> None:
+    mark = journal.state / _NETNS_MARK
+    with state_lock(journal.state):
+        if not mark.exists():
+            return
+        try:
+            if os.listdir(NETNS_DIR):
+                return
+        except FileNotFoundError:
+            mark.unlink()
+            return
+        if linux.is_mountpoint(NETNS_DIR):
+            try:
+                linux.umount(NETNS_DIR, linux.MNT_DETACH)
+            except OSError:
+                return
+        try:
+            Path(NETNS_DIR).rmdir()
+        except OSError:
+            return
+        mark.unlink()
