@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,14 +108,7 @@ class Journal:
     def close(self) -> None:
         """Forget the lab (its resources are gone) and drop the state folder when it is empty."""
         with state_lock(self.state):
-            for child in self.folder.glob("**/*"):
-                if child.is_file():
-                    child.unlink()
-            for child in sorted(self.folder.glob("**/*"), reverse=True):
-                if child.is_dir():
-                    child.rmdir()
-            if self.folder.exists():
-                self.folder.rmdir()
+            shutil.rmtree(self.folder, ignore_errors=True)  # the lab's own folder: journal, hosts, fifos
             _rmdir_if_empty(self.state)
 
 
@@ -138,4 +132,5 @@ def journals(state: Path | None = None) -> list[Journal]:
     state = state or state_dir()
     if not state.is_dir():
         return []
-    return [Journal(state, p.name) for p in sorted(state.iterdir()) if (p / "meta.json").exists()]
+    # Every folder here is a lab's (a lab whose teardown was cut short may have lost its meta.json).
+    return [Journal(state, p.name) for p in sorted(state.iterdir()) if p.is_dir()]

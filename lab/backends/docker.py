@@ -51,6 +51,7 @@ class _Box:
     ready: bool = False
     code: int | None = None
     exited: bool = False
+    go: int = -1  # write end of the node's go FIFO
 
 
 class DockerBackend:
@@ -103,6 +104,9 @@ class DockerBackend:
         ctl = self.journal.folder / "ctl" / node.name
         ctl.mkdir(parents=True, exist_ok=True)
         (ctl / "spec.json").write_text(json.dumps(self._spec(node)))
+        if node.runs_something:  # held open read-write by the lab: the agent blocks on it until "go"
+            os.mkfifo(ctl / "go", 0o600)
+            box.go = os.open(ctl / "go", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         assert self.rundir is not None
         volumes = {str(self.rundir.root / "nodes"): {"bind": "/lab/out", "mode": "rw"},
                    str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
@@ -111,23 +115,23 @@ class DockerBackend:
         extra: dict[str, Any] = {}
         if node.image:  # a user's image: run the agent from the host's copy of the role programs
             volumes[str(Path(lab.__file__).parent)] = {"bind": "/opt/lab/lab", "mode": "ro"}
-            extra["entrypoint"] = ["python3", "-m", "lab.roles.agent"]
+            extra["entrypoint"] = ["python3", "-S", "-m", "lab.roles.agent"]
         env = {"LAB_NODE": node.name, "LAB_ID": self.journal.lab_id, "LAB_SPEC": "/lab/ctl/spec.json",
                "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", **node.env}
+        api = self.client.api
         try:
-            c = self.client.containers.create(
-                node.image or self.image, name=box.name, hostname=node.name,
-                labels={LABEL_ID: self.journal.lab_id, "lab.node": node.name, "lab.scenario": plan.name},
+            host = api.create_host_config(
                 network_mode="none", cap_drop=["ALL"], cap_add=["NET_BIND_SERVICE"],
-                security_opt=["no-new-privileges"], init=True, environment=env, volumes=volumes,
-                extra_hosts={n.name: str(address_for(node, n)) for n in plan.nodes},
-                working_dir="/lab/files" if node.cwd else "/", **extra)
-            box.id = c.id
-            c.start()
-            c.reload()
+                security_opt=["no-new-privileges"], binds=volumes,
+                extra_hosts={n.name: str(address_for(node, n)) for n in plan.nodes})
+            box.id = api.create_container(
+                node.image or self.image, name=box.name, hostname=node.name, environment=env,
+                labels={LABEL_ID: self.journal.lab_id, "lab.node": node.name, "lab.scenario": plan.name},
+                working_dir="/lab/files" if node.cwd else "/", host_config=host, **extra)["Id"]
+            api.start(box.id)
+            box.pid = int(api.inspect_container(box.id)["State"]["Pid"])
         except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
             raise api_error(f"start container for {node.name}", e) from None
-        box.pid = int(c.attrs["State"]["Pid"])
         if not box.pid:
             raise BackendError(f"container for {node.name} exited at once: {self._logs(box)[-300:]!r}")
 
@@ -135,7 +139,8 @@ class DockerBackend:
         out = "/lab/out"
         spec: dict[str, Any] = {"log": f"{out}/{node.name}.log", "go": "/lab/ctl/go",
                                 "cwd": "/lab/files" if node.cwd else "/",
-                                "ready": f"{out}/{node.name}.ready", "transcript": f"{out}/{node.name}.jsonl"}
+                                "ready": f"{out}/{node.name}.ready", "exit": f"{out}/{node.name}.exit",
+                                "transcript": f"{out}/{node.name}.jsonl"}
         if node.role:
             spec.update(role=node.role, params=node.params)
         elif node.argv:
@@ -146,7 +151,7 @@ class DockerBackend:
 
     # -- processes ---------------------------------------------------------------------------
     def start(self, node: NodePlan) -> None:
-        (self.journal.folder / "ctl" / node.name / "go").write_text("go\n")
+        os.write(self.boxes[node.name].go, b"go\n")
 
     def poll(self, timeout: float) -> list[Event]:
         pending, self.pending = self.pending, []
@@ -161,13 +166,12 @@ class DockerBackend:
                 b.ready = True
                 events.append(Event(b.node.name, READY))
         wait = 0.0 if events else (min(timeout, 0.01) if waiting else timeout)
-        for key, _ in self.selector.select(wait):
-            b = self.boxes[key.data]
+        done = [self.boxes[key.data] for key, _ in self.selector.select(wait)]
+        for b in done:
             if not b.ready and b.node.ready.kind == ANNOUNCE and self._is_ready(b):
                 b.ready = True
                 events.append(Event(b.node.name, READY))
-            events.append(self._reap(b))
-        return events
+        return events + self._reap(done)
 
     def _is_ready(self, b: _Box) -> bool:
         assert self.rundir is not None
@@ -181,15 +185,34 @@ class DockerBackend:
             return b.node.ready.port in linux.listening_tcp_ports(b.pid)
         return False
 
-    def _reap(self, b: _Box) -> Event:
-        self.selector.unregister(b.pidfd)
-        os.close(b.pidfd)
-        b.exited = True
+    def _reap(self, boxes: list[_Box]) -> list[Event]:
+        """Exit codes of containers whose init process is gone (asked of the engine in parallel)."""
+        for b in boxes:
+            self.selector.unregister(b.pidfd)
+            os.close(b.pidfd)
+            b.pidfd, b.exited = -1, True
+
+        asked = [b for b in boxes if not self._exit_file(b)]
+        if asked:  # the agent was killed before it could say (e.g. a role stopped by SIGTERM)
+            with ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(self._inspect_code, asked))
+        return [Event(b.node.name, EXITED, b.code) for b in boxes]
+
+    def _exit_file(self, b: _Box) -> bool:
+        assert self.rundir is not None
+        path = self.rundir.root / "nodes" / f"{b.node.name}.exit"
+        try:
+            b.code = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return False
+        path.unlink()
+        return True
+
+    def _inspect_code(self, b: _Box) -> None:
         try:
             b.code = int(self.client.api.inspect_container(b.id)["State"]["ExitCode"])
         except Exception:  # noqa: BLE001 - an unknown code is reported as such
             b.code = None
-        return Event(b.node.name, EXITED, b.code)
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         running = [self.boxes[n] for n in nodes if n in self.boxes and not self.boxes[n].exited]
@@ -202,11 +225,8 @@ class DockerBackend:
 
         with ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(halt, running))
-        for b in running:
-            if not b.exited:
-                self.pending += [e for e in self._observe(0) if e.node not in nodes]
-            if not b.exited and b.pidfd >= 0:
-                self._reap(b)
+        self.pending += [e for e in self._observe(0) if e.node not in nodes]
+        self._reap([b for b in running if not b.exited and b.pidfd >= 0])
         return {n: self.boxes[n].code for n in nodes if n in self.boxes}
 
     # -- teardown ----------------------------------------------------------------------------
@@ -217,6 +237,10 @@ class DockerBackend:
                 self._collect_logs()
         finally:
             self.selector.close()
+            for b in self.boxes.values():
+                if b.go >= 0:
+                    os.close(b.go)
+                    b.go = -1
             _remove_containers(self.client, self.journal)
             self.fabric.remove()
             self.journal.close()
