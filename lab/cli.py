@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,10 @@ def cmd_run(scenario: str, backend: str = "netns", out: str | None = None) -> in
     from lab.scenario import load_scenario
 
     loaded = load_scenario(scenario)
+    # The run records SIGINT/SIGTERM itself and tears down; once it returns, its outcome (130/143)
+    # is decided, and a late Ctrl-C must not turn it into a traceback or a different exit code.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     result = orchestrator.run(loaded, backend, Path(out) if out else None)
     print(table(result))
     return result.exit_code
@@ -47,9 +52,10 @@ def cmd_clean(everything: bool = False) -> int:
         if j.alive() and not everything:
             print(f"kept lab {j.lab_id} ({j.meta().get('name', '?')}): still running (use --all)")
             continue
+        name = j.meta().get("name", "?")
         removed = backends.clean(j)
         found += 1
-        print(f"cleaned lab {j.lab_id} ({j.meta().get('name', '?')}): removed {len(removed)} namespace(s)")
+        print(f"cleaned lab {j.lab_id} ({name}): removed {len(removed)} resource(s)")
     if not found:
         print("nothing to clean")
     return 0

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from lab.backends import EXITED, READY, Backend, Event
 from lab.errors import Interrupted
-from lab.plan import TCP, NodePlan, Plan
+from lab.plan import STARTED, TCP, NodePlan, Plan
 
 Progress = Callable[[str], None]
 
@@ -32,6 +32,7 @@ class NodeState:
     stopped_by_lab: bool = False
     blocked: bool = False
     failed_start: bool = False
+    killed_at_deadline: bool = False
     note: str = ""
 
     @property
@@ -47,6 +48,7 @@ class Execution:
     backend: Backend
     progress: Progress
     log_tail: Callable[[str], str]
+    interrupted: Callable[[], None] = lambda: None  # raises Interrupted at safe points
     states: dict[str, NodeState] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
     timed_out: bool = False
@@ -68,6 +70,7 @@ class Execution:
                 break
             for event in self.backend.poll(min(0.2, deadline - now, self._next_ready_deadline() - now)):
                 self._handle(event)
+            self.interrupted()
             self._check_ready_deadlines()
             self._start_unblocked()
         self._stop_services()
@@ -78,8 +81,11 @@ class Execution:
             if s.started_at is None and not s.blocked and all(
                 self.states[a].ready_at is not None for a in s.plan.after
             ):
+                self.interrupted()
                 s.started_at = time.monotonic()
                 self.backend.start(s.plan)
+                if s.plan.ready.kind == STARTED:  # a task (or a program without `ready:`)
+                    s.ready_at = s.started_at
 
     def _finished(self) -> bool:
         for s in self.states.values():
@@ -102,13 +108,11 @@ class Execution:
                               f"{_what(s.plan)} ({s.ready_at - self.t0:.2f}s)")
         elif event.kind == EXITED:
             s.exited, s.exit_code = True, event.code
-            if s.ready_at is None and s.plan.ready.kind != "started":
+            if s.ready_at is None:
                 self._failed_start(s, f"exited with {_code(event.code)} before it was ready")
             elif s.plan.service:
                 s.note = f"exited with {_code(event.code)} while serving"
                 self.progress(f"  exited  {s.plan.name} ({_code(event.code)})")
-            elif s.ready_at is None:
-                s.ready_at = time.monotonic()
 
     def _next_ready_deadline(self) -> float:
         pending = [s.started_at + s.plan.ready.timeout for s in self.states.values()
@@ -143,6 +147,7 @@ class Execution:
         late = [s for s in self.states.values() if s.running and (not s.plan.service or s.ready_at is None)]
         for s in late:
             s.note = f"killed at the run's timeout ({self.plan.timeout:g}s)"
+            s.killed_at_deadline = True
         self._stop([s.plan.name for s in late])
         for s in self.states.values():
             if s.started_at is None and not s.blocked:
@@ -179,32 +184,28 @@ def _code(code: int | None) -> str:
     return f"code {code}"
 
 
-@contextmanager
-def signals_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM become `Interrupted`, so that `finally` blocks tear the lab down."""
+class SignalGuard:
+    """SIGINT and SIGTERM are recorded, never raised asynchronously: the run looks at them at safe
+    points (between polls, between starts), so no bookkeeping is ever cut in half and teardown is
+    never skipped. One guard covers a whole run, teardown included."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signum)
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self._old: dict[int, Any] = {}
 
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
+    def __enter__(self) -> SignalGuard:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._record)
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
-@contextmanager
-def signals_deferred() -> Iterator[list[int]]:
-    """Teardown must finish: signals that arrive meanwhile are noted, not acted on."""
-    seen: list[int] = []
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.seen.append(signum)
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        seen.append(signum)
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield seen
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
+    def check(self) -> None:
+        """Raise `Interrupted` if a signal came (called at safe points)."""
+        if self.seen:
+            raise Interrupted(self.seen[0])

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.errors import BackendError
+
 DEFAULT_STATE = "/run/lab"
+LOCK_TIMEOUT = 30.0
 
 
 def state_dir() -> Path:
@@ -41,7 +44,16 @@ def state_lock(state: Path) -> Iterator[None]:
     state.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(state.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BackendError(f"the lab state lock on {state.parent} is held for more than "
+                                       f"{LOCK_TIMEOUT:.0f}s (a stuck lab?)") from None
+                time.sleep(0.01)
         yield
     finally:
         os.close(fd)
@@ -65,7 +77,9 @@ class Journal:
             self.folder.mkdir(parents=True, exist_ok=False)
         meta = {"id": self.lab_id, "pid": os.getpid(), "pid_start": process_start(os.getpid()),
                 "started": time.time(), **meta}
-        (self.folder / "meta.json").write_text(json.dumps(meta))
+        tmp = self.folder / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        tmp.rename(self.folder / "meta.json")  # atomic: `lab clean` never reads half a file
 
     def record(self, kind: str, name: str, **extra: Any) -> None:
         with open(self.path, "a") as f:

@@ -7,6 +7,7 @@ nodes straight into the run folder, so they survive every failure path, Ctrl-C i
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 from lab import backends
 from lab.checks import CheckResult, NodeOutcome, evaluate
 from lab.errors import Interrupted, LabError
-from lab.execution import Execution, NodeState, Progress, signals_deferred, signals_raise
+from lab.execution import Execution, NodeState, Progress, SignalGuard
 from lab.journal import Journal, new_lab_id, state_dir
 from lab.plan import Plan, make_plan
 from lab.report import write_reports
@@ -71,41 +72,59 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     plan = make_plan(scenario)
     journal = Journal(state_dir(), new_lab_id())
     backend = backends.create(backend_name, journal)
-    backend.check()  # environment problems surface before anything is created
+    backend.check(plan)  # environment problems surface before anything is created
+    raise_fd_limit()
     rundir = RunDir.create(out, plan.name)
     rundir.file("scenario.yaml").write_text(scenario.source)
     rundir.file("plan.json").write_text(json.dumps(plan.to_json(), indent=2))
     result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time())
     execution: Execution | None = None
     t0 = time.monotonic()
-    try:
-        with signals_raise():
-            journal.open(backend=backend_name, scenario=str(scenario.path), run_dir=str(rundir.root),
-                         name=plan.name)
+    with SignalGuard() as guard:
+        journal.open(backend=backend_name, scenario=str(scenario.path), run_dir=str(rundir.root),
+                     name=plan.name)
+        try:
             backend.up(plan, rundir)
+            guard.check()
             progress(f"lab {plan.name}: {len(plan.networks)} network(s), {len(plan.nodes)} node(s) up "
                      f"in {time.monotonic() - t0:.2f}s ({backend_name}, lab {journal.lab_id})")
-            execution = Execution(plan, backend, progress, lambda n: log_tail(rundir, n))
+            execution = Execution(plan, backend, progress, lambda n: log_tail(rundir, n), guard.check)
             execution.run()
-    except Interrupted as e:
-        result.interrupted = e.signum
-        progress(f"lab {plan.name}: interrupted (signal {e.signum}), tearing down")
-    except LabError as e:
-        result.error = str(e)
-        progress(f"lab {plan.name}: error: {e}")
-    finally:
-        with signals_deferred():
-            backend.down()
+        except Interrupted as e:
+            result.interrupted = e.signum
+            progress(f"lab {plan.name}: interrupted (signal {e.signum}), tearing down")
+        except LabError as e:
+            result.error = str(e)
+            progress(f"lab {plan.name}: error: {e}")
+        except Exception as e:  # noqa: BLE001 - a bug must still end in teardown and a report
+            result.error = f"internal error: {type(e).__name__}: {e}"
+            progress(f"lab {plan.name}: {result.error} (please report it)")
+        finally:
+            try:
+                backend.down()
+            except LabError as e:
+                result.error = result.error or f"teardown incomplete: {e} (run `lab clean`)"
+                progress(f"lab {plan.name}: teardown incomplete: {e}; `lab clean` will finish it")
+        if guard.seen and not result.interrupted:
+            result.interrupted = guard.seen[0]
     result.duration = time.monotonic() - t0
     if execution is not None:
         result.states, result.timed_out = execution.states, execution.timed_out
-        if result.interrupted:  # what was running when the signal came was stopped by the lab
-            for s in result.states.values():
-                if s.running:
-                    s.exited, s.stopped_by_lab, s.note = True, True, "stopped: the run was interrupted"
+        for s in result.states.values():
+            if result.interrupted and s.running:  # stopped by the teardown
+                s.exited, s.stopped_by_lab, s.note = True, True, "stopped: the run was interrupted"
+            if s.exited and s.exit_code is None and s.plan.runs_something:
+                s.exit_code = backend.exit_code(s.plan.name)
     result.results = check(plan, result.states, rundir)
     write_reports(result)
     return result
+
+
+def raise_fd_limit() -> None:
+    """Each node holds a few descriptors (pidfd, readiness pipe): allow as many as the host does."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir) -> list[Verdict]:
@@ -114,6 +133,9 @@ def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir) -> list[Verd
     results = [
         Verdict(f"start {s.plan.name}", CheckResult("start", s.plan.name, False, s.note))
         for s in states.values() if s.failed_start
+    ] + [
+        Verdict(f"timeout {s.plan.name}", CheckResult("timeout", s.plan.name, False, s.note))
+        for s in states.values() if s.killed_at_deadline
     ]
     for e in plan.expect:
         results += [Verdict(e.label, r) for r in evaluate(e.check, e.params, [outcomes[n] for n in e.nodes])]

@@ -170,14 +170,15 @@ def make_plan(scenario: Scenario) -> Plan:
                 for k, a in enumerate(node.attachments)
             )
             bare.append(_node_plan(node, host, interfaces, expand(node.after, groups)))
+    labels = [f"{e.check} {', '.join(e.nodes)}" for e in scenario.expect]
+    labels = [f"{label} #{k + 1}" if labels.count(label) > 1 else label for k, label in enumerate(labels)]
     plan = Plan(
         name=scenario.name,
         timeout=scenario.timeout,
         networks=tuple(NetworkPlan(n.name, n.subnet) for n in scenario.networks),
         nodes=tuple(bare),
         expect=tuple(
-            ExpectationPlan(k, e.check, expand(e.nodes, groups), dict(e.params),
-                            f"{e.check} {', '.join(e.nodes)}")
+            ExpectationPlan(k, e.check, expand(e.nodes, groups), dict(e.params), labels[k])
             for k, e in enumerate(scenario.expect)
         ),
         folder=scenario.folder,

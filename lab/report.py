@@ -58,7 +58,8 @@ def junit(result: RunResult) -> ET.Element:
     suites = ET.Element("testsuites")
     failures = sum(not v.result.passed for v in result.results)
     errors = 1 if result.error or result.interrupted else 0
-    suite = ET.SubElement(suites, "testsuite", name=f"lab.{result.plan.name}", tests=str(len(result.results)),
+    suite = ET.SubElement(suites, "testsuite", name=f"lab.{result.plan.name}",
+                          tests=str(len(result.results) + errors),
                           failures=str(failures), errors=str(errors), time=f"{result.duration:.3f}")
     props = ET.SubElement(suite, "properties")
     for key, value in (("backend", result.backend), ("lab_id", result.lab_id)):

@@ -30,8 +30,8 @@ class Event:
 class Backend(Protocol):
     name: str
 
-    def check(self) -> None:
-        """Raise EnvironmentProblem if this machine cannot run the backend (before creating anything)."""
+    def check(self, plan: Plan) -> None:
+        """Raise EnvironmentProblem if this machine cannot run the plan (before creating anything)."""
 
     def up(self, plan: Plan, rundir: RunDir) -> None:
         """Create every host, network, address and route of the plan."""
@@ -44,6 +44,9 @@ class Backend(Protocol):
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         """Stop the nodes' programs (SIGTERM, SIGKILL after `grace` s); returns their exit codes."""
+
+    def exit_code(self, node: str) -> int | None:
+        """The node's exit code, once it has exited (None: unknown or still running)."""
 
     def down(self) -> None:
         """Remove everything the lab created. Idempotent; safe after a partial `up`."""

@@ -68,7 +68,7 @@ class DockerBackend:
         self.pending: list[Event] = []
 
     # -- environment -------------------------------------------------------------------------
-    def check(self) -> None:
+    def check(self, plan: Plan) -> None:
         if os.geteuid() != 0:
             raise EnvironmentProblem("the docker backend needs root (it wires containers into the lab's "
                                      "own namespaces): run as root")
@@ -78,8 +78,6 @@ class DockerBackend:
         if not images.exists(self.client, self.image):
             raise EnvironmentProblem(f"the lab image {self.image} is missing: build it with `lab images` "
                                      "(or `inv images`)")
-
-    def check_images(self, plan: Plan) -> None:
         for image in sorted({n.image for n in plan.nodes if n.image}):
             if not images.exists(self.client, image):
                 raise EnvironmentProblem(f"image {image!r} (from a node's `image:`) is missing: "
@@ -87,7 +85,6 @@ class DockerBackend:
 
     # -- topology ----------------------------------------------------------------------------
     def up(self, plan: Plan, rundir: RunDir) -> None:
-        self.check_images(plan)
         self.rundir = rundir
         self.boxes = {n.name: _Box(n, f"lab-{self.journal.lab_id}-{n.name}") for n in plan.nodes}
         self.journal.record_many(CONTAINER, [b.name for b in self.boxes.values()])
@@ -228,6 +225,10 @@ class DockerBackend:
         self.pending += [e for e in self._observe(0) if e.node not in nodes]
         self._reap([b for b in running if not b.exited and b.pidfd >= 0])
         return {n: self.boxes[n].code for n in nodes if n in self.boxes}
+
+    def exit_code(self, node: str) -> int | None:
+        b = self.boxes.get(node)
+        return b.code if b else None
 
     # -- teardown ----------------------------------------------------------------------------
     def down(self) -> None:

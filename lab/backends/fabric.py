@@ -99,6 +99,9 @@ def remove_namespaces(names: list[str], kill: bool, journal: Journal) -> list[st
         _kill_inside(inodes)
     if present:
         ip_batch("".join(f"netns del {n}\n" for n in present), force=True)
+    left = [n for n in present if os.path.exists(f"{NETNS_DIR}/{n}")]
+    if left:  # keep the journal: `lab clean` must still be able to find them
+        raise BackendError(f"could not remove namespace(s) {', '.join(left)}")
     _release_netns_dir(journal)
     return present
 
@@ -114,18 +117,7 @@ def _kill_inside(inodes: list[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _reap_children()
-        time.sleep(0.01)
-
-
-def _reap_children() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+        time.sleep(0.01)  # SIGKILL is asynchronous: look again until the namespaces are empty
 
 
 def node_batch(node: NodePlan) -> str:
@@ -140,7 +132,8 @@ def node_batch(node: NodePlan) -> str:
 def ip_batch(batch: str, netns: str | None = None, force: bool = False) -> None:
     argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
     try:
-        done = subprocess.run(argv, input=batch.encode(), capture_output=True, timeout=IP_TIMEOUT)
+        done = subprocess.run(argv, input=batch.encode(), capture_output=True, timeout=IP_TIMEOUT,
+                              start_new_session=True)  # a Ctrl-C on the terminal must not kill it
     except subprocess.TimeoutExpired:
         raise BackendError(f"{' '.join(argv)}: no answer within {IP_TIMEOUT:.0f}s") from None
     if done.returncode != 0 and not force:
@@ -153,7 +146,7 @@ def ip_parallel(batches: dict[str, str]) -> None:
     try:
         for ns, batch in batches.items():
             p = subprocess.Popen(["ip", "-n", ns, "-batch", "-"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
             procs.append((ns, p))
             assert p.stdin is not None
             p.stdin.write(batch.encode())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import signal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -59,18 +60,25 @@ def set_parent_death_signal(signum: int) -> None:
 
 @contextmanager
 def in_netns(path: str) -> Iterator[None]:
-    """Run the body with the calling thread inside the network namespace at `path`."""
+    """Run the body with the calling thread inside the network namespace at `path`.
+
+    Signals are blocked meanwhile: a handler must never run (or raise) while this thread is in
+    another namespace."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        setns(target, CLONE_NEWNET)
+        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            yield
+            setns(target, CLONE_NEWNET)
+            try:
+                yield
+            finally:
+                setns(home, CLONE_NEWNET)
         finally:
-            setns(home, CLONE_NEWNET)
+            os.close(target)
     finally:
-        os.close(target)
         os.close(home)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def is_mountpoint(path: str) -> bool:
@@ -103,7 +111,7 @@ def pids_in_netns(inodes: Iterable[int]) -> dict[int, int]:
             ino = os.stat(f"/proc/{entry.name}/ns/net").st_ino
         except OSError:
             continue
-        if ino in wanted:
+        if ino in wanted and int(entry.name) != os.getpid():
             found[int(entry.name)] = ino
     return found
 

@@ -46,11 +46,12 @@ class NetnsBackend:
         self.plan: Plan | None = None
         self.rundir: RunDir | None = None
         self.procs: dict[str, _Proc] = {}
-        self.pending: list[Event] = []  # observed while stopping other nodes; returned by poll
+        self.pending: list[Event] = []
+        self.inodes: dict[str, int | None] = {}  # observed while stopping other nodes; returned by poll
         self.selector = selectors.DefaultSelector()
 
     # -- environment -------------------------------------------------------------------------
-    def check(self) -> None:
+    def check(self, plan: Plan) -> None:
         if os.geteuid() != 0:
             raise EnvironmentProblem("the netns backend needs root (network namespaces): "
                                      "run as root, e.g. sudo lab run ...")
@@ -61,6 +62,7 @@ class NetnsBackend:
     def up(self, plan: Plan, rundir: RunDir) -> None:
         self.plan, self.rundir = plan, rundir
         self.fabric.create(plan)
+        self.inodes = {n.name: linux.netns_inode(self.fabric.path(n.name)) for n in plan.nodes}
         self.fabric.wire(plan)
         hosts = self.journal.folder / "hosts"
         hosts.mkdir(exist_ok=True)
@@ -102,7 +104,7 @@ class NetnsBackend:
             linux.set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != parent:  # the orchestrator died before the line above took effect
                 os._exit(code)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             self._enter(node)
@@ -167,24 +169,21 @@ class NetnsBackend:
         wait = min(timeout, 0.01) if waiting_tcp else timeout
         events: list[Event] = []
         for p in waiting_tcp:
-            if p.node.ready.port in linux.listening_tcp_ports(p.pid):
+            # Only once the child is inside the node: before its setns, /proc/PID/net is the host's.
+            if linux.netns_inode(f"/proc/{p.pid}/ns/net") == self.inodes.get(p.node.name) \
+                    and p.node.ready.port in linux.listening_tcp_ports(p.pid):
                 p.ready = True
                 events.append(Event(p.node.name, READY))
         if events:
             wait = 0
-        ready: list[Event] = []
-        exited: list[Event] = []
-        for key, _ in self.selector.select(max(wait, 0)):
-            name, kind = key.data
-            proc = self.procs[name]
-            if kind == READY:
-                ready.extend(self._read_ready(proc))
-            else:
-                exited.append(self._reap(proc))
+        keys = [key.data for key, _ in self.selector.select(max(wait, 0))]
+        ready = [e for name, kind in keys if kind == READY for e in self._read_ready(self.procs[name])]
+        exited = [e for name, kind in keys if kind == EXITED for e in self._reap(self.procs[name])]
         return events + ready + exited
 
     def _read_ready(self, proc: _Proc) -> list[Event]:
-        assert proc.ready_fd is not None
+        if proc.ready_fd is None:  # already read when its exit was reaped
+            return []
         data = os.read(proc.ready_fd, 64)
         self.selector.unregister(proc.ready_fd)
         os.close(proc.ready_fd)
@@ -194,17 +193,13 @@ class NetnsBackend:
             return [Event(proc.node.name, READY)]
         return []
 
-    def _reap(self, proc: _Proc) -> Event:
-        if proc.ready_fd is not None:  # a readiness line written just before exiting still counts
-            ready = self._read_ready(proc)
-            if ready:
-                # Report readiness first; the exit follows on the next poll.
-                return ready[0]
+    def _reap(self, proc: _Proc) -> list[Event]:
+        ready = self._read_ready(proc)  # a readiness line written just before exiting still counts
         self.selector.unregister(proc.pidfd)
         os.close(proc.pidfd)
         _, status = os.waitpid(proc.pid, 0)
         proc.code = os.waitstatus_to_exitcode(status)
-        return Event(proc.node.name, EXITED, proc.code)
+        return ready + [Event(proc.node.name, EXITED, proc.code)]
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         running = [self.procs[n] for n in nodes if n in self.procs and self.procs[n].code is None]
@@ -227,10 +222,12 @@ class NetnsBackend:
 
     # -- teardown ----------------------------------------------------------------------------
     def down(self) -> None:
-        self.stop(list(self.procs), grace=1.0)
-        self.selector.close()
-        self.fabric.remove()
-        self.journal.close()
+        try:
+            self.stop(list(self.procs), grace=1.0)
+            self.selector.close()
+        finally:
+            self.fabric.remove()  # raises when something could not be removed: the journal stays
+            self.journal.close()
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:

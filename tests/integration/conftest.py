@@ -57,6 +57,9 @@ def host_state() -> dict[str, Any]:
         "hosts": Path("/etc/hosts").read_bytes(),
         "mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()),
         "foreign_netns_processes": _lab_netns_inodes(),
+        "containers": _out("docker", "ps", "-a", "--format", "{{.Names}} {{.Labels}}"),
+        "docker_networks": _out("docker", "network", "ls", "--format", "{{.Name}}"),
+        "docker_volumes": _out("docker", "volume", "ls", "--format", "{{.Name}}"),
     }
 
 
@@ -90,11 +93,29 @@ def lab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, timeout=timeout)
 
 
+BACKENDS = ["netns", "docker"]
+
+
+@pytest.fixture(scope="session")
+def lab_image() -> None:
+    """The node image for the docker backend, built once (cached by its content tag)."""
+    done = lab("images", timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "docker":
+        request.getfixturevalue("lab_image")
+    return name
+
+
 @pytest.fixture
-def run_lab(tmp_path: Path) -> Any:
+def run_lab(tmp_path: Path, backend: str) -> Any:
     def run(scenario: str | Path, *extra: str) -> LabRun:
         out = tmp_path / "run"
-        done = lab("run", str(scenario), "--out", str(out), *extra)
+        done = lab("run", str(scenario), "--out", str(out), "--backend", backend, *extra)
         return LabRun(done.returncode, done.stdout, done.stderr, out)
 
     return run

@@ -58,3 +58,14 @@ def test_junit_lists_the_failure(run_lab, kind: str) -> None:
     run = run_lab(HERE / "scenarios" / f"broken-{kind}.yaml")
     junit = (run.out / "junit.xml").read_text()
     assert "<failure" in junit
+
+
+def test_a_program_that_cannot_start_says_so(run_lab) -> None:
+    t = time.monotonic()
+    run = run_lab(HERE / "scenarios" / "missing-program.yaml")
+    assert time.monotonic() - t < 15
+    assert run.code == 1
+    (start,) = run.checks("start")
+    assert "no-such-server: command not found" in start["detail"], start
+    (echo,) = run.checks("echo")
+    assert not echo["passed"] and "did not run" in echo["detail"]

@@ -13,12 +13,12 @@ EXAMPLES = sorted((ROOT / "scenarios").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("scenario", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_passes(run_lab, scenario: Path) -> None:
+def test_example_passes(run_lab, backend: str, scenario: Path) -> None:
     run = run_lab(scenario)
     assert run.code == 0, run.stdout + run.stderr
     report = run.report
     assert report["passed"] is True
-    assert report["backend"] == "netns"
+    assert report["backend"] == backend
     assert report["checks"], "an example without checks proves nothing"
     assert all(c["passed"] for c in report["checks"])
     for node in report["nodes"]:
@@ -28,6 +28,7 @@ def test_example_passes(run_lab, scenario: Path) -> None:
     assert (run.out / "scenario.yaml").read_text() == scenario.read_text()
     suite = ET.parse(run.out / "junit.xml").getroot().find("testsuite")
     assert suite is not None
+    assert f'name="backend" value="{backend}"' in (run.out / "junit.xml").read_text()
     assert int(suite.get("tests", "0")) == len(report["checks"])
     assert int(suite.get("failures", "1")) == 0
     assert len(suite.findall("testcase")) == len(report["checks"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,9 +15,11 @@ import pytest
 from .conftest import HERE, ROOT, lab
 
 
-def _start(scenario: Path, out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "lab", "run", str(scenario), "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start(scenario: Path, out: Path, backend: str = "netns") -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "lab", "run", str(scenario), "--out", str(out),
+                             "--backend", backend],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def _wait_for(proc: subprocess.Popen[str], needle: str, deadline: float = 15) -> None:
@@ -35,8 +38,8 @@ def _wait_for(proc: subprocess.Popen[str], needle: str, deadline: float = 15) ->
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_tears_down_and_keeps_logs(tmp_path: Path, sig: int, code: int) -> None:
-    proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run")
+def test_signal_tears_down_and_keeps_logs(tmp_path: Path, backend: str, sig: int, code: int) -> None:
+    proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run", backend)
     _wait_for(proc, "ready   server")
     time.sleep(0.3)  # let the clients connect: the test is about tearing down a busy lab
     t = time.monotonic()
@@ -51,10 +54,10 @@ def test_signal_tears_down_and_keeps_logs(tmp_path: Path, sig: int, code: int) -
         assert (tmp_path / "run" / "nodes" / f"{node}.log").exists()
 
 
-def test_clean_after_kill_9(tmp_path: Path) -> None:
-    proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run")
+def test_clean_after_kill_9(tmp_path: Path, backend: str) -> None:
+    proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run", backend)
     _wait_for(proc, "ready   server")
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert list(Path("/run/netns").glob("lab-*")), "the killed lab should have left namespaces"
     done = lab("clean")
@@ -102,3 +105,51 @@ def test_names_resolve_and_real_telnet_works(run_lab) -> None:
     routes = (run.out / "nodes" / "asker.log").read_text()
     assert "default" not in routes  # no way out unless a scenario declares one
 
+
+
+def test_repeated_ctrl_c_still_tears_down(tmp_path: Path) -> None:
+    proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run")
+    _wait_for(proc, "ready   server")
+    for _ in range(30):  # a user holding Ctrl-C: the whole process group, again and again
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert (tmp_path / "run" / "report.json").exists()
+
+
+def test_tcp_readiness_is_observed_inside_the_node(run_lab, tmp_path: Path) -> None:
+    """A host socket on the same port must not make the node look ready."""
+    import socket
+
+    host = socket.socket()
+    host.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    host.bind(("0.0.0.0", 0))
+    host.listen(1)
+    port = host.getsockname()[1]
+    code = (f"import socket, time; time.sleep(1); s = socket.socket(); s.bind(('', {port})); "
+            "s.listen(1); print('listening', flush=True); time.sleep(30)")
+    scenario = tmp_path / "late.yaml"
+    scenario.write_text(f"""
+name: late
+timeout: 20s
+networks: {{lan: {{subnet: 10.0.12.0/24}}}}
+nodes:
+  server: {{networks: [lan], run: ["python3", "-c", "{code}"], ready: {{tcp: {port}}}}}
+  client:
+    networks: [lan]
+    after: server
+    run: ["python3", "-c", "import socket; socket.create_connection(('server', {port}), 2); print('ok')"]
+expect:
+  - output: {{nodes: client, contains: ok}}
+""")
+    try:
+        run = run_lab(scenario)
+    finally:
+        host.close()
+    assert run.code == 0, run.stdout + run.stderr
+    (server,) = [n for n in run.report["nodes"] if n["name"] == "server"]
+    assert server["ready_s"] >= 0.9

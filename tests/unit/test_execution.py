@@ -39,9 +39,10 @@ class FakeBackend:
     queue: list[Event] = field(default_factory=list)
     name: str = "fake"
 
-    def check(self) -> None: ...
+    def check(self, plan: Plan) -> None: ...
     def up(self, plan: Plan, rundir: object) -> None: ...
     def down(self) -> None: ...
+    def exit_code(self, node: str) -> int | None: return None
 
     def start(self, node: NodePlan) -> None:
         self.started.append(node.name)
@@ -103,3 +104,39 @@ def test_the_run_deadline_stops_hanging_tasks() -> None:
     c1, c2 = ex.states["client-1"], ex.states["client-2"]
     assert c1.stopped_by_lab and "timeout (0.3s)" in c1.note
     assert c2.exit_code == 0 and not c2.stopped_by_lab
+
+
+def test_a_task_is_ready_once_started_so_its_dependents_do_not_wait_for_it_to_exit() -> None:
+    text = """
+name: t
+timeout: 0.5s
+networks: {lan: {subnet: 10.9.0.0/24}}
+nodes:
+  setup: {networks: [lan], run: prepare}
+  user: {networks: [lan], run: use, after: setup}
+"""
+    backend = FakeBackend({"setup": [("hang", None)]})
+    ex = Execution(make_plan(load_scenario_text(text, ROOT / "t.yaml")), backend, lambda line: None, lambda n: "")
+    ex.run()
+    assert backend.started == ["setup", "user"]
+    assert not ex.states["setup"].failed_start and ex.states["setup"].killed_at_deadline
+    assert ex.states["user"].exit_code == 0
+
+
+def test_a_signal_interrupts_at_a_safe_point() -> None:
+    import pytest
+
+    from lab.errors import Interrupted
+
+    calls = []
+
+    def interrupted() -> None:
+        calls.append(1)
+        if len(calls) > 1:
+            raise Interrupted(2)
+
+    backend = FakeBackend({"server": [("ready", None)], "client-1": [("hang", None)]})
+    ex = Execution(_plan(), backend, lambda line: None, lambda n: "", interrupted)
+    with pytest.raises(Interrupted):
+        ex.run()
+    assert backend.started == ["server"]  # nothing half-started: the check came before the fork

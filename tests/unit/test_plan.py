@@ -70,3 +70,18 @@ def test_program_readiness_kinds() -> None:
     assert server.cwd == ROOT / "scenarios" / "exercises"
     assert prober.ready.kind == STARTED and not prober.service
     assert prober.argv == ("sh", "-c", "printf 'hi\\r\\n' | nc -q 1 server 9999")
+
+
+def test_expectation_labels_are_unique() -> None:
+    text = """
+name: t
+networks: {lan: {subnet: 10.9.0.0/24}}
+nodes:
+  p: {networks: [lan], run: "echo hi"}
+expect:
+  - output: {nodes: p, contains: "hi"}
+  - output: {nodes: p, regex: "h."}
+  - exit: p
+"""
+    plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
+    assert [e.label for e in plan.expect] == ["output p #1", "output p #2", "exit p"]

@@ -1,0 +1,93 @@
+"""Docker-specific promises: least privilege, parallel labs with the same addresses, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .conftest import HERE, ROOT, lab
+from .test_lifecycle import _start, _wait_for
+
+
+@pytest.fixture(autouse=True)
+def _image(lab_image: None) -> None:
+    """Every test here needs the node image."""
+
+
+def _inspect_lab_containers(scenario: str) -> list[dict]:
+    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=lab.scenario={scenario}"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert ids, "no container of the lab is running"
+    out = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True).stdout
+    data: list[dict] = json.loads(out)
+    return data
+
+
+def test_containers_are_least_privileged(tmp_path: Path) -> None:
+    proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run", "docker")
+    try:
+        _wait_for(proc, "ready   server", deadline=60)
+        containers = _inspect_lab_containers("long")
+        assert len(containers) == 4
+        for c in containers:
+            host = c["HostConfig"]
+            assert host["Privileged"] is False
+            assert host["CapDrop"] == ["ALL"] and host["CapAdd"] == ["NET_BIND_SERVICE"]
+            assert "SYS_ADMIN" not in (host["CapAdd"] or [])
+            assert not host["PortBindings"] and not c["NetworkSettings"]["Ports"]
+            assert host["NetworkMode"] == "none"
+            assert all("docker.sock" not in m["Source"] for m in c["Mounts"])
+            assert c["Config"]["Labels"]["lab.id"] and c["Config"]["Hostname"] == c["Config"]["Labels"]["lab.node"]
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 130
+
+
+def test_two_labs_with_the_same_addresses_at_once(tmp_path: Path) -> None:
+    def one(k: int) -> subprocess.CompletedProcess[str]:
+        return lab("run", "scenarios/echo.yaml", "--backend", "docker", "--out", str(tmp_path / f"r{k}"))
+
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(one, range(2)))
+    for d in done:
+        assert d.returncode == 0, d.stdout + d.stderr
+
+
+def test_engine_unreachable_is_exit_3_with_the_fix(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    done = subprocess.run([sys.executable, "-m", "lab", "run", "scenarios/echo.yaml", "--backend", "docker",
+                           "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 3
+    assert done.stderr.count("\n") == 1
+    assert "unix:///nonexistent/docker.sock" in done.stderr and "dockerd" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_image_is_exit_3_naming_it(tmp_path: Path) -> None:
+    scenario = tmp_path / "img.yaml"
+    scenario.write_text((ROOT / "scenarios" / "greeting.yaml").read_text().replace(
+        "    role: greeting-server", "    image: lab-missing:nope\n    role: greeting-server"))
+    done = lab("run", str(scenario), "--backend", "docker", "--out", str(tmp_path / "r"))
+    assert done.returncode == 3, done.stderr
+    assert "lab-missing:nope" in done.stderr
+
+
+def test_clean_never_removes_an_unlabelled_container() -> None:
+    name = "lab-deadbeef-server"
+    image = subprocess.run(["docker", "images", "-q", "--filter", "reference=lab-node"],
+                           capture_output=True, text=True).stdout.split()[0]
+    subprocess.run(["docker", "create", "--name", name, "--network", "none", image, "true"],
+                   check=True, capture_output=True)
+    try:
+        assert lab("clean", "--all").returncode == 0
+        assert subprocess.run(["docker", "inspect", name], capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
