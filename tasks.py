@@ -43,12 +43,14 @@ def images(c: Context, base: str = "debootstrap") -> None:
     _exit(cli.cmd_images(base))
 
 
-@task(help={"sizes": "comma-separated client counts", "rounds": "runs per side and size"})
-def bench(c: Context, sizes: str = "10,100", rounds: int = 3, peers: str | None = None) -> None:
-    """Time lab against the Mininet peer at each size (alternating runs, medians, ratio)."""
+@task(help={"sizes": "comma-separated client counts (default 10,100 netns; 10,50 docker)",
+            "rounds": "runs per side and size", "backends": "netns,docker"})
+def bench(c: Context, sizes: str = "", rounds: int = 3, peers: str | None = None,
+          backends: str = "netns,docker") -> None:
+    """Time lab against Mininet (netns) and docker compose (docker): alternating runs, medians, ratio."""
     from lab.bench import bench as run_bench
 
-    _exit(run_bench([int(n) for n in sizes.split(",")], rounds, peers))
+    _exit(run_bench([int(n) for n in sizes.split(",")] if sizes else None, rounds, peers, backends.split(",")))
 
 
 def _python(*args: str) -> None:

@@ -2,7 +2,9 @@
 
 The job (as in ../shared/peers): one echo server, N clients each on its own host, every client
 sends one line and checks the echo, then everything is torn down. Each side is timed end to end as
-a fresh process (interpreter start included), A B A B, and the medians are compared.
+a fresh process (interpreter start included), A B A B, and the medians are compared:
+- the netns backend against Mininet 2.3 (`run_mininet.sh N`),
+- the docker backend against docker compose (`compose_echo.sh N`, `--scale client=N`).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 SCENARIO = """\
 name: bench-{n}
-timeout: 60s
+timeout: 120s
 networks:
   lan: {{subnet: 10.10.0.0/16}}
 nodes:
@@ -36,9 +39,26 @@ expect:
 """
 
 
-def _timed(argv: list[str], cwd: Path | None = None) -> tuple[float, bool, str]:
+@dataclass(frozen=True)
+class Pairing:
+    backend: str
+    peer: str
+    script: str
+    needs: tuple[str, ...]  # commands the peer needs
+    install: str
+
+
+PAIRINGS = {
+    "netns": Pairing("netns", "mininet", "run_mininet.sh", ("mn",), "apt-get install mininet bridge-utils"),
+    "docker": Pairing("docker", "compose", "compose_echo.sh", ("docker-compose",),
+                      "apt-get install docker-compose; bash build_peer_image.sh"),
+}
+DEFAULT_SIZES = {"netns": [10, 100], "docker": [10, 50]}
+
+
+def _timed(argv: list[str]) -> tuple[float, bool, str]:
     t = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=300)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     tail = (done.stdout + done.stderr).strip().splitlines()
     return time.monotonic() - t, done.returncode == 0, tail[-1] if tail else ""
 
@@ -47,34 +67,50 @@ def default_peers() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "shared" / "peers"
 
 
-def bench(sizes: list[int], rounds: int = 3, peers: str | None = None) -> int:
+def bench(sizes: list[int] | None = None, rounds: int = 3, peers: str | None = None,
+          backends: list[str] | None = None) -> int:
     peer_dir = Path(peers) if peers else default_peers()
-    mininet = peer_dir / "run_mininet.sh"
-    have_mininet = mininet.exists() and shutil.which("mn") is not None
-    if not have_mininet:
-        print(f"mininet peer unavailable ({mininet} and `mn` needed: apt-get install mininet bridge-utils)")
     rows = []
     ok = True
-    with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
-        for n in sizes:
-            scenario = Path(tmp) / f"bench-{n}.yaml"
-            scenario.write_text(SCENARIO.format(n=n))
-            lab_times, peer_times = [], []
-            for k in range(rounds):
-                t, good, last = _timed([sys.executable, "-m", "lab", "run", str(scenario),
-                                        "--out", f"{tmp}/run-{n}-{k}"])
-                ok &= good
-                lab_times.append(t)
-                print(f"  N={n:<4} round {k + 1}: lab     {t:6.2f}s {'ok' if good else 'FAILED: ' + last}")
-                if have_mininet:
-                    t, good, last = _timed(["bash", str(mininet), str(n)])
-                    peer_times.append(t)
-                    print(f"  N={n:<4} round {k + 1}: mininet {t:6.2f}s {last}")
-            rows.append((n, statistics.median(lab_times), statistics.median(peer_times) if peer_times else None))
+    for backend in backends or ["netns", "docker"]:
+        pairing = PAIRINGS[backend]
+        script = peer_dir / pairing.script
+        have_peer = script.exists() and all(shutil.which(c) for c in pairing.needs)
+        if not have_peer:
+            print(f"{pairing.peer} peer unavailable ({script}; {pairing.install})")
+        if backend == "docker":
+            from lab.cli import cmd_images
+
+            cmd_images()
+        for n in sizes or DEFAULT_SIZES[backend]:
+            lab_t, peer_t, good = _compare(backend, pairing, script if have_peer else None, n, rounds)
+            ok &= good
+            rows.append((backend, pairing.peer, n, lab_t, peer_t))
     print()
-    print(f"{'N':>5}  {'lab (median)':>12}  {'mininet (median)':>16}  {'speed-up':>8}")
-    for n, lab_t, peer_t in rows:
+    print(f"{'backend':<8} {'peer':<8} {'N':>4}  {'lab (median)':>12}  {'peer (median)':>13}  {'speed-up':>8}")
+    for backend, peer, n, lab_t, peer_t in rows:
         ratio = f"{peer_t / lab_t:7.1f}x" if peer_t else "      -"
-        peer = f"{peer_t:15.2f}s" if peer_t else f"{'-':>16}"
-        print(f"{n:>5}  {lab_t:11.2f}s  {peer}  {ratio}")
+        peer_s = f"{peer_t:12.2f}s" if peer_t else f"{'-':>13}"
+        print(f"{backend:<8} {peer:<8} {n:>4}  {lab_t:11.2f}s  {peer_s}  {ratio}")
     return 0 if ok else 1
+
+
+def _compare(backend: str, pairing: Pairing, script: Path | None, n: int,
+             rounds: int) -> tuple[float, float | None, bool]:
+    lab_times: list[float] = []
+    peer_times: list[float] = []
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
+        scenario = Path(tmp) / f"bench-{n}.yaml"
+        scenario.write_text(SCENARIO.format(n=n))
+        for k in range(rounds):
+            t, good, last = _timed([sys.executable, "-m", "lab", "run", str(scenario), "--backend", backend,
+                                    "--out", f"{tmp}/run-{k}"])
+            ok &= good
+            lab_times.append(t)
+            print(f"  {backend:<6} N={n:<4} round {k + 1}: lab {t:6.2f}s {'ok' if good else 'FAILED: ' + last}")
+            if script is not None:
+                t, good, last = _timed(["bash", str(script), str(n)])
+                peer_times.append(t)
+                print(f"  {backend:<6} N={n:<4} round {k + 1}: {pairing.peer} {t:6.2f}s {last}")
+    return statistics.median(lab_times), statistics.median(peer_times) if peer_times else None, ok

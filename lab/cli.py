@@ -83,8 +83,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--base", default="debootstrap",
                    help="'debootstrap' (default: a Debian base built locally, no registry) or an image, "
                         "e.g. python:3.12-slim")
-    b = sub.add_parser("bench", help="time lab against the Mininet peer (alternating runs)")
-    b.add_argument("--sizes", default="10,100")
+    b = sub.add_parser("bench", help="time lab against Mininet and docker compose (alternating runs)")
+    b.add_argument("--sizes", default="", help="client counts (default: 10,100 for netns, 10,50 for docker)")
+    b.add_argument("--backends", default="netns,docker")
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--peers", default=None, help="folder of the peer scripts (default ../shared/peers)")
     return p
@@ -104,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from lab.bench import bench
 
-            return bench([int(n) for n in args.sizes.split(",")], args.rounds, args.peers)
+            sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else None
+            return bench(sizes, args.rounds, args.peers, args.backends.split(","))
     except ScenarioError as e:
         print(e, file=sys.stderr)
         return e.exit_code
