@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from lab.backends import EXITED, READY, Backend, Event
+from lab.backends import EXITED, LAUNCHED, READY, Backend, Event
 from lab.errors import Interrupted
 from lab.plan import STARTED, TCP, NodePlan, Plan
 
@@ -33,6 +33,7 @@ class NodeState:
     blocked: bool = False
     failed_start: bool = False
     killed_at_deadline: bool = False
+    launching: bool = False  # asked to start, waiting for its host to exist
     note: str = ""
 
     @property
@@ -83,8 +84,8 @@ class Execution:
             ):
                 self.interrupted()
                 s.started_at = time.monotonic()
-                self.backend.start(s.plan)
-                if s.plan.ready.kind == STARTED:  # a task (or a program without `ready:`)
+                s.launching = not self.backend.start(s.plan)
+                if s.plan.ready.kind == STARTED and not s.launching:  # a task, or a program without `ready:`
                     s.ready_at = s.started_at
 
     def _finished(self) -> bool:
@@ -101,7 +102,11 @@ class Execution:
         s = self.states[event.node]
         if s.exited:
             return  # already accounted for (stopped by the lab)
-        if event.kind == READY and s.ready_at is None:
+        if event.kind == LAUNCHED:  # its host is up now: readiness is timed from here
+            s.started_at, s.launching = time.monotonic(), False
+            if s.plan.ready.kind == STARTED:
+                s.ready_at = s.started_at
+        elif event.kind == READY and s.ready_at is None:
             s.ready_at = time.monotonic()
             if s.plan.service:
                 self.progress(f"  ready   {s.plan.name:<14} {s.plan.address!s:<15} "
@@ -116,13 +121,13 @@ class Execution:
 
     def _next_ready_deadline(self) -> float:
         pending = [s.started_at + s.plan.ready.timeout for s in self.states.values()
-                   if s.running and s.ready_at is None and s.started_at is not None]
+                   if s.running and s.ready_at is None and s.started_at is not None and not s.launching]
         return min(pending, default=float("inf"))
 
     def _check_ready_deadlines(self) -> None:
         now = time.monotonic()
         for s in self.states.values():
-            if s.running and s.ready_at is None and s.started_at is not None \
+            if s.running and s.ready_at is None and s.started_at is not None and not s.launching \
                     and now >= s.started_at + s.plan.ready.timeout:
                 self._stop([s.plan.name])
                 what = (f"nothing listens on tcp {s.plan.ready.port}" if s.plan.ready.kind == TCP

@@ -15,7 +15,7 @@ from lab.journal import Journal
 from lab.plan import NodePlan, Plan
 from lab.rundir import RunDir
 
-READY, EXITED = "ready", "exited"
+READY, EXITED, LAUNCHED = "ready", "exited", "launched"
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Event:
     """Something a backend observed about a node: it became ready, or its program exited."""
 
     node: str
-    kind: str  # READY | EXITED
+    kind: str  # READY | EXITED | LAUNCHED (a deferred start happened)
     code: int | None = None  # exit code; negative: killed by that signal
 
 
@@ -36,8 +36,11 @@ class Backend(Protocol):
     def up(self, plan: Plan, rundir: RunDir) -> None:
         """Create every host, network, address and route of the plan."""
 
-    def start(self, node: NodePlan) -> None:
-        """Start the node's role or program; returns at once (readiness comes as an Event)."""
+    def start(self, node: NodePlan) -> bool:
+        """Start the node's role or program; returns at once (readiness comes as an Event).
+
+        False means the node's host is still being created: it starts as soon as it exists, and a
+        LAUNCHED event says when (readiness is timed from then)."""
 
     def poll(self, timeout: float) -> list[Event]:
         """Wait at most `timeout` seconds for events; return those observed."""

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import selectors
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lab
 from lab import images
-from lab.backends import EXITED, READY, Event, linux
+from lab.backends import EXITED, LAUNCHED, READY, Event, linux
 from lab.backends.engine import api_error, connect
 from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
 from lab.errors import BackendError, EnvironmentProblem
@@ -52,6 +53,10 @@ class _Box:
     code: int | None = None
     exited: bool = False
     go: int = -1  # write end of the node's go FIFO
+    wired: bool = False  # container running, wired into the fabric, watched
+    go_asked: bool = False  # the lab asked to start it
+    launched: bool = False  # told to go
+    future: Future[None] | None = None
 
 
 class DockerBackend:
@@ -66,6 +71,9 @@ class DockerBackend:
         self.rundir: RunDir | None = None
         self.selector = selectors.DefaultSelector()
         self.pending: list[Event] = []
+        self.pool: ThreadPoolExecutor | None = None
+        self.joined: queue.SimpleQueue[_Box] = queue.SimpleQueue()  # wired by a worker, to watch
+        self.closing = False
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
@@ -85,16 +93,29 @@ class DockerBackend:
 
     # -- topology ----------------------------------------------------------------------------
     def up(self, plan: Plan, rundir: RunDir) -> None:
+        """Create the fabric, then bring containers up in the background, in start order.
+
+        Containers are the slow part (the engine starts about ten per second here), so the lab
+        does not wait for all of them: each is wired as soon as it runs, and a node the lab has
+        already asked to start goes at once. A server is up and answering while the last clients'
+        containers are still being created.
+        """
         self.rundir = rundir
         self.boxes = {n.name: _Box(n, f"lab-{self.journal.lab_id}-{n.name}") for n in plan.nodes}
         self.journal.record_many(CONTAINER, [b.name for b in self.boxes.values()])
-        with ThreadPoolExecutor(WORKERS) as pool:
-            list(pool.map(lambda b: self._create(plan, b), self.boxes.values()))
-        self.fabric.create(plan, attach={name: b.pid for name, b in self.boxes.items()})
-        self.fabric.wire(plan)
-        for name, b in self.boxes.items():
-            b.pidfd = os.pidfd_open(b.pid)
-            self.selector.register(b.pidfd, selectors.EVENT_READ, name)
+        self.fabric.create_bridges(plan)
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lab-docker")
+        for name in _start_order(plan):
+            box = self.boxes[name]
+            box.future = self.pool.submit(self._bring_up, plan, box)
+
+    def _bring_up(self, plan: Plan, box: _Box) -> None:
+        if self.closing:
+            return
+        self._create(plan, box)
+        self.fabric.join(plan, box.node, box.pid)
+        box.pidfd = os.pidfd_open(box.pid)
+        self.joined.put(box)
 
     def _create(self, plan: Plan, box: _Box) -> None:
         node = box.node
@@ -147,8 +168,24 @@ class DockerBackend:
         return spec
 
     # -- processes ---------------------------------------------------------------------------
-    def start(self, node: NodePlan) -> None:
-        os.write(self.boxes[node.name].go, b"go\n")
+    def start(self, node: NodePlan) -> bool:
+        """Nodes asked to start together go together, once all their containers are wired.
+
+        So clients released by the same server's readiness run at the same moment, as on the netns
+        backend, however long the engine takes to create their containers.
+        """
+        self.boxes[node.name].go_asked = True
+        return False
+
+    def _release(self) -> list[Event]:
+        asked = [b for b in self.boxes.values() if b.go_asked and not b.launched]
+        if not asked or not all(b.wired for b in asked):
+            return []
+        for b in asked:
+            if b.go >= 0:
+                os.write(b.go, b"go\n")
+            b.launched = True
+        return [Event(b.node.name, LAUNCHED) for b in asked]
 
     def poll(self, timeout: float) -> list[Event]:
         pending, self.pending = self.pending, []
@@ -156,19 +193,42 @@ class DockerBackend:
 
     def _observe(self, timeout: float) -> list[Event]:
         assert self.rundir is not None
-        waiting = [b for b in self.boxes.values() if not b.ready and not b.exited and b.node.runs_something]
-        events: list[Event] = []
+        self._register_joined()
+        self._raise_failed()
+        launched = self._release()
+        waiting = [b for b in self.boxes.values()
+                   if b.wired and not b.ready and not b.exited and b.node.runs_something]
+        events: list[Event] = launched
         for b in waiting:
             if self._is_ready(b):
                 b.ready = True
                 events.append(Event(b.node.name, READY))
-        wait = 0.0 if events else (min(timeout, 0.01) if waiting else timeout)
+        unwired = any(not b.wired for b in self.boxes.values())
+        wait = 0.0 if events else (min(timeout, 0.01) if waiting or unwired else timeout)
         done = [self.boxes[key.data] for key, _ in self.selector.select(wait)]
         for b in done:
             if not b.ready and b.node.ready.kind == ANNOUNCE and self._is_ready(b):
                 b.ready = True
                 events.append(Event(b.node.name, READY))
         return events + self._reap(done)
+
+    def _register_joined(self) -> None:
+        """Watch the containers wired since the last look (registered here, in the main thread)."""
+        while True:
+            try:
+                box = self.joined.get_nowait()
+            except queue.Empty:
+                return
+            self.selector.register(box.pidfd, selectors.EVENT_READ, box.node.name)
+            box.wired = True
+
+    def _raise_failed(self) -> None:
+        for b in self.boxes.values():
+            if b.future is not None and b.future.done() and b.future.exception() is not None:
+                error = b.future.exception()
+                if isinstance(error, BackendError):
+                    raise error
+                raise api_error(f"start {b.name}", Exception(str(error)))
 
     def _is_ready(self, b: _Box) -> bool:
         assert self.rundir is not None
@@ -212,7 +272,7 @@ class DockerBackend:
             b.code = None
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
-        running = [self.boxes[n] for n in nodes if n in self.boxes and not self.boxes[n].exited]
+        running = [self.boxes[n] for n in nodes if n in self.boxes and not self.boxes[n].exited and self.boxes[n].id]
 
         def halt(b: _Box) -> None:
             try:
@@ -223,7 +283,7 @@ class DockerBackend:
         with ThreadPoolExecutor(WORKERS) as pool:
             list(pool.map(halt, running))
         self.pending += [e for e in self._observe(0) if e.node not in nodes]
-        self._reap([b for b in running if not b.exited and b.pidfd >= 0])
+        self._reap([b for b in running if not b.exited and b.pidfd >= 0 and b.wired])
         return {n: self.boxes[n].code for n in nodes if n in self.boxes}
 
     def exit_code(self, node: str) -> int | None:
@@ -232,6 +292,10 @@ class DockerBackend:
 
     # -- teardown ----------------------------------------------------------------------------
     def down(self) -> None:
+        self.closing = True
+        if self.pool is not None:  # let in-flight creations finish (each API call is bounded)
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self._register_joined()
         try:
             if self.client is not None:
                 self.stop([n for n, b in self.boxes.items() if b.node.runs_something], grace=1.0)
@@ -294,3 +358,16 @@ def _remove_containers(client: Any, journal: Journal) -> list[str]:
 
     with ThreadPoolExecutor(WORKERS) as pool:
         return list(pool.map(remove, found))
+
+
+def _start_order(plan: Plan) -> list[str]:
+    """Nodes by the depth of their `after` chain: servers' containers are created first."""
+    depth: dict[str, int] = {}
+
+    def d(name: str) -> int:
+        if name not in depth:
+            depth[name] = 0
+            depth[name] = 1 + max((d(a) for a in plan.node(name).after), default=-1)
+        return depth[name]
+
+    return sorted((n.name for n in plan.nodes), key=d)

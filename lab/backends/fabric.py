@@ -40,42 +40,60 @@ class Fabric:
     def path(self, node: str) -> str:
         return f"{NETNS_DIR}/{self.ns(node)}"
 
-    def create(self, plan: Plan, attach: dict[str, int] | None = None) -> None:
-        """Create the fabric namespace and the node namespaces (or attach containers' by pid)."""
-        attach = attach or {}
+    def create(self, plan: Plan) -> None:
+        """Create the fabric namespace and one namespace per node."""
         names = [self.prefix] + [self.ns(n.name) for n in plan.nodes]
-        lines = [f"netns add {self.prefix}"]
-        for n in plan.nodes:
-            pid = attach.get(n.name)
-            lines.append(f"netns attach {self.ns(n.name)} {pid}" if pid else f"netns add {self.ns(n.name)}")
         with state_lock(self.journal.state):
             _claim_netns_dir(self.journal)
             self.journal.record_many(NETNS, names)
-            ip_batch("\n".join(lines) + "\n")
+        for name in names:
+            linux.add_netns(f"{NETNS_DIR}/{name}")
 
     def wire(self, plan: Plan) -> None:
-        """Bridges, veths, addresses, routes and forwarding, as the plan says."""
-        ip_batch(self._links(plan), netns=self.prefix)
-        ip_parallel({self.ns(n.name): node_batch(n) for n in plan.nodes})
-        self._set_forwarding(plan)
-
-    def _links(self, plan: Plan) -> str:
-        bridge = {net.name: f"br{k}" for k, net in enumerate(plan.networks)}
-        lines = ["link set lo up"]
-        for br in bridge.values():
-            lines += [f"link add {br} type bridge", f"link set {br} up"]
+        """Bridges, veths, addresses, routes and forwarding, as the plan says (all nodes at once)."""
+        lines = self._bridges(plan)
         for k, node in enumerate(plan.nodes):
-            for j, iface in enumerate(node.interfaces):
-                port = f"n{k}e{j}"
-                lines += [
-                    f"link add {port} type veth peer name {iface.name} netns {self.ns(node.name)}",
-                    f"link set {port} master {bridge[iface.network]} up",
-                ]
-        return "\n".join(lines) + "\n"
+            lines += self._ports(plan, k, node)
+        ip_batch("\n".join(lines) + "\n", netns=self.prefix)
+        ip_parallel({self.ns(n.name): node_batch(n) for n in plan.nodes})
+        self._set_forwarding([(self.prefix, False)] + [(self.ns(n.name), n.forwarding) for n in plan.nodes])
 
-    def _set_forwarding(self, plan: Plan) -> None:
+    def create_bridges(self, plan: Plan) -> None:
+        """Only the lab's own namespace and its bridges (nodes join one by one: `join`)."""
+        with state_lock(self.journal.state):
+            _claim_netns_dir(self.journal)
+            self.journal.record_many(NETNS, [self.prefix] + [self.ns(n.name) for n in plan.nodes])
+        linux.add_netns(f"{NETNS_DIR}/{self.prefix}")
+        ip_batch("\n".join(self._bridges(plan)) + "\n", netns=self.prefix)
+        self._set_forwarding([(self.prefix, False)])
+
+    def join(self, plan: Plan, node: NodePlan, pid: int) -> None:
+        """Attach one running container's namespace (by pid) and wire it. Thread-safe."""
+        linux.add_netns(self.path(node.name), pid)
+        k = plan.nodes.index(node)
+        ip_batch("\n".join(self._ports(plan, k, node)) + "\n", netns=self.prefix)
+        ip_batch(node_batch(node), netns=self.ns(node.name))
+        self._set_forwarding([(self.ns(node.name), node.forwarding)])
+
+    def _bridges(self, plan: Plan) -> list[str]:
+        lines = ["link set lo up"]
+        for k in range(len(plan.networks)):
+            lines += [f"link add br{k} type bridge", f"link set br{k} up"]
+        return lines
+
+    def _ports(self, plan: Plan, k: int, node: NodePlan) -> list[str]:
+        bridge = {net.name: f"br{j}" for j, net in enumerate(plan.networks)}
+        lines = []
+        for j, iface in enumerate(node.interfaces):
+            port = f"n{k}e{j}"
+            lines += [
+                f"link add {port} type veth peer name {iface.name} netns {self.ns(node.name)}",
+                f"link set {port} master {bridge[iface.network]} up",
+            ]
+        return lines
+
+    def _set_forwarding(self, settings: list[tuple[str, bool]]) -> None:
         """Set ip_forward explicitly everywhere: new namespaces may inherit 1 from the host."""
-        settings = [(self.prefix, False)] + [(self.ns(n.name), n.forwarding) for n in plan.nodes]
         for ns, forwarding in settings:
             with linux.in_netns(f"{NETNS_DIR}/{ns}"):
                 with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
@@ -97,8 +115,8 @@ def remove_namespaces(names: list[str], kill: bool, journal: Journal) -> list[st
     if kill:
         inodes = [i for i in (linux.netns_inode(f"{NETNS_DIR}/{n}") for n in present) if i is not None]
         _kill_inside(inodes)
-    if present:
-        ip_batch("".join(f"netns del {n}\n" for n in present), force=True)
+    for name in present:
+        linux.delete_netns(f"{NETNS_DIR}/{name}")
     left = [n for n in present if os.path.exists(f"{NETNS_DIR}/{n}")]
     if left:  # keep the journal: `lab clean` must still be able to find them
         raise BackendError(f"could not remove namespace(s) {', '.join(left)}")
@@ -185,9 +203,11 @@ _NETNS_MARK = "netns-dir-created"
 
 
 def _claim_netns_dir(journal: Journal) -> None:
+    """Called with the state lock held, before any namespace of the lab is created."""
     mark = journal.state / _NETNS_MARK
     if not os.path.exists(NETNS_DIR):
         mark.write_text("mounted\n")
+    linux.prepare_netns_dir(NETNS_DIR)
 
 
 def _release_netns_dir(journal: Journal) -> None:

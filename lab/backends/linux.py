@@ -20,6 +20,7 @@ MS_RDONLY = 0x1
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
 PR_SET_PDEATHSIG = 1
 
@@ -64,27 +65,85 @@ def in_netns(path: str) -> Iterator[None]:
 
     Signals are blocked meanwhile: a handler must never run (or raise) while this thread is in
     another namespace."""
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    with signals_blocked():
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            setns(target, CLONE_NEWNET)
+            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                yield
+                setns(target, CLONE_NEWNET)
+                try:
+                    yield
+                finally:
+                    setns(home, CLONE_NEWNET)
             finally:
-                setns(home, CLONE_NEWNET)
+                os.close(target)
         finally:
-            os.close(target)
-    finally:
-        os.close(home)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            os.close(home)
 
 
 def is_mountpoint(path: str) -> bool:
     """True when something is mounted at `path` (bind mounts of a folder on itself included)."""
     with open("/proc/self/mountinfo") as f:
         return any(line.split()[4] == path for line in f)
+
+
+@contextmanager
+def signals_blocked() -> Iterator[None]:
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def prepare_netns_dir(folder: str) -> None:
+    """Make `folder` a shared mount point, as iproute2 does, so that namespace mounts made there
+    are seen from every mount namespace (a program's private one included)."""
+    os.makedirs(folder, exist_ok=True)
+    try:
+        mount("", folder, "none", MS_SHARED | MS_REC)
+    except OSError:  # not a mount point yet
+        mount(folder, folder, "none", MS_BIND | MS_REC)
+        mount("", folder, "none", MS_SHARED | MS_REC)
+
+
+def add_netns(path: str, pid: int | None = None) -> None:
+    """`ip netns add` (a new namespace) or `ip netns attach` (that of `pid`), done in-process.
+
+    In-process on purpose: a helper process could outlive a killed orchestrator and create a
+    namespace after `lab clean` has run.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0)
+    os.close(fd)
+    try:
+        if pid is not None:
+            mount(f"/proc/{pid}/ns/net", path, None, MS_BIND)
+            return
+        with signals_blocked():
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                unshare(CLONE_NEWNET)
+                try:
+                    mount("/proc/thread-self/ns/net", path, None, MS_BIND)
+                finally:
+                    setns(home, CLONE_NEWNET)
+            finally:
+                os.close(home)
+    except OSError:
+        os.unlink(path)
+        raise
+
+
+def delete_netns(path: str) -> None:
+    """`ip netns del`: unmount and remove the name (the namespace dies with its last user)."""
+    try:
+        umount(path, MNT_DETACH)
+    except OSError:
+        pass
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def netns_inode(path: str) -> int | None:

@@ -71,7 +71,7 @@ class NetnsBackend:
                 (hosts / n.name).write_text(plan.hosts_file(n.name))
 
     # -- processes ---------------------------------------------------------------------------
-    def start(self, node: NodePlan) -> None:
+    def start(self, node: NodePlan) -> bool:
         assert self.rundir is not None
         log = os.open(self.rundir.log(node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         ready_r, ready_w = os.pipe() if node.ready.kind == ANNOUNCE else (None, None)
@@ -89,6 +89,7 @@ class NetnsBackend:
         self.selector.register(proc.pidfd, selectors.EVENT_READ, (node.name, EXITED))
         if ready_r is not None:
             self.selector.register(ready_r, selectors.EVENT_READ, (node.name, READY))
+        return True
 
     def _child(self, node: NodePlan, log: int, ready_w: int | None, parent: int) -> None:
         code = 127

@@ -44,13 +44,14 @@ class FakeBackend:
     def down(self) -> None: ...
     def exit_code(self, node: str) -> int | None: return None
 
-    def start(self, node: NodePlan) -> None:
+    def start(self, node: NodePlan) -> bool:
         self.started.append(node.name)
         for kind, code in self.script.get(node.name, [("exit", 0)]):
             if kind == "ready":
                 self.queue.append(Event(node.name, READY))
             elif kind == "exit":
                 self.queue.append(Event(node.name, EXITED, code))
+        return True
 
     def poll(self, timeout: float) -> list[Event]:
         events, self.queue = self.queue, []
