@@ -56,6 +56,7 @@ class _Box:
     wired: bool = False  # container running, wired into the fabric, watched
     go_asked: bool = False  # the lab asked to start it
     launched: bool = False  # told to go
+    log_collected: bool = False
     future: Future[None] | None = None
 
 
@@ -250,9 +251,12 @@ class DockerBackend:
             b.pidfd, b.exited = -1, True
 
         asked = [b for b in boxes if not self._exit_file(b)]
-        if asked:  # the agent was killed before it could say (e.g. a role stopped by SIGTERM)
+        if asked:  # the agent was killed before it could say, or never ran: ask the engine
             with ThreadPoolExecutor(WORKERS) as pool:
                 list(pool.map(self._inspect_code, asked))
+            if not self.closing:  # its own output goes into the log now: it is the evidence
+                for b in asked:
+                    self._collect_log(b)
         return [Event(b.node.name, EXITED, b.code) for b in boxes]
 
     def _exit_file(self, b: _Box) -> bool:
@@ -311,14 +315,19 @@ class DockerBackend:
             self.journal.close()
 
     def _collect_logs(self) -> None:
-        """What a container printed before its agent took over its output (or instead of it)."""
+        """What containers printed before their agent took over their output (or instead of it)."""
+        for b in self.boxes.values():
+            if b.id and not b.log_collected:
+                self._collect_log(b)
+
+    def _collect_log(self, b: _Box) -> None:
         if self.rundir is None:
             return
-        for b in self.boxes.values():
-            text = self._logs(b)
-            if text.strip():
-                with open(self.rundir.log(b.node.name), "a") as f:
-                    f.write(f"--- container output ({b.name}) ---\n{text}")
+        b.log_collected = True
+        text = self._logs(b)
+        if text.strip():
+            with open(self.rundir.log(b.node.name), "a") as f:
+                f.write(f"--- container output ({b.name}) ---\n{text}")
 
     def _logs(self, b: _Box) -> str:
         try:

@@ -91,3 +91,23 @@ def test_clean_never_removes_an_unlabelled_container() -> None:
         assert subprocess.run(["docker", "inspect", name], capture_output=True).returncode == 0
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_a_node_image_without_python_is_a_clear_error(tmp_path: Path) -> None:
+    """An image the agent cannot run in: the engine's own words, exit 3, nothing left behind."""
+    root = tmp_path / "rootfs"
+    root.mkdir()
+    (root / "README").write_text("an image with no python3\n")
+    tar = subprocess.run(["tar", "-C", str(root), "-c", "."], capture_output=True, check=True).stdout
+    subprocess.run(["docker", "import", "-", "lab-test-nopython:1"], input=tar, capture_output=True, check=True)
+    try:
+        scenario = tmp_path / "nopy.yaml"
+        scenario.write_text((ROOT / "scenarios" / "greeting.yaml").read_text().replace(
+            "    role: greeting-server", "    image: lab-test-nopython:1\n    role: greeting-server"))
+        done = lab("run", str(scenario), "--backend", "docker", "--out", str(tmp_path / "r"))
+        assert done.returncode == 3, done.stdout + done.stderr
+        report = json.loads((tmp_path / "r" / "report.json").read_text())
+        assert "python3" in report["error"], report["error"]
+        assert "Traceback" not in done.stderr
+    finally:
+        subprocess.run(["docker", "rmi", "-f", "lab-test-nopython:1"], capture_output=True)
