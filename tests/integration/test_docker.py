@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,10 +22,16 @@ def _image(lab_image: None) -> None:
     """Every test here needs the node image."""
 
 
-def _inspect_lab_containers(scenario: str) -> list[dict]:
-    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=lab.scenario={scenario}"],
-                         capture_output=True, text=True, check=True).stdout.split()
-    assert ids, "no container of the lab is running"
+def _inspect_lab_containers(scenario: str, count: int) -> list[dict]:
+    """Inspect the lab's containers once `count` of them run (they are created in the background)."""
+    deadline = time.monotonic() + 30
+    while True:
+        ids = subprocess.run(["docker", "ps", "-q", "--filter", f"label=lab.scenario={scenario}"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        if len(ids) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(ids) == count, f"{len(ids)} of the lab's {count} containers run"
     out = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True).stdout
     data: list[dict] = json.loads(out)
     return data
@@ -34,8 +41,7 @@ def test_containers_are_least_privileged(tmp_path: Path) -> None:
     proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run", "docker")
     try:
         _wait_for(proc, "ready   server", deadline=60)
-        containers = _inspect_lab_containers("long")
-        assert len(containers) == 4
+        containers = _inspect_lab_containers("long", 4)
         for c in containers:
             host = c["HostConfig"]
             assert host["Privileged"] is False
