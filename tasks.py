@@ -70,3 +70,47 @@ def test(c: Context, unit: bool = False, k: str = "") -> None:
     """The whole suite: lint, unit tests, integration tests on real namespaces (needs root)."""
     lint(c)
     _python("pytest", "-q", "tests/unit" if unit else "tests", *(["-k", k] if k else []))
+
+
+@task(help={"scenario": "scenario file", "backend": "netns (default) or docker", "out": "run folder"})
+def up(c: Context, scenario: str, backend: str = "netns", out: str | None = None) -> None:
+    """Start a lab and keep it running; prints its nodes, addresses and roles, and its id."""
+    _exit(cli.main(["up", scenario, "--backend", backend] + (["--out", out] if out else [])))
+
+
+@task
+def ps(c: Context) -> None:
+    """List labs: id, scenario, backend, nodes, age, state."""
+    _exit(cli.main(["ps"]))
+
+
+@task(help={"lab": "lab id, id prefix or scenario name", "node": "node name"})
+def shell(c: Context, lab: str, node: str) -> None:
+    """An interactive shell inside a node of a running lab (telnet server 9999 works there)."""
+    _exit(cli.main(["shell", lab, node]))
+
+
+@task(name="exec", help={"lab": "lab id", "node": "node name", "cmd": "the command (quoted)"})
+def exec_(c: Context, lab: str, node: str, cmd: str) -> None:
+    """Run a command inside a node of a running lab (split like a shell would, no shell used)."""
+    import shlex
+
+    _exit(cli.main(["exec", lab, node, "--", *shlex.split(cmd)]))
+
+
+@task(help={"lab": "lab id", "node": "one node (default: all)", "follow": "keep printing"})
+def logs(c: Context, lab: str, node: str | None = None, follow: bool = False) -> None:
+    """The logs of a lab's nodes."""
+    _exit(cli.main(["logs", lab] + ([node] if node else []) + (["-f"] if follow else [])))
+
+
+@task(help={"lab": "lab id"})
+def check(c: Context, lab: str) -> None:
+    """Evaluate the scenario's expectations against the running lab, now (exit 1 if one fails)."""
+    _exit(cli.main(["check", lab]))
+
+
+@task(help={"lab": "lab id"})
+def down(c: Context, lab: str) -> None:
+    """Stop a lab: check its expectations, write its report, tear it down."""
+    _exit(cli.main(["down", lab]))

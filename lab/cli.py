@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lab.errors import LabError, ScenarioError
 
@@ -68,6 +69,38 @@ def cmd_images(base: str = "debootstrap") -> int:
     return 0
 
 
+def _lifecycle(name: str) -> Any:
+    def call(args: argparse.Namespace) -> int:
+        from lab import lifecycle
+
+        if name == "up":
+            return lifecycle.up(args.scenario, args.backend, args.out)
+        if name == "keep":
+            for sig in (signal.SIGINT, signal.SIGTERM):  # recorded by the run's own guard
+                signal.signal(sig, signal.SIG_IGN)
+            return lifecycle.keep(args.scenario, args.backend, args.out, args.status_fd)
+        if name == "ps":
+            return lifecycle.ps()
+        if name == "shell":
+            return lifecycle.shell(args.lab, args.node)
+        if name == "exec":
+            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            if not cmd:
+                print("lab: error: exec needs a command: lab exec LAB NODE -- CMD ...", file=sys.stderr)
+                return 2
+            return lifecycle.exec_in(args.lab, args.node, cmd)
+        if name == "logs":
+            return lifecycle.logs(args.lab, args.node, args.follow)
+        if name == "check":
+            return lifecycle.check(args.lab)
+        return lifecycle.down(args.lab)
+
+    return call
+
+
+LIFECYCLE = {name: _lifecycle(name) for name in ("up", "keep", "ps", "shell", "exec", "logs", "check", "down")}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lab", description="Reproducible network-programming labs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -83,6 +116,31 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--base", default="debootstrap",
                    help="'debootstrap' (default: a Debian base built locally, no registry) or an image, "
                         "e.g. python:3.12-slim")
+    u = sub.add_parser("up", help="start a lab and keep it running (see ps, shell, exec, logs, check, down)")
+    u.add_argument("scenario")
+    u.add_argument("--backend", default="netns")
+    u.add_argument("--out", help="run folder (default: runs/<scenario>-<time>/)")
+    k = sub.add_parser("keep")  # internal: the detached process that holds a lab for `lab up`
+    k.add_argument("scenario")
+    k.add_argument("--backend", default="netns")
+    k.add_argument("--out", required=True)
+    k.add_argument("--status-fd", type=int, required=True)
+    sub.add_parser("ps", help="list labs: id, scenario, backend, nodes, age, state")
+    sh = sub.add_parser("shell", help="an interactive shell inside a node of a running lab")
+    sh.add_argument("lab", help="lab id (or a prefix, or the scenario's name)")
+    sh.add_argument("node")
+    ex = sub.add_parser("exec", help="run a command inside a node: lab exec LAB NODE -- CMD ...")
+    ex.add_argument("lab")
+    ex.add_argument("node")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    lg = sub.add_parser("logs", help="the logs of a lab's nodes (-f: follow)")
+    lg.add_argument("lab")
+    lg.add_argument("node", nargs="?")
+    lg.add_argument("-f", "--follow", action="store_true")
+    ck = sub.add_parser("check", help="evaluate the scenario's expectations against the running lab now")
+    ck.add_argument("lab")
+    dn = sub.add_parser("down", help="stop a lab: check, report, tear down")
+    dn.add_argument("lab")
     b = sub.add_parser("bench", help="time lab against Mininet and docker compose (alternating runs)")
     b.add_argument("--sizes", default="", help="client counts (default: 10,100 for netns, 10,50 for docker)")
     b.add_argument("--backends", default="netns,docker")
@@ -100,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_validate(args.scenarios)
         if args.command == "clean":
             return cmd_clean(args.all)
+        if args.command in LIFECYCLE:
+            return LIFECYCLE[args.command](args)
         if args.command == "images":
             return cmd_images(args.base)
         if args.command == "bench":

@@ -62,9 +62,24 @@ class Execution:
                 s.exited = True
 
     def run(self) -> None:
+        """A one-shot run: every task to its end, then the services are stopped."""
+        self._drive(self._finished)
+        self._stop_services()
+
+    def bring_up(self) -> None:
+        """For a lab that keeps running: every node started, every service ready (or failed)."""
+        self._drive(self._all_up)
+
+    def watch(self, timeout: float) -> None:
+        """Keep track of a running lab (exits, late readiness) for at most `timeout` seconds."""
+        for event in self.backend.poll(timeout):
+            self._handle(event)
+        self.interrupted()
+
+    def _drive(self, done: Callable[[], bool]) -> None:
         deadline = self.t0 + self.plan.timeout
         self._start_unblocked()
-        while not self._finished():
+        while not done():
             now = time.monotonic()
             if now >= deadline:
                 self._hit_deadline()
@@ -74,6 +89,12 @@ class Execution:
             self.interrupted()
             self._check_ready_deadlines()
             self._start_unblocked()
+
+    def _all_up(self) -> bool:
+        return all(s.blocked or (s.started_at is not None and (s.ready_at is not None or s.exited))
+                   for s in self.states.values())
+
+    def stop_all(self) -> None:
         self._stop_services()
 
     # -- scheduling ------------------------------------------------------------------------------

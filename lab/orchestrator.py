@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lab import backends
 from lab.checks import CheckResult, NodeOutcome, evaluate
@@ -66,9 +66,20 @@ def stderr_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+class Holder(Protocol):
+    """Keeps a lab running after bring-up (`lab up`), until a signal (`lab down`) ends it."""
+
+    def up(self, lab_id: str, execution: Execution) -> None: ...
+
+    def update(self, execution: Execution) -> None: ...
+
+
 def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None,
-        progress: Progress = stderr_progress) -> RunResult:
-    """Run a validated scenario; always tears down; returns the result (reports already written)."""
+        progress: Progress = stderr_progress, hold: Holder | None = None) -> RunResult:
+    """Run a validated scenario; always tears down; returns the result (reports already written).
+
+    With `hold`, the lab is brought up, announced, and kept running until SIGINT/SIGTERM; the
+    expectations are then checked against what happened, and everything is torn down."""
     plan = make_plan(scenario)
     journal = Journal(state_dir(), new_lab_id())
     backend = backends.create(backend_name, journal)
@@ -82,14 +93,17 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     t0 = time.monotonic()
     with SignalGuard() as guard:
         journal.open(backend=backend_name, scenario=str(scenario.path), run_dir=str(rundir.root),
-                     name=plan.name)
+                     name=plan.name, kept=hold is not None)
         try:
             backend.up(plan, rundir)
             guard.check()
             progress(f"lab {plan.name}: {len(plan.networks)} network(s), {len(plan.nodes)} node(s) up "
                      f"in {time.monotonic() - t0:.2f}s ({backend_name}, lab {journal.lab_id})")
             execution = Execution(plan, backend, progress, lambda n: log_tail(rundir, n), guard.check)
-            execution.run()
+            if hold is None:
+                execution.run()
+            else:
+                _hold(execution, hold, journal.lab_id, guard)
         except Interrupted as e:
             result.interrupted = e.signum
             progress(f"lab {plan.name}: interrupted (signal {e.signum}), tearing down")
@@ -118,6 +132,21 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     result.results = check(plan, result.states, rundir)
     write_reports(result)
     return result
+
+
+def _hold(execution: Execution, hold: Holder, lab_id: str, guard: SignalGuard) -> None:
+    execution.bring_up()
+    hold.up(lab_id, execution)
+    if execution.timed_out or any(s.failed_start for s in execution.states.values()):
+        execution.stop_all()  # a lab that did not come up is not kept: the report says why
+        return
+    try:
+        while True:
+            execution.watch(0.5)
+            hold.update(execution)
+    except Interrupted:
+        guard.seen.clear()  # the signal is `lab down`: the normal end of a kept lab
+    execution.stop_all()
 
 
 def raise_fd_limit() -> None:

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from lab.backends import EXITED, READY, Event, linux
 from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
@@ -66,9 +67,8 @@ class NetnsBackend:
         self.fabric.wire(plan)
         hosts = self.journal.folder / "hosts"
         hosts.mkdir(exist_ok=True)
-        for n in plan.nodes:
-            if n.argv is not None:
-                (hosts / n.name).write_text(plan.hosts_file(n.name))
+        for n in plan.nodes:  # for programs, and for `lab shell` / `lab exec` into any node
+            (hosts / n.name).write_text(plan.hosts_file(n.name))
 
     # -- processes ---------------------------------------------------------------------------
     def start(self, node: NodePlan) -> bool:
@@ -133,23 +133,8 @@ class NetnsBackend:
             os._exit(code)
 
     def _enter(self, node: NodePlan) -> None:
-        """Move this (child) process into the node: its network, hostname, files and /etc/hosts."""
-        fd = os.open(self.fabric.path(node.name), os.O_RDONLY)
-        linux.setns(fd, linux.CLONE_NEWNET)
-        os.close(fd)
-        if node.argv is not None:
-            linux.unshare(linux.CLONE_NEWUTS | linux.CLONE_NEWNS)
-            linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
-            linux.mount(str(self.journal.folder / "hosts" / node.name), "/etc/hosts", None, linux.MS_BIND)
-            try:  # /sys shows the node's own interfaces, as with `ip netns exec`
-                linux.umount("/sys", linux.MNT_DETACH)
-                linux.mount("sysfs", "/sys", "sysfs", 0)
-            except OSError:
-                pass
-        else:
-            linux.unshare(linux.CLONE_NEWUTS)
-        linux.sethostname(node.name)
-        os.chdir(node.cwd or "/")
+        enter_node(self.fabric.path(node.name), self.journal.folder / "hosts" / node.name, node.name,
+                   str(node.cwd or "/"), full=node.argv is not None)
 
     def _env(self, node: NodePlan, ready_w: int | None) -> dict[str, str]:
         env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
@@ -235,6 +220,27 @@ class NetnsBackend:
         removed = remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
         journal.close()
         return removed
+
+
+def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = True) -> None:
+    """Move this (child) process into a node: its network, hostname, working folder, and (full)
+    a private mount namespace where the lab's hosts file is /etc/hosts and /sys is the node's."""
+    fd = os.open(netns, os.O_RDONLY)
+    linux.setns(fd, linux.CLONE_NEWNET)
+    os.close(fd)
+    if full:
+        linux.unshare(linux.CLONE_NEWUTS | linux.CLONE_NEWNS)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+        linux.mount(str(hosts), "/etc/hosts", None, linux.MS_BIND)
+        try:  # /sys shows the node's own interfaces, as with `ip netns exec`
+            linux.umount("/sys", linux.MNT_DETACH)
+            linux.mount("sysfs", "/sys", "sysfs", 0)
+        except OSError:
+            pass
+    else:
+        linux.unshare(linux.CLONE_NEWUTS)
+    linux.sethostname(hostname)
+    os.chdir(cwd)
 
 
 def _signal_group(pid: int, sig: int) -> None:

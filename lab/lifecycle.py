@@ -1,0 +1,339 @@
+"""Labs that keep running: `lab up`, `ps`, `shell`, `exec`, `logs`, `check`, `down`.
+
+`lab up` validates, checks the environment, then hands the lab to a keeper: a detached `lab keep`
+process (its own session, so the terminal's Ctrl-C does not reach it) that runs the same
+orchestrator as `lab run`, brings every node up, reports on a pipe, and keeps the lab until `lab
+down` sends it SIGTERM. The keeper then checks the expectations, writes the report and tears down,
+as a run would. Every other verb finds the lab from its journal alone (the scenario file may be
+gone, the working directory another).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lab import backends
+from lab.checks import NodeOutcome, evaluate
+from lab.errors import EnvironmentProblem, LabError
+from lab.execution import Execution
+from lab.journal import Journal, journals, state_dir
+from lab.orchestrator import read_log, read_transcript
+from lab.plan import make_plan
+from lab.rundir import RunDir
+from lab.scenario import load_scenario
+
+UP_MARGIN = 60.0  # beyond the scenario's timeout, for the keeper to start and report
+DOWN_TIMEOUT = 60.0
+
+
+class UnknownLab(LabError):
+    exit_code = 2
+
+
+# -- up / keep -------------------------------------------------------------------------------------
+def up(scenario_path: str, backend: str = "netns", out: str | None = None) -> int:
+    scenario = load_scenario(scenario_path)
+    plan = make_plan(scenario)
+    backends.create(backend, Journal(state_dir(), "check")).check(plan)  # before anything exists
+    rundir = RunDir.create(Path(out) if out else None, plan.name)
+    read, write = os.pipe()
+    with open(rundir.file("keeper.log"), "ab") as log:
+        keeper = subprocess.Popen(
+            [sys.executable, "-m", "lab", "keep", str(scenario.path), "--backend", backend,
+             "--out", str(rundir.root), "--status-fd", str(write)],
+            pass_fds=(write,), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    os.close(write)
+    try:
+        status = _read_status(read, plan.timeout + UP_MARGIN)
+    finally:
+        os.close(read)
+    if status is None:
+        keeper.kill()
+        raise EnvironmentProblem(f"the lab did not report within {plan.timeout + UP_MARGIN:.0f}s "
+                                 f"(see {rundir.file('keeper.log')}); `lab clean` removes what is left")
+    if not status["ok"]:  # the keeper tears the lab down: return once nothing is left
+        try:
+            keeper.wait(timeout=DOWN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass
+    _print_up(status, rundir)
+    return 0 if status["ok"] else 1
+
+
+def _read_status(fd: int, timeout: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+        if data.endswith(b"\n"):
+            break
+    try:
+        status: dict[str, Any] = json.loads(data)
+        return status
+    except ValueError:
+        return None
+
+
+def _print_up(status: dict[str, Any], rundir: RunDir) -> None:
+    print(f"{'NODE':<16} {'ADDRESSES':<34} {'RUNS':<28} STATE")
+    for n in status["nodes"]:
+        addresses = ", ".join(f"{a} ({i})" for i, a in n["addresses"].items())
+        print(f"{n['name']:<16} {addresses:<34} {n['runs'][:28]:<28} {n['state']}")
+    lab_id = status["id"]
+    if status["ok"]:
+        print(f"lab {lab_id} is up ({status['backend']}): lab shell {lab_id} NODE | lab exec {lab_id} NODE -- CMD "
+              f"| lab logs {lab_id} | lab check {lab_id} | lab down {lab_id}")
+    else:
+        print(f"lab {lab_id} did not come up: {'; '.join(status['failures'])} (torn down; logs in {rundir.root})")
+
+
+class StatusHolder:
+    """The keeper's side: announce the lab on the status fd, keep status.json current."""
+
+    def __init__(self, fd: int, backend: str):
+        self.fd, self.backend = fd, backend
+        self.journal_folder: Path | None = None
+        self.last = ""
+
+    def up(self, lab_id: str, execution: Execution) -> None:
+        self.journal_folder = state_dir() / lab_id
+        failures = [f"{s.plan.name}: {s.note}" for s in execution.states.values() if s.failed_start]
+        if execution.timed_out:
+            failures.append(f"not up within {execution.plan.timeout:g}s")
+        status = {"id": lab_id, "ok": not failures, "failures": failures, "backend": self.backend,
+                  "nodes": [_node_row(s) for s in execution.states.values()]}
+        self.update(execution)
+        try:
+            os.write(self.fd, (json.dumps(status) + "\n").encode())
+            os.close(self.fd)
+        except OSError:
+            pass  # `lab up` gave up waiting: the lab still runs, `lab ps` shows it
+
+    def update(self, execution: Execution) -> None:
+        if self.journal_folder is None:
+            return
+        text = json.dumps({s.plan.name: _node_status(s) for s in execution.states.values()})
+        if text != self.last and self.journal_folder.exists():
+            tmp = self.journal_folder / "status.json.tmp"
+            tmp.write_text(text)
+            tmp.rename(self.journal_folder / "status.json")
+            self.last = text
+
+
+def _node_row(s: Any) -> dict[str, Any]:
+    n = s.plan
+    runs = n.role or (" ".join(n.argv) if n.argv else "(host)")
+    state = ("not started: " + s.note) if s.blocked else (s.note or ("exited " + str(s.exit_code) if s.exited
+                                                                      and n.runs_something else "up"))
+    return {"name": n.name, "addresses": {i.name: str(i.address) for i in n.interfaces}, "runs": runs,
+            "state": state}
+
+
+def _node_status(s: Any) -> dict[str, Any]:
+    return {"started": s.started_at is not None and not s.blocked, "ready": s.ready_at is not None,
+            "exited": s.exited and s.plan.runs_something, "exit_code": s.exit_code, "note": s.note}
+
+
+def keep(scenario_path: str, backend: str, out: str, status_fd: int) -> int:
+    from lab import orchestrator
+
+    scenario = load_scenario(scenario_path)
+    result = orchestrator.run(scenario, backend, Path(out), hold=StatusHolder(status_fd, backend))
+    return result.exit_code
+
+
+# -- finding a lab ---------------------------------------------------------------------------------
+def find(ref: str) -> Journal:
+    """A lab by id, id prefix, or scenario name (when one running lab has it)."""
+    labs = journals()
+    exact = [j for j in labs if j.lab_id == ref]
+    if exact:
+        return exact[0]
+    matches = [j for j in labs if j.lab_id.startswith(ref)] or [j for j in labs if j.meta().get("name") == ref]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(f"{j.lab_id} ({j.meta().get('name', '?')})" for j in labs) or "none"
+    what = "ambiguous" if matches else "unknown"
+    raise UnknownLab(f"{what} lab {ref!r} (labs: {known})")
+
+
+def _plan_json(j: Journal) -> dict[str, Any]:
+    run_dir = j.meta().get("run_dir")
+    if not run_dir:
+        raise UnknownLab(f"lab {j.lab_id} has no run folder recorded")
+    data: dict[str, Any] = json.loads((Path(run_dir) / "plan.json").read_text())
+    return data
+
+
+def _node(j: Journal, name: str) -> dict[str, Any]:
+    nodes = {n["name"]: n for n in _plan_json(j)["nodes"]}
+    if name not in nodes:
+        raise UnknownLab(f"lab {j.lab_id} has no node {name!r} (nodes: {', '.join(nodes)})")
+    return nodes[name]
+
+
+# -- ps / shell / exec / logs / check / down -------------------------------------------------------
+def ps() -> int:
+    labs = journals()
+    if not labs:
+        print("no labs")
+        return 0
+    print(f"{'ID':<10} {'SCENARIO':<16} {'BACKEND':<8} {'NODES':>5} {'AGE':>8}  {'STATE':<8} RUN FOLDER")
+    for j in labs:
+        meta = j.meta()
+        try:
+            nodes = len(_plan_json(j)["nodes"])
+        except (LabError, OSError, ValueError):
+            nodes = 0
+        age = time.time() - float(meta.get("started", time.time()))
+        state = ("kept" if meta.get("kept") else "running") if j.alive() else "dead (lab clean)"
+        print(f"{j.lab_id:<10} {meta.get('name', '?'):<16} {meta.get('backend', '?'):<8} {nodes:>5} "
+              f"{_age(age):>8}  {state:<8} {meta.get('run_dir', '')}")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def exec_in(ref: str, node: str, argv: list[str], interactive: bool = False) -> int:
+    """Run a command inside a node (a shell when `interactive`), attached to this terminal."""
+    j = find(ref)
+    info = _node(j, node)
+    backend = j.meta().get("backend", "netns")
+    cwd = "/lab/files" if backend == "docker" and info.get("cwd") else (info.get("cwd") or "/")
+    if backend == "docker":
+        if _status(j).get(node, {}).get("exited"):
+            raise UnknownLab(f"node {node!r} of lab {j.lab_id} has finished, and its container with it: "
+                             "on the docker backend, exec and shell work in running nodes")
+        tty = ["-it"] if interactive and sys.stdin.isatty() else ["-i"]
+        os.execvp("docker", ["docker", "exec", *tty, "-w", cwd, f"lab-{j.lab_id}-{node}", *argv])
+    from lab.backends.netns import enter_node
+
+    netns = f"/run/netns/lab-{j.lab_id}-{node}"
+    if not os.path.exists(netns):
+        raise UnknownLab(f"lab {j.lab_id} has no running node {node!r}")
+    env = {**os.environ, "LAB_NODE": node, "LAB_ID": j.lab_id, "HOSTNAME": node}
+    if interactive:
+        env["PS1"] = f"[lab {j.lab_id}] {node}:\\w# "
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs or exits
+        try:
+            enter_node(netns, j.folder / "hosts" / node, node, cwd)
+            os.execvpe(argv[0], argv, env)
+        except BaseException as e:  # noqa: BLE001
+            print(f"lab: {node}: {argv[0]}: {e}", file=sys.stderr, flush=True)
+        os._exit(127)
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the command, like in a shell
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+def shell(ref: str, node: str) -> int:
+    return exec_in(ref, node, [os.environ.get("LAB_SHELL", "/bin/bash"), "-i"], interactive=True)
+
+
+def logs(ref: str, node: str | None = None, follow: bool = False) -> int:
+    j = find(ref)
+    rundir = RunDir(Path(j.meta()["run_dir"]))
+    names = [node] if node else [n["name"] for n in _plan_json(j)["nodes"]]
+    paths = {n: rundir.log(n) for n in names}
+    offsets = {n: 0 for n in names}
+
+    def show() -> None:
+        for name, path in paths.items():
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offsets[name])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            offsets[name] += len(data)
+            for line in data.decode(errors="replace").splitlines():
+                print(f"{name} | {line}" if len(names) > 1 else line, flush=True)
+
+    show()
+    while follow and j.folder.exists():  # until the lab goes down (or Ctrl-C)
+        time.sleep(0.2)
+        show()
+    return 0
+
+
+def check(ref: str) -> int:
+    """Evaluate the scenario's expectations against the running lab, now."""
+    from lab.report import MAX_FAILURES_SHOWN
+
+    j = find(ref)
+    plan = _plan_json(j)
+    rundir = RunDir(Path(j.meta()["run_dir"]))
+    status = _status(j)
+    failed = 0
+    for e in plan["expect"]:
+        outcomes = [_outcome(rundir, n, status.get(n, {})) for n in e["nodes"]]
+        results = evaluate(e["check"], e["params"], outcomes)
+        bad = [r for r in results if not r.passed]
+        failed += len(bad)
+        summary = results[0].detail if len(results) == 1 else f"{len(results) - len(bad)}/{len(results)} passed"
+        print(f"{e['label']:<28} {'pass' if not bad else 'FAIL':<5} {summary}")
+        for r in bad[:MAX_FAILURES_SHOWN] if len(results) > 1 else []:
+            print(f"{'':<28} {'':<5} {r.node}: {r.detail}")
+    return 0 if failed == 0 else 1
+
+
+def _status(j: Journal) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads((j.folder / "status.json").read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def _outcome(rundir: RunDir, name: str, st: dict[str, Any]) -> NodeOutcome:
+    return NodeOutcome(name=name, started=bool(st.get("started", True)), exit_code=st.get("exit_code"),
+                       stopped_by_lab=False, note=str(st.get("note", "")),
+                       transcript=read_transcript(rundir.transcript(name)), log=read_log(rundir.log(name)))
+
+
+def down(ref: str) -> int:
+    j = find(ref)
+    meta = j.meta()
+    run_dir = meta.get("run_dir", "")
+    if j.alive():
+        os.kill(int(meta["pid"]), signal.SIGTERM)
+        deadline = time.monotonic() + DOWN_TIMEOUT
+        while j.folder.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if j.folder.exists():  # the keeper is gone (or stuck): remove from the journal alone
+        backends.clean(j)
+    report = Path(run_dir) / "report.json"
+    if report.exists():
+        data = json.loads(report.read_text())
+        verdict = "PASSED" if data["passed"] else "FAILED"
+        bad = [f"{c['check']} {c['node']}" for c in data["checks"] if not c["passed"]]
+        print(f"lab {j.lab_id} is down: {verdict}" + (f" ({', '.join(bad[:5])})" if bad else "")
+              + f" -> {run_dir}")
+    else:
+        print(f"lab {j.lab_id} is down")
+    return 0

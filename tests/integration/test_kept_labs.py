@@ -1,0 +1,64 @@
+"""Labs that keep running: up, ps, exec, shell, logs, check, down, on both backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import ROOT, lab
+
+
+def _id_of(stdout: str) -> str:
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("lab ") and " is up " in ln)
+    return line.split()[1]
+
+
+def test_up_exec_check_down(backend: str, lab_image: None, tmp_path: Path) -> None:
+    up = lab("up", "scenarios/exercise-echo.yaml", "--backend", backend, "--out", str(tmp_path / "r"))
+    assert up.returncode == 0, up.stdout + up.stderr
+    lab_id = _id_of(up.stdout)
+    assert "10.0.5.10/24 (eth0)" in up.stdout and "python3 echo_server.py" in up.stdout
+    try:
+        ps = lab("ps")
+        assert lab_id in ps.stdout and "exercise-echo" in ps.stdout and backend in ps.stdout
+        # a real client program inside a node, by name, while the lab runs
+        ex = lab("exec", lab_id, "server", "--", "sh", "-c", "hostname; printf 'hi there\\r\\n' | nc -q 1 server 9999")
+        assert ex.returncode == 0, ex.stderr
+        assert ex.stdout.splitlines() == ["server", "hi there"]
+        code = lab("exec", lab_id[:4], "server", "--", "sh", "-c", "exit 7")
+        assert code.returncode == 7
+        shell = lab_stdin(["shell", "exercise-echo", "server"], "echo inside-$(hostname)\nexit 0\n")
+        assert "inside-server" in shell
+        logs = lab("logs", lab_id, "server")
+        assert "Socket listening" in logs.stdout
+        check = lab("check", lab_id)
+        assert check.returncode == 0, check.stdout
+        assert "echo client" in check.stdout and "FAIL" not in check.stdout
+    finally:
+        down = lab("down", lab_id)
+    assert down.returncode == 0 and "is down: PASSED" in down.stdout, down.stdout + down.stderr
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["passed"] and report["backend"] == backend
+    assert lab("ps").stdout.strip() == "no labs"
+
+
+def test_up_of_a_broken_lab_says_why_and_leaves_nothing(backend: str, lab_image: None, tmp_path: Path) -> None:
+    up = lab("up", "tests/integration/scenarios/broken-crash.yaml", "--backend", backend,
+             "--out", str(tmp_path / "r"))
+    assert up.returncode == 1
+    assert "did not come up" in up.stdout and "listne" in up.stdout
+    assert lab("ps").stdout.strip() == "no labs"
+
+
+def test_unknown_lab_is_a_clear_error() -> None:
+    done = lab("down", "nosuchlab")
+    assert done.returncode == 2 and "unknown lab 'nosuchlab'" in done.stderr
+
+
+def lab_stdin(args: list[str], text: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "lab", *args], input=text, capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    return done.stdout + done.stderr
