@@ -31,7 +31,12 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.path}: " if self.path else ""
-        return f"{self.loc}: error: {where}{self.message}"
+        return one_line(f"{self.loc}: error: {where}{self.message}")
+
+
+def one_line(text: str) -> str:
+    """Control characters (from hostile input) shown escaped: a problem is always one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class LabError(Exception):

@@ -8,6 +8,7 @@ was awaited.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -213,7 +214,10 @@ def _code(code: int | None) -> str:
 class SignalGuard:
     """SIGINT and SIGTERM are recorded, never raised asynchronously: the run looks at them at safe
     points (between polls, between starts), so no bookkeeping is ever cut in half and teardown is
-    never skipped. One guard covers a whole run, teardown included."""
+    never skipped. One guard covers a whole run, teardown included.
+
+    The one exception is the user who insists: a second SIGINT (Ctrl-C again) makes the process
+    leave at once, exit 130. The journal is kept then, so `lab clean` can finish the job."""
 
     def __init__(self) -> None:
         self.seen: list[int] = []
@@ -229,6 +233,9 @@ class SignalGuard:
             signal.signal(sig, handler)
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in self.seen:
+            os.write(2, b"lab: second Ctrl-C: leaving now; `lab clean` removes what is left\n")
+            os._exit(130)
         self.seen.append(signum)
 
     def check(self) -> None:

@@ -313,6 +313,8 @@ class DockerBackend:
             _remove_containers(self.client, self.journal)
             self.fabric.remove()
             self.journal.close()
+            if self.client is not None:
+                self.client.close()
 
     def _collect_logs(self) -> None:
         """What containers printed before their agent took over their output (or instead of it)."""
@@ -342,9 +344,13 @@ class DockerBackend:
             client = connect()
         except EnvironmentProblem:
             client = None
-        removed = _remove_containers(client, journal)
-        removed += remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
-        journal.close()
+        try:
+            removed = _remove_containers(client, journal)
+            removed += remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
+            journal.close()
+        finally:
+            if client is not None:
+                client.close()
         return removed
 
 

@@ -101,6 +101,10 @@ class NetnsBackend:
             keep = ready_w if ready_w is not None else 2
             os.closerange(3, keep)
             os.closerange(keep + 1, 1 << 16)
+            # The parent's sys.stdout may be anything (a pytest capture, a pipe): the child's is the log.
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115
             os.setsid()
             linux.set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != parent:  # the orchestrator died before the line above took effect

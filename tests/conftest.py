@@ -1,0 +1,37 @@
+"""The leak guard: the test session fails if anything of any lab is left on the host at its end.
+
+It runs in the process that ends the session (the xdist controller when tests run in parallel),
+after every test, so it sees what the per-test checks cannot when labs run side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def leftovers() -> list[str]:
+    found = []
+    netns = Path("/run/netns")
+    if netns.is_dir():
+        found += [f"namespace {p.name}" for p in netns.iterdir() if p.name.startswith("lab-")]
+    if Path(os.environ.get("LAB_STATE_DIR", "/run/lab")).exists():
+        found.append("state folder /run/lab")
+    if shutil.which("docker"):
+        out = subprocess.run(["docker", "ps", "-a", "--filter", "label=lab.id", "--format", "{{.Names}}"],
+                             capture_output=True, text=True).stdout
+        found += [f"container {name}" for name in out.split()]
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput") or os.geteuid() != 0:
+        return  # an xdist worker (the controller checks once all are done), or no lab could run
+    left = leftovers()
+    if left:
+        print(f"\nLEAK GUARD: the test session left lab resources on the host: {', '.join(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
