@@ -54,6 +54,13 @@ def cmd_clean(everything: bool = False) -> int:
             print(f"kept lab {j.lab_id} ({j.meta().get('name', '?')}): still running (use --all)")
             continue
         name = j.meta().get("name", "?")
+        if j.alive():  # --all: ask its owner to tear down first, as `lab down` does
+            from lab.lifecycle import stop_owner
+
+            if stop_owner(j):
+                found += 1
+                print(f"stopped lab {j.lab_id} ({name})")
+                continue
         removed = backends.clean(j)
         found += 1
         print(f"cleaned lab {j.lab_id} ({name}): removed {len(removed)} resource(s)")

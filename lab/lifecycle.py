@@ -316,15 +316,28 @@ def _outcome(rundir: RunDir, name: str, st: dict[str, Any]) -> NodeOutcome:
                        transcript=read_transcript(rundir.transcript(name)), log=read_log(rundir.log(name)))
 
 
+def stop_owner(j: Journal) -> bool:
+    """SIGTERM to the lab's owner (a keeper, or a `lab run`); True once it has torn the lab down."""
+    try:
+        os.kill(int(j.meta()["pid"]), signal.SIGTERM)
+    except (ProcessLookupError, KeyError, ValueError):
+        return not j.folder.exists()
+    deadline = time.monotonic() + DOWN_TIMEOUT
+    while j.folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not j.folder.exists()
+
+
 def down(ref: str) -> int:
-    j = find(ref)
+    try:
+        j = find(ref)
+    except UnknownLab as e:  # idempotent: a second `down` finds nothing to do
+        print(f"nothing to do: {e}")
+        return 0
     meta = j.meta()
     run_dir = meta.get("run_dir", "")
     if j.alive():
-        os.kill(int(meta["pid"]), signal.SIGTERM)
-        deadline = time.monotonic() + DOWN_TIMEOUT
-        while j.folder.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        stop_owner(j)
     if j.folder.exists():  # the keeper is gone (or stuck): remove from the journal alone
         backends.clean(j)
     report = Path(run_dir) / "report.json"

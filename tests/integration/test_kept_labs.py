@@ -50,9 +50,20 @@ def test_up_of_a_broken_lab_says_why_and_leaves_nothing(backend: str, lab_image:
     assert lab("ps").stdout.strip() == "no labs"
 
 
-def test_unknown_lab_is_a_clear_error() -> None:
-    done = lab("down", "nosuchlab")
+def test_unknown_lab_is_a_clear_error_and_down_is_idempotent() -> None:
+    done = lab("check", "nosuchlab")
     assert done.returncode == 2 and "unknown lab 'nosuchlab'" in done.stderr
+    again = lab("down", "nosuchlab")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_clean_all_stops_a_kept_lab(tmp_path: Path) -> None:
+    up = lab("up", "scenarios/greeting.yaml", "--out", str(tmp_path / "r"))
+    assert up.returncode == 0, up.stderr
+    done = lab("clean", "--all")
+    assert done.returncode == 0 and "stopped lab" in done.stdout, done.stdout + done.stderr
+    assert lab("ps").stdout.strip() == "no labs"
+    assert (tmp_path / "r" / "report.json").exists()
 
 
 def lab_stdin(args: list[str], text: str) -> str:
