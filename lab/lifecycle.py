@@ -24,7 +24,7 @@ from lab import backends
 from lab.checks import NodeOutcome, evaluate
 from lab.errors import EnvironmentProblem, LabError
 from lab.execution import Execution
-from lab.journal import Journal, journals, state_dir
+from lab.journal import Journal, journals, process_start, state_dir
 from lab.orchestrator import read_log, read_transcript
 from lab.plan import make_plan
 from lab.rundir import RunDir
@@ -318,12 +318,15 @@ def _outcome(rundir: RunDir, name: str, st: dict[str, Any]) -> NodeOutcome:
 
 def stop_owner(j: Journal) -> bool:
     """SIGTERM to the lab's owner (a keeper, or a `lab run`); True once it has torn the lab down."""
+    meta = j.meta()
     try:
-        os.kill(int(j.meta()["pid"]), signal.SIGTERM)
+        pid = int(meta["pid"])
+        os.kill(pid, signal.SIGTERM)
     except (ProcessLookupError, KeyError, ValueError):
         return not j.folder.exists()
+    # Done when the owner has exited (its report is written by then), not just its journal gone.
     deadline = time.monotonic() + DOWN_TIMEOUT
-    while j.folder.exists() and time.monotonic() < deadline:
+    while process_start(pid) == meta.get("pid_start") and time.monotonic() < deadline:
         time.sleep(0.05)
     return not j.folder.exists()
 

@@ -79,8 +79,10 @@ def junit(result: RunResult) -> ET.Element:
 
 def write_reports(result: RunResult) -> None:
     root = result.rundir.root
-    (root / "report.json").write_text(json.dumps(to_json(result), indent=2) + "\n")
+    tmp = root / ".report.json.tmp"  # atomic: a reader never sees half a report
+    tmp.write_text(json.dumps(to_json(result), indent=2) + "\n")
     ET.ElementTree(junit(result)).write(root / "junit.xml", encoding="unicode", xml_declaration=True)
+    tmp.rename(root / "report.json")
 
 
 def table(result: RunResult) -> str:

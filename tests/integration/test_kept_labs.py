@@ -73,3 +73,25 @@ def lab_stdin(args: list[str], text: str) -> str:
     done = subprocess.run([sys.executable, "-m", "lab", *args], input=text, capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
     return done.stdout + done.stderr
+
+
+def test_up_twice_gives_two_independent_labs(tmp_path: Path) -> None:
+    ids = []
+    for k in range(2):
+        up = lab("up", "scenarios/greeting.yaml", "--out", str(tmp_path / f"r{k}"))
+        assert up.returncode == 0, up.stderr
+        ids.append(_id_of(up.stdout))
+    try:
+        assert ids[0] != ids[1]
+        ps = lab("ps").stdout
+        assert ids[0] in ps and ids[1] in ps
+        ambiguous = lab("check", "greeting")
+        assert ambiguous.returncode == 2 and "ambiguous" in ambiguous.stderr
+        # each lab is its own world: the same static address answers in both
+        for lab_id in ids:
+            done = lab("exec", lab_id, "server", "--", "sh", "-c", "nc -w 1 10.0.2.10 12345 </dev/null")
+            assert "Thank you for connecting" in done.stdout, done.stderr
+    finally:
+        for lab_id in ids:
+            lab("down", lab_id)
+    assert lab("ps").stdout.strip() == "no labs"
