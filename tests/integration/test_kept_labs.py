@@ -95,3 +95,20 @@ def test_up_twice_gives_two_independent_labs(tmp_path: Path) -> None:
         for lab_id in ids:
             lab("down", lab_id)
     assert lab("ps").stdout.strip() == "no labs"
+
+
+def test_logs_follow_ends_with_the_lab(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    up = lab("up", "scenarios/exercise-echo.yaml", "--out", str(tmp_path / "r"))
+    assert up.returncode == 0, up.stderr
+    lab_id = _id_of(up.stdout)
+    follow = subprocess.Popen([sys.executable, "-m", "lab", "logs", lab_id, "-f"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert lab("down", lab_id).returncode == 0
+        out, _ = follow.communicate(timeout=10)  # follows until the lab is gone, then ends by itself
+    finally:
+        follow.kill()
+    assert "server | Socket listening" in out and "prober | hi" in out
