@@ -31,6 +31,12 @@ def validate(c: Context, scenario: list[str]) -> None:
     _exit(cli.cmd_validate(scenario or ["scenarios/echo.yaml"]))
 
 
+@task(help={"scenario": "scenario file", "out": "SVG file to write (default: stdout)"})
+def graph(c: Context, scenario: str, out: str | None = None) -> None:
+    """Draw a scenario's topology as SVG: networks, nodes and their addresses (nothing is created)."""
+    _exit(cli.main(["graph", scenario] + (["-o", out] if out else [])))
+
+
 @task(name="clean", help={"all": "also labs whose process still runs"})
 def clean_(c: Context, all: bool = False) -> None:  # noqa: A002 - the flag is --all
     """Remove what dead labs left behind, found by their journals (never by name patterns)."""

@@ -44,6 +44,20 @@ def cmd_validate(scenarios: Sequence[str]) -> int:
     return code
 
 
+def cmd_graph(scenario: str, out: str | None = None) -> int:
+    """The scenario's topology as SVG (networks, nodes, addresses), to a file or stdout."""
+    from lab.html_report import topology_svg
+    from lab.plan import make_plan
+    from lab.scenario import load_scenario
+
+    svg = topology_svg(make_plan(load_scenario(scenario))) + "\n"
+    if out:
+        Path(out).write_text(svg, encoding="utf-8")
+    else:
+        sys.stdout.write(svg)
+    return 0
+
+
 def cmd_clean(everything: bool = False) -> int:
     from lab import backends
     from lab.journal import journals
@@ -117,6 +131,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run folder (default: runs/<scenario>-<time>/)")
     v = sub.add_parser("validate", help="check scenario files without running anything")
     v.add_argument("scenarios", nargs="+")
+    g = sub.add_parser("graph", help="draw a scenario's topology as SVG (nothing is created)")
+    g.add_argument("scenario")
+    g.add_argument("-o", "--out", help="SVG file to write (default: stdout)")
     c = sub.add_parser("clean", help="remove what dead labs left behind (by their journals only)")
     c.add_argument("--all", action="store_true", help="also labs whose process still runs")
     i = sub.add_parser("images", help="build the node image for container backends (cached by content)")
@@ -163,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args.scenario, args.backend, args.out)
         if args.command == "validate":
             return cmd_validate(args.scenarios)
+        if args.command == "graph":
+            return cmd_graph(args.scenario, args.out)
         if args.command == "clean":
             return cmd_clean(args.all)
         if args.command in LIFECYCLE:

@@ -52,6 +52,7 @@ class NodePlan:
     after: tuple[str, ...]  # concrete node names that must be ready first
     service: bool  # keeps running until teardown (servers); otherwise a task the run waits for
     image: str | None = None
+    stdin: tuple[tuple[str, str | float], ...] | None = None  # scripted input for a program
 
     @property
     def runs_something(self) -> bool:
@@ -128,6 +129,7 @@ def _node_json(n: NodePlan) -> dict[str, Any]:
         "ready": {"kind": n.ready.kind, "port": n.ready.port, "timeout": n.ready.timeout},
         "after": list(n.after),
         "service": n.service,
+        "stdin": [list(step) for step in n.stdin] if n.stdin is not None else None,
     }
 
 
@@ -220,7 +222,7 @@ def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],
         name=host, group=node.name, interfaces=interfaces, routes=node.routes,
         forwarding=node.forwarding, role=node.role, params=dict(node.params), argv=node.run,
         cwd=node.files, env=dict(node.env), ready=ready, after=after, service=service,
-        image=node.image,
+        image=node.image, stdin=node.stdin,
     )
 
 

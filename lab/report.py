@@ -8,6 +8,8 @@ import xml.etree.ElementTree as ET
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+from lab.html_report import write_html
+
 if TYPE_CHECKING:
     from lab.orchestrator import RunResult
 
@@ -83,6 +85,7 @@ def write_reports(result: RunResult) -> None:
     tmp.write_text(json.dumps(to_json(result), indent=2) + "\n")
     ET.ElementTree(junit(result)).write(root / "junit.xml", encoding="unicode", xml_declaration=True)
     tmp.rename(root / "report.json")
+    write_html(result)
 
 
 def table(result: RunResult) -> str:

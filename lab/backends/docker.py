@@ -164,6 +164,8 @@ class DockerBackend:
             spec.update(role=node.role, params=node.params)
         elif node.argv:
             spec.update(argv=list(node.argv))
+            if node.stdin is not None:
+                spec.update(stdin=[list(step) for step in node.stdin])
         else:
             spec.update(idle=True)
         return spec

@@ -22,6 +22,7 @@ from lab.errors import EnvironmentProblem
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
 from lab.roles import run_role
+from lab.roles.stdin import feed
 from lab.rundir import RunDir
 
 KILL_WAIT = 5.0  # after SIGKILL, a process stuck in the kernel is given up on (down() sweeps again)
@@ -113,6 +114,8 @@ class NetnsBackend:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             self._enter(node)
+            if node.stdin is not None:  # scripted input instead of /dev/null
+                os.dup2(feed([list(step) for step in node.stdin]), 0)
             env = self._env(node, ready_w)
             if node.role is not None:
                 os.environ.clear()

@@ -51,17 +51,21 @@ def main() -> int:
         os.environ["LAB_READY_FILE"] = spec["ready"]
         code = run_role(spec["role"], spec["params"], spec["transcript"])
     else:
-        code = supervise([str(a) for a in spec["argv"]])
+        code = supervise([str(a) for a in spec["argv"]], spec.get("stdin"))
     _write_exit(spec, code)
     return code
 
 
-def supervise(argv: list[str]) -> int:
+def supervise(argv: list[str], stdin: list[list[Any]] | None = None) -> int:
     """Run the program as a child of this init: forward signals, reap orphans, return its code."""
     child = os.fork()
     if child == 0:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
+        if stdin is not None:  # scripted input, like a person at the terminal
+            from lab.roles.stdin import feed
+
+            os.dup2(feed(stdin), 0)
         try:
             os.execvp(argv[0], argv)
         except FileNotFoundError:

@@ -62,6 +62,7 @@ class Node:
     replicas: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     image: str | None = None
+    stdin: tuple[tuple[str, str | float], ...] | None = None  # ("send", text) / ("wait", seconds)
 
 
 @dataclass(frozen=True)

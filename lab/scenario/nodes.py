@@ -33,7 +33,7 @@ from lab.scenario.values import (
 )
 
 NODE_KEYS = ("networks", "routes", "forwarding", "role", "with", "run", "files", "ready", "after",
-             "replicas", "env", "image")
+             "replicas", "env", "image", "stdin")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
@@ -80,6 +80,7 @@ def check_node(s: Scope, name: str, raw: Any, replicas: int | None) -> Node | No
         replicas=replicas,
         env=_env(c, path + ("env",), body["env"]) if "env" in body else {},
         image=c.check(path + ("image",), body["image"], string) if "image" in body else None,
+        stdin=_stdin(c, path, body) if "stdin" in body else None,
     )
 
 
@@ -269,6 +270,44 @@ def _ready(c: Checker, path: KeyPath, body: dict[str, Any]) -> tuple[int | None,
     tcp = c.check(path + ("ready", "tcp"), ready["tcp"], port) if "tcp" in ready else None
     timeout = c.check(path + ("ready", "timeout"), ready.get("timeout", 10.0), duration, True)
     return tcp, 10.0 if timeout is None else timeout
+
+
+def _stdin(c: Checker, path: KeyPath, body: dict[str, Any]) -> tuple[tuple[str, str | float], ...] | None:
+    """Scripted input for a program, like a person at its terminal: a text, or steps
+    (`- "text"`, `- {send: "text"}`, `- {wait: 0.5s}`); the program then sees end of input."""
+    path = path + ("stdin",)
+    if "run" not in body:
+        c.error(path, "stdin is for run nodes (programs); built-in roles take their input from `with`",
+                at_key=True)
+        return None
+    value = body["stdin"]
+    if isinstance(value, str):
+        return (("send", value),)
+    if not isinstance(value, list):
+        c.error(path, f"stdin must be a text or a list of steps (text, {{send: TEXT}} or {{wait: DURATION}}), "
+                      f"not {type(value).__name__}")
+        return None
+    steps: list[tuple[str, str | float]] = []
+    for i, item in enumerate(value):
+        where = path + (i,)
+        if isinstance(item, str):
+            steps.append(("send", item))
+            continue
+        step = c.mapping(where, item, ("send", "wait"))
+        if step is None:
+            continue
+        if len(step) != 1:
+            c.error(where, "a stdin step is exactly one of send: TEXT or wait: DURATION")
+            continue
+        if "send" in step:
+            text = c.check(where + ("send",), step["send"], string)
+            if text is not None:
+                steps.append(("send", text))
+        else:
+            seconds = c.check(where + ("wait",), step["wait"], duration)
+            if seconds is not None:
+                steps.append(("wait", seconds))
+    return tuple(steps)
 
 
 def _after(s: Scope, name: str, path: KeyPath, value: Any) -> tuple[str, ...]:
