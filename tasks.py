@@ -120,3 +120,13 @@ def check(c: Context, lab: str) -> None:
 def down(c: Context, lab: str) -> None:
     """Stop a lab: check its expectations, write its report, tear it down."""
     _exit(cli.main(["down", lab]))
+
+
+@task(help={"scenario": "the exercise's scenario", "submissions": "folder with one entry per student",
+            "node": "the node each submission replaces", "jobs": "labs at once", "out": "grades folder",
+            "backend": "netns (default) or docker"})
+def grade(c: Context, scenario: str, submissions: str, node: str, jobs: int = 4, out: str | None = None,
+          backend: str = "netns") -> None:
+    """Grade submissions: each runs as its own lab; grades.json, grades.csv and an index page."""
+    _exit(cli.main(["grade", scenario, submissions, "--node", node, "--jobs", str(jobs), "--backend", backend]
+                   + (["--out", out] if out else [])))

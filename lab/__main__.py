@@ -1,5 +1,10 @@
 import sys
 
-from lab.cli import main
+try:  # a Ctrl-C while the program is still being imported is an interruption, not a traceback
+    from lab.cli import main
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:
+    sys.stderr.write("lab: interrupted\n")
+    code = 130
+sys.exit(code)

@@ -140,6 +140,13 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--base", default="debootstrap",
                    help="'debootstrap' (default: a Debian base built locally, no registry) or an image, "
                         "e.g. python:3.12-slim")
+    g = sub.add_parser("grade", help="grade submissions: each replaces a node's files, runs as its own lab")
+    g.add_argument("scenario")
+    g.add_argument("submissions", help="a folder: one entry (folder or single file) per student")
+    g.add_argument("--node", required=True, help="the node whose files: each submission replaces")
+    g.add_argument("--jobs", type=int, default=4)
+    g.add_argument("--out", help="grades folder (default grades/<scenario>-<time>/)")
+    g.add_argument("--backend", default="netns")
     u = sub.add_parser("up", help="start a lab and keep it running (see ps, shell, exec, logs, check, down)")
     u.add_argument("scenario")
     u.add_argument("--backend", default="netns")
@@ -184,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_graph(args.scenario, args.out)
         if args.command == "clean":
             return cmd_clean(args.all)
+        if args.command == "grade":
+            from lab.grading import grade
+
+            return grade(args.scenario, args.submissions, args.node, args.jobs, args.out, args.backend)
         if args.command in LIFECYCLE:
             return LIFECYCLE[args.command](args)
         if args.command == "images":

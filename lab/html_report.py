@@ -64,7 +64,7 @@ def topology_svg(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
     each node to each of its networks. `verdicts` (node -> pass|fail) colours the nodes."""
     verdicts = verdicts or {}
     longest = max([len(line) for n in plan.nodes for line in _node_lines(n)] + [12])
-    box_w = min(longest * 7 + 16, WIDTH - 2 * MARGIN)
+    box_w = min(longest * 15 // 2 + 16, WIDTH - 2 * MARGIN)
     per_line = max(1, (WIDTH - 2 * MARGIN + GAP) // (box_w + GAP))
     boxes: dict[str, tuple[int, int, int]] = {}  # node -> x, y, height
     bars: dict[str, int] = {}  # network -> y
@@ -219,6 +219,7 @@ document.querySelectorAll('#topology g.node').forEach(function (g) {
     if (log) { log.open = true; log.scrollIntoView(); }
   });
 });
+document.documentElement.setAttribute('data-script', 'ok');
 """
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import backends
-from lab.checks import NodeOutcome, evaluate
+from lab.checks import CheckResult, NodeOutcome, evaluate
 from lab.errors import EnvironmentProblem, LabError
 from lab.execution import Execution
 from lab.journal import Journal, journals, process_start, state_dir
@@ -40,6 +40,14 @@ class UnknownLab(LabError):
 
 # -- up / keep -------------------------------------------------------------------------------------
 def up(scenario_path: str, backend: str = "netns", out: str | None = None) -> int:
+    status, rundir = bring_up(scenario_path, backend, out)
+    _print_up(status, rundir)
+    return 0 if status["ok"] else 1
+
+
+def bring_up(scenario_path: str, backend: str = "netns", out: str | None = None) -> tuple[dict[str, Any], RunDir]:
+    """`lab up` as a library call: the keeper's status ({"id", "ok", "failures", "backend", "nodes"})
+    and the run folder. A lab that did not come up (`ok` false) is already torn down."""
     scenario = load_scenario(scenario_path)
     plan = make_plan(scenario)
     backends.create(backend, Journal(state_dir(), "check")).check(plan)  # before anything exists
@@ -64,8 +72,7 @@ def up(scenario_path: str, backend: str = "netns", out: str | None = None) -> in
             keeper.wait(timeout=DOWN_TIMEOUT)
         except subprocess.TimeoutExpired:
             pass
-    _print_up(status, rundir)
-    return 0 if status["ok"] else 1
+    return status, rundir
 
 
 def _read_status(fd: int, timeout: float) -> dict[str, Any] | None:
@@ -285,21 +292,33 @@ def check(ref: str) -> int:
     """Evaluate the scenario's expectations against the running lab, now."""
     from lab.report import MAX_FAILURES_SHOWN
 
+    failed = 0
+    for label, results in check_now(ref):
+        bad = [r for r in results if not r.passed]
+        failed += len(bad)
+        summary = results[0].detail if len(results) == 1 else f"{len(results) - len(bad)}/{len(results)} passed"
+        print(f"{label:<28} {'pass' if not bad else 'FAIL':<5} {summary}")
+        for r in bad[:MAX_FAILURES_SHOWN] if len(results) > 1 else []:
+            print(f"{'':<28} {'':<5} {r.node}: {r.detail}")
+    return 0 if failed == 0 else 1
+
+
+def check_now(ref: str) -> list[tuple[str, list[CheckResult]]]:
+    """Each expectation's label and its results per node, evaluated against the running lab now."""
     j = find(ref)
     plan = _plan_json(j)
     rundir = RunDir(Path(j.meta()["run_dir"]))
     status = _status(j)
-    failed = 0
+    checked = []
     for e in plan["expect"]:
         outcomes = [_outcome(rundir, n, status.get(n, {})) for n in e["nodes"]]
-        results = evaluate(e["check"], e["params"], outcomes)
-        bad = [r for r in results if not r.passed]
-        failed += len(bad)
-        summary = results[0].detail if len(results) == 1 else f"{len(results) - len(bad)}/{len(results)} passed"
-        print(f"{e['label']:<28} {'pass' if not bad else 'FAIL':<5} {summary}")
-        for r in bad[:MAX_FAILURES_SHOWN] if len(results) > 1 else []:
-            print(f"{'':<28} {'':<5} {r.node}: {r.detail}")
-    return 0 if failed == 0 else 1
+        checked.append((str(e["label"]), evaluate(e["check"], e["params"], outcomes)))
+    return checked
+
+
+def node_status(ref: str) -> dict[str, Any]:
+    """The keeper's view of each node ({"started", "ready", "exited", "exit_code", "note"})."""
+    return _status(find(ref))
 
 
 def _status(j: Journal) -> dict[str, Any]:
@@ -327,8 +346,18 @@ def stop_owner(j: Journal) -> bool:
     # Done when the owner has exited (its report is written by then), not just its journal gone.
     deadline = time.monotonic() + DOWN_TIMEOUT
     while process_start(pid) == meta.get("pid_start") and time.monotonic() < deadline:
+        _reap(pid)
         time.sleep(0.05)
     return not j.folder.exists()
+
+
+def _reap(pid: int) -> None:
+    """The owner may be a child of this process (a keeper started by `bring_up` in a library
+    caller, e.g. the pytest fixture): collect its exit, or it stays a zombie that looks alive."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child: its parent (or init) collects it
 
 
 def down(ref: str) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lab import backends
+from lab.backends.netns import MAX_OUTPUT
 from lab.checks import CheckResult, NodeOutcome, evaluate
 from lab.errors import Interrupted, LabError
 from lab.execution import Execution, NodeState, Progress, SignalGuard
@@ -210,4 +211,10 @@ def read_log(path: Path) -> str:
 def log_tail(rundir: RunDir, name: str) -> str:
     """The last non-empty line a node printed (evidence for start failures)."""
     lines = [ln.strip() for ln in read_log(rundir.log(name))[-4096:].splitlines() if ln.strip()]
-    return lines[-1][:200] if lines else ""
+    last = lines[-1][:200] if lines else ""
+    try:
+        if rundir.log(name).stat().st_size >= MAX_OUTPUT:
+            return f"output limit of {MAX_OUTPUT // 2**20} MiB reached; last: {last[:80]}"
+    except OSError:
+        pass
+    return last

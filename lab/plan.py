@@ -76,6 +76,8 @@ class ExpectationPlan:
     nodes: tuple[str, ...]  # concrete node names
     params: dict[str, Any]
     label: str  # e.g. "echo client" (the expectation as written, for reports)
+    points: float = 1.0
+    hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ class Plan:
             "networks": [{"name": n.name, "subnet": str(n.subnet)} for n in self.networks],
             "nodes": [_node_json(n) for n in self.nodes],
             "expect": [
-                {"check": e.check, "nodes": list(e.nodes), "params": e.params, "label": e.label}
+                {"check": e.check, "nodes": list(e.nodes), "params": e.params, "label": e.label,
+                 "points": e.points, "hint": e.hint}
                 for e in self.expect
             ],
         }
@@ -180,7 +183,7 @@ def make_plan(scenario: Scenario) -> Plan:
         networks=tuple(NetworkPlan(n.name, n.subnet) for n in scenario.networks),
         nodes=tuple(bare),
         expect=tuple(
-            ExpectationPlan(k, e.check, expand(e.nodes, groups), dict(e.params), labels[k])
+            ExpectationPlan(k, e.check, expand(e.nodes, groups), dict(e.params), labels[k], e.points, e.hint)
             for k, e in enumerate(scenario.expect)
         ),
         folder=scenario.folder,

@@ -27,11 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker.types
+
 import lab
 from lab import images
 from lab.backends import EXITED, LAUNCHED, READY, Event, linux
 from lab.backends.engine import api_error, connect
 from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
+from lab.backends.netns import MAX_OUTPUT
 from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for
@@ -139,9 +142,10 @@ class DockerBackend:
                "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", **node.env}
         api = self.client.api
         try:
+            limits = [docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT)] if node.argv else []
             host = api.create_host_config(
                 network_mode="none", cap_drop=["ALL"], cap_add=["NET_BIND_SERVICE"],
-                security_opt=["no-new-privileges"], binds=volumes,
+                security_opt=["no-new-privileges"], binds=volumes, ulimits=limits,
                 extra_hosts={n.name: str(address_for(node, n)) for n in plan.nodes})
             box.id = api.create_container(
                 node.image or self.image, name=box.name, hostname=node.name, environment=env,

@@ -8,6 +8,7 @@ also gets a private mount namespace, where the lab's hosts file is bound over /e
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -26,6 +27,7 @@ from lab.roles.stdin import feed
 from lab.rundir import RunDir
 
 KILL_WAIT = 5.0  # after SIGKILL, a process stuck in the kernel is given up on (down() sweeps again)
+MAX_OUTPUT = 16 * 1024 * 1024  # bytes a program may write to any one file (its log included)
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "TZ")
 
 
@@ -114,6 +116,8 @@ class NetnsBackend:
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, set())
             self._enter(node)
+            if node.argv is not None:  # a program that floods its output is stopped (SIGXFSZ), not the disk
+                resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT, MAX_OUTPUT))
             if node.stdin is not None:  # scripted input instead of /dev/null
                 os.dup2(feed([list(step) for step in node.stdin]), 0)
             env = self._env(node, ready_w)

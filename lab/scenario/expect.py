@@ -44,13 +44,27 @@ def _item(c: Checker, path: KeyPath, item: Any, refs: Refs) -> Expectation | Non
     if split is None:
         return None
     nodes_path, nodes_value, given = split
+    grading = _grading(c, here, given)
     targets = _targets(c, nodes_path, nodes_value, refs, check)
     params = check_params(c, here, given, CHECK_PARAMS[check], refs, f"check {check}", here)
-    if targets is None or params is None:
+    if targets is None or params is None or grading is None:
         return None
     if not _consistent(c, here, check, params, targets):
         return None
-    return Expectation(check, targets[0], params, c.source.value_loc(path))
+    return Expectation(check, targets[0], params, c.source.value_loc(path), *grading)
+
+
+def _grading(c: Checker, here: KeyPath, given: dict[str, Any]) -> tuple[float, str] | None:
+    """`points:` (a number >= 0, default 1) and `hint:` (text shown when the check fails)."""
+    points, hint = given.pop("points", 1), given.pop("hint", "")
+    ok = True
+    if isinstance(points, bool) or not isinstance(points, (int, float)) or not 0 <= points <= 1000:
+        c.error(here + ("points",), f"points must be a number from 0 to 1000, not {show(str(points))}")
+        ok = False
+    if not isinstance(hint, str):
+        c.error(here + ("hint",), "hint must be a text")
+        ok = False
+    return (float(points), hint) if ok else None
 
 
 def _split(c: Checker, here: KeyPath, check: str, body: Any) -> tuple[KeyPath, Any, dict[str, Any]] | None:
@@ -61,7 +75,7 @@ def _split(c: Checker, here: KeyPath, check: str, body: Any) -> tuple[KeyPath, A
             c.error(here, f"{check} needs parameters: {LONG_FORM[check]}")
             return None
         return here, body, {}
-    body = c.mapping(here, body, ("nodes", *schema), required=("nodes",), what="parameter")
+    body = c.mapping(here, body, ("nodes", *schema, "points", "hint"), required=("nodes",), what="parameter")
     if body is None or "nodes" not in body:
         return None
     given = {k: v for k, v in body.items() if k != "nodes"}

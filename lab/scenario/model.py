@@ -73,6 +73,8 @@ class Expectation:
     nodes: tuple[str, ...]
     params: dict[str, Any]
     loc: Location
+    points: float = 1.0  # for grading
+    hint: str = ""  # shown when the check fails (grading)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,3 @@
+"""A submission that floods its output (and never serves)."""
+while True:
+    print("spam " * 200)

@@ -1,0 +1,108 @@
+"""report.html and `lab graph`: the topology drawing, escaping of hostile text, the log cap."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from lab.checks import CheckResult
+from lab.cli import main
+from lab.html_report import LOG_SHOW_LIMIT, topology_svg, write_html
+from lab.orchestrator import RunResult, Verdict
+from lab.plan import make_plan
+from lab.rundir import RunDir
+from lab.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+SVG = "{http://www.w3.org/2000/svg}"
+HOSTILE = "</script><script>alert(1)</script>"
+
+
+def _nodes(svg: str) -> dict[str, ET.Element]:
+    tree = ET.fromstring(svg)  # well-formed XML, or this raises
+    return {g.get("data-node", ""): g for g in tree.iter(f"{SVG}g") if g.get("class") == "node"}
+
+
+def test_topology_has_every_node_network_and_link() -> None:
+    plan = make_plan(load_scenario(ROOT / "scenarios" / "http-get.yaml"))
+    svg = topology_svg(plan)
+    nodes = _nodes(svg)
+    assert set(nodes) == {"web", "router", "browser"}
+    assert all(g.get("data-verdict") == "none" for g in nodes.values())
+    for net in plan.networks:
+        assert f"{net.name} {net.subnet}" in svg
+    for node in plan.nodes:
+        for iface in node.interfaces:
+            assert str(iface.address.ip) in "".join(nodes[node.name].itertext())
+    links = {(ln.get("data-node"), ln.get("data-network")) for ln in ET.fromstring(svg).iter(f"{SVG}line")}
+    assert links == {("web", "dmz"), ("router", "dmz"), ("router", "office"), ("browser", "office")}
+
+
+def test_topology_boxes_never_overlap_at_scale() -> None:
+    plan = make_plan(load_scenario(ROOT / "scenarios" / "scale.yaml"))
+    verdicts = {n.name: "pass" for n in plan.nodes[:3]} | {plan.nodes[3].name: "fail"}
+    nodes = _nodes(topology_svg(plan, verdicts))
+    assert len(nodes) == len(plan.nodes) > 100
+    assert [nodes[n.name].get("data-verdict") for n in plan.nodes[:5]] == ["pass"] * 3 + ["fail", "none"]
+    boxes = []
+    for g in nodes.values():
+        r = g.find(f"{SVG}rect")
+        assert r is not None
+        boxes.append(tuple(float(r.get(k, "0")) for k in ("x", "y", "width", "height")))
+    for i, (x, y, w, h) in enumerate(boxes):
+        for x2, y2, w2, h2 in boxes[i + 1:]:
+            assert x + w <= x2 or x2 + w2 <= x or y + h <= y2 or y2 + h2 <= y
+
+
+def _fake_run(tmp_path: Path) -> RunResult:
+    plan = make_plan(load_scenario(ROOT / "scenarios" / "echo.yaml"))
+    rundir = RunDir.create(tmp_path / "run", plan.name)
+    t = time.time()
+    events = [
+        {"t": t, "event": "start", "role": "telnet-client"},
+        {"t": t + 0.01, "event": "connected", "conn": 1, "peer": "10.0.1.10:9999"},
+        {"t": t + 0.02, "event": "sent", "conn": 1, "data": HOSTILE + "\r\n"},
+        {"t": t + 0.03, "event": "received", "conn": 1, "data_b64": "AAEC"},
+        {"t": t + 0.04, "event": "error", "conn": 1, "kind": "reset", "during": "reply", "message": "<b>x</b>"},
+    ]
+    rundir.transcript("client-1").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"cut')
+    rundir.log("client-1").write_text("<img src=x onerror=alert(1)>\n")
+    rundir.log("server").write_text("x" * (LOG_SHOW_LIMIT + 50_000))
+    results = [Verdict("echo client", CheckResult("echo", "client-1", False, f"got {HOSTILE!r}")),
+               Verdict("echo client", CheckResult("echo", "client-2", True, "ok"))]
+    return RunResult(plan, rundir, "netns", "abcd1234", t, duration=1.5, results=results)
+
+
+def test_report_escapes_hostile_text_and_caps_logs(tmp_path: Path) -> None:
+    path = write_html(_fake_run(tmp_path))
+    assert path == tmp_path / "run" / "report.html"
+    page = path.read_text()
+    assert page.count("<script") == 1 and "alert(1)</script>" not in page
+    assert "<img" not in page and "<b>x</b>" not in page
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;\\r\\n" in page  # the sent data, \r\n visible
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "(binary, base64) AAEC" in page
+    assert 'class="check fail" data-node="client-1"' in page and 'class="check pass" data-node="client-2"' in page
+    assert 'data-node="client-1" data-verdict="fail"' in page
+    assert 'data-node="client-2" data-verdict="pass"' in page and 'data-node="server" data-verdict="none"' in page
+    assert "+0.020s" in page and 'id="seq-client-1"' in page
+    assert f"cut: showing the first 256 KiB of {LOG_SHOW_LIMIT + 50_000} bytes" in page
+    assert LOG_SHOW_LIMIT < len(page) < LOG_SHOW_LIMIT + 40_000
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched
+    assert not list((tmp_path / "run").glob(".*tmp"))
+
+
+def test_graph_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.svg"
+    assert main(["graph", str(ROOT / "scenarios" / "http-get.yaml"), "-o", str(out)]) == 0
+    assert set(_nodes(out.read_text())) == {"web", "router", "browser"}
+    assert main(["graph", str(ROOT / "scenarios" / "echo.yaml")]) == 0
+    assert set(_nodes(capsys.readouterr().out)) == {"server", "client-1", "client-2", "client-3"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nnetworks: {lan: {subnet: 10.0.0.0/24}}\nnodes:\n  a: {networks: [lan], rol: x}\n")
+    assert main(["graph", str(bad)]) == 2
+    assert "rol" in capsys.readouterr().err
