@@ -56,11 +56,25 @@ PAIRINGS = {
 DEFAULT_SIZES = {"netns": [10, 100], "docker": [10, 50]}
 
 
-def _timed(argv: list[str]) -> tuple[float, bool, str]:
+def _timed(argv: list[str]) -> tuple[float, bool, str, int]:
+    """(seconds, succeeded, last line printed, pid): the pid names what a peer script created."""
     t = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    tail = (done.stdout + done.stderr).strip().splitlines()
-    return time.monotonic() - t, done.returncode == 0, tail[-1] if tail else ""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=600)
+    tail = (out + err).strip().splitlines()
+    return time.monotonic() - t, proc.returncode == 0, tail[-1] if tail else "", proc.pid
+
+
+def _remove_compose_leftovers(project: str) -> None:
+    """What a compose peer run left (its `down` can fail under load): found by the project label of
+    the run this benchmark started, never by a name pattern."""
+    label = f"label=com.docker.compose.project={project}"
+    for kind in ("container", "network"):
+        ids = subprocess.run(["docker", kind, "ls", "-q", *(["-a"] if kind == "container" else []),
+                              "--filter", label], capture_output=True, text=True).stdout.split()
+        if ids:
+            rm = ["docker", "rm", "-f"] if kind == "container" else ["docker", "network", "rm"]
+            subprocess.run(rm + ids, capture_output=True)
 
 
 def default_peers() -> Path:
@@ -104,13 +118,15 @@ def _compare(backend: str, pairing: Pairing, script: Path | None, n: int,
         scenario = Path(tmp) / f"bench-{n}.yaml"
         scenario.write_text(SCENARIO.format(n=n))
         for k in range(rounds):
-            t, good, last = _timed([sys.executable, "-m", "lab", "run", str(scenario), "--backend", backend,
-                                    "--out", f"{tmp}/run-{k}"])
+            t, good, last, _ = _timed([sys.executable, "-m", "lab", "run", str(scenario), "--backend", backend,
+                                       "--out", f"{tmp}/run-{k}"])
             ok &= good
             lab_times.append(t)
             print(f"  {backend:<6} N={n:<4} round {k + 1}: lab {t:6.2f}s {'ok' if good else 'FAILED: ' + last}")
             if script is not None:
-                t, good, last = _timed(["bash", str(script), str(n)])
+                t, good, last, pid = _timed(["bash", str(script), str(n)])
+                if pairing.peer == "compose":  # compose_echo.sh names its project peerecho$$
+                    _remove_compose_leftovers(f"peerecho{pid}")
                 peer_times.append(t)
                 print(f"  {backend:<6} N={n:<4} round {k + 1}: {pairing.peer} {t:6.2f}s {last}")
     return statistics.median(lab_times), statistics.median(peer_times) if peer_times else None, ok

@@ -81,11 +81,6 @@ class Journal:
         tmp.write_text(json.dumps(meta))
         tmp.rename(self.folder / "meta.json")  # atomic: `lab clean` never reads half a file
 
-    def record(self, kind: str, name: str, **extra: Any) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"kind": kind, "name": name, **extra}) + "\n")
-            f.flush()
-
     def record_many(self, kind: str, names: list[str]) -> None:
         with open(self.path, "a") as f:
             f.write("".join(json.dumps({"kind": kind, "name": n}) + "\n" for n in names))

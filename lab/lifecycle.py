@@ -232,10 +232,13 @@ def exec_in(ref: str, node: str, argv: list[str], interactive: bool = False) -> 
             raise UnknownLab(f"node {node!r} of lab {j.lab_id} has finished, and its container with it: "
                              "on the docker backend, exec and shell work in running nodes")
         tty = ["-it"] if interactive and sys.stdin.isatty() else ["-i"]
-        os.execvp("docker", ["docker", "exec", *tty, "-w", cwd, f"lab-{j.lab_id}-{node}", *argv])
+        from lab.backends.docker import container_name
+
+        os.execvp("docker", ["docker", "exec", *tty, "-w", cwd, container_name(j.lab_id, node), *argv])
+    from lab.backends.fabric import Fabric
     from lab.backends.netns import enter_node
 
-    netns = f"/run/netns/lab-{j.lab_id}-{node}"
+    netns = Fabric(j).path(node)
     if not os.path.exists(netns):
         raise UnknownLab(f"lab {j.lab_id} has no running node {node!r}")
     env = {**os.environ, "LAB_NODE": node, "LAB_ID": j.lab_id, "HOSTNAME": node}

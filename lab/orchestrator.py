@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lab import backends
-from lab.backends.netns import MAX_OUTPUT
 from lab.checks import CheckResult, NodeOutcome, evaluate
 from lab.errors import Interrupted, LabError
 from lab.execution import Execution, NodeState, Progress, SignalGuard
 from lab.journal import Journal, new_lab_id, state_dir
 from lab.plan import Plan, make_plan
 from lab.report import write_reports
-from lab.rundir import RunDir
+from lab.rundir import MAX_OUTPUT, RunDir
 from lab.scenario.model import Scenario
 
 LOG_READ_LIMIT = 16 * 1024 * 1024  # checks read at most this much of a node's log (a flood is cut)

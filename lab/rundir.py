@@ -6,6 +6,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# Bytes a node's program may write to any one file, its log in the run folder included: a program
+# that floods its output is stopped (EFBIG/SIGXFSZ) instead of filling the disk. Every backend
+# applies it (RLIMIT_FSIZE).
+MAX_OUTPUT = 16 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class RunDir:

@@ -34,11 +34,10 @@ from lab import images
 from lab.backends import EXITED, LAUNCHED, READY, Event, linux
 from lab.backends.engine import api_error, connect
 from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
-from lab.backends.netns import MAX_OUTPUT
 from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for
-from lab.rundir import RunDir
+from lab.rundir import MAX_OUTPUT, RunDir
 
 CONTAINER = "container"  # journal kind
 WORKERS = 16  # concurrent API calls (the engine serialises some work; more does not help)
@@ -105,7 +104,7 @@ class DockerBackend:
         containers are still being created.
         """
         self.rundir = rundir
-        self.boxes = {n.name: _Box(n, f"lab-{self.journal.lab_id}-{n.name}") for n in plan.nodes}
+        self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name)) for n in plan.nodes}
         self.journal.record_many(CONTAINER, [b.name for b in self.boxes.values()])
         self.fabric.create_bridges(plan)
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lab-docker")
@@ -379,6 +378,11 @@ def _remove_containers(client: Any, journal: Journal) -> list[str]:
 
     with ThreadPoolExecutor(WORKERS) as pool:
         return list(pool.map(remove, found))
+
+
+def container_name(lab_id: str, node: str) -> str:
+    """The container of a lab's node (its `lab.id` label, not this name, marks it as the lab's)."""
+    return f"lab-{lab_id}-{node}"
 
 
 def _start_order(plan: Plan) -> list[str]:

@@ -24,10 +24,9 @@ from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
 from lab.roles import run_role
 from lab.roles.stdin import feed
-from lab.rundir import RunDir
+from lab.rundir import MAX_OUTPUT, RunDir
 
 KILL_WAIT = 5.0  # after SIGKILL, a process stuck in the kernel is given up on (down() sweeps again)
-MAX_OUTPUT = 16 * 1024 * 1024  # bytes a program may write to any one file (its log included)
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "TZ")
 
 

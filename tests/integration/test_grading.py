@@ -5,17 +5,34 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from pathlib import Path
 
-from .conftest import HERE, lab
+from .conftest import HERE, ROOT, lab
 
 EXPECTED = {"alice": 5, "bob": 2, "carol": 0, "dave": 0, "eve": 0}
+# Each student's work: folders, or single files (which take the name of the program the node runs).
+SUBMISSIONS = {
+    "alice/echo_server.py": ROOT / "scenarios" / "exercises" / "echo_server.py",  # threaded: right
+    "bob.py": HERE / "scenarios" / "one_at_a_time.py",
+    "carol/echo_server.py": HERE / "scenarios" / "crash.py",
+    "dave/echo_server.py": HERE / "scenarios" / "silent.py",
+    "eve.py": HERE / "scenarios" / "flood.py",
+}
+
+
+def _submissions(folder: Path) -> Path:
+    for name, source in SUBMISSIONS.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, folder / name)
+    return folder
 
 
 def _grade(backend: str, out: Path) -> dict[str, dict]:
+    submissions = _submissions(out.parent / f"{out.name}-submissions")
     t = time.monotonic()
-    done = lab("grade", str(HERE / "grading" / "exercise.yaml"), str(HERE / "grading" / "submissions"),
+    done = lab("grade", str(ROOT / "scenarios" / "grade-echo.yaml"), str(submissions),
                "--node", "server", "--jobs", "5", "--backend", backend, "--out", str(out), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert time.monotonic() - t < 90  # five labs at once, each bounded by the scenario's 15 s

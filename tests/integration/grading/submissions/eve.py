@@ -1,3 +1,0 @@
-"""A submission that floods its output (and never serves)."""
-while True:
-    print("spam " * 200)
