@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from invoke import Context, task
+from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from lab import cli
@@ -19,10 +19,12 @@ def _exit(code: int) -> None:
         raise Exit(code=code)
 
 
-@task(help={"scenario": "scenario file", "backend": "netns (default) or docker", "out": "run folder"})
-def run(c: Context, scenario: str, backend: str = "netns", out: str | None = None) -> None:
+@task(help={"scenario": "scenario file", "backend": "netns (default), docker or swarm", "out": "run folder",
+            "cluster": "cluster file for --backend swarm"})
+def run(c: Context, scenario: str, backend: str = "netns", out: str | None = None,
+        cluster: str | None = None) -> None:
     """Run a scenario: up, run, check, report, down (exit 0 all expectations hold, 1 some failed)."""
-    _exit(cli.cmd_run(scenario, backend, out))
+    _exit(cli.cmd_run(scenario, backend, out, cluster))
 
 
 @task(iterable=["scenario"], help={"scenario": "scenario file (repeatable)"})
@@ -130,3 +132,23 @@ def grade(c: Context, scenario: str, submissions: str, node: str, jobs: int = 4,
     """Grade submissions: each runs as its own lab; grades.json, grades.csv and an index page."""
     _exit(cli.main(["grade", scenario, submissions, "--node", node, "--jobs", str(jobs), "--backend", backend]
                    + (["--out", out] if out else [])))
+
+
+@task(help={"hosts": "number of hosts (Docker engines)", "name": "cluster name", "file": "cluster file to write"})
+def cluster_up(c: Context, hosts: int = 3, name: str = "sim", file: str = "cluster.yaml") -> None:
+    """Start a simulated cluster (Docker engines in containers, in a swarm) and write its cluster file."""
+    _exit(cli.cmd_cluster("up", hosts, name, file))
+
+
+@task(help={"name": "cluster name", "file": "cluster file to remove"})
+def cluster_down(c: Context, name: str = "sim", file: str = "cluster.yaml") -> None:
+    """Remove a simulated cluster (its hosts, network and cluster file)."""
+    _exit(cli.cmd_cluster("down", name=name, file=file))
+
+
+_cluster = Collection("cluster")
+_cluster.add_task(cluster_up, "up")
+_cluster.add_task(cluster_down, "down")
+del cluster_up, cluster_down  # reached as cluster.up / cluster.down only
+ns = Collection.from_module(sys.modules[__name__])
+ns.add_collection(_cluster)

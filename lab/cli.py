@@ -12,8 +12,9 @@ from typing import Any
 from lab.errors import LabError, ScenarioError
 
 
-def cmd_run(scenario: str, backend: str = "netns", out: str | None = None) -> int:
+def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, cluster: str | None = None) -> int:
     from lab import orchestrator
+    from lab.backends import Options
     from lab.report import table
     from lab.scenario import load_scenario
 
@@ -22,7 +23,8 @@ def cmd_run(scenario: str, backend: str = "netns", out: str | None = None) -> in
     # is decided, and a late Ctrl-C must not turn it into a traceback or a different exit code.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    result = orchestrator.run(loaded, backend, Path(out) if out else None)
+    options = Options(cluster=Path(cluster) if cluster else None)
+    result = orchestrator.run(loaded, backend, Path(out) if out else None, options=options)
     print(table(result))
     return result.exit_code
 
@@ -62,7 +64,7 @@ def cmd_clean(everything: bool = False) -> int:
     from lab import backends
     from lab.journal import journals
 
-    found = 0
+    found, failed = 0, False
     for j in journals():
         if j.alive() and not everything:
             print(f"kept lab {j.lab_id} ({j.meta().get('name', '?')}): still running (use --all)")
@@ -75,18 +77,34 @@ def cmd_clean(everything: bool = False) -> int:
                 found += 1
                 print(f"stopped lab {j.lab_id} ({name})")
                 continue
-        removed = backends.clean(j)
         found += 1
+        try:
+            removed = backends.clean(j)
+        except LabError as e:  # one lab's unreachable host does not stop the others' cleaning
+            print(f"lab: error: lab {j.lab_id} ({name}): {e}", file=sys.stderr)
+            failed = True
+            continue
         print(f"cleaned lab {j.lab_id} ({name}): removed {len(removed)} resource(s)")
     if not found:
         print("nothing to clean")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_images(base: str = "debootstrap") -> int:
     from lab.images import build
 
     build(base)
+    return 0
+
+
+def cmd_cluster(action: str, hosts: int = 3, name: str = "sim", file: str = "cluster.yaml") -> int:
+    """`lab cluster up|down`: a simulated cluster of Docker engines on this machine."""
+    from lab import simcluster
+
+    if action == "up":
+        simcluster.up(hosts, name, Path(file))
+    else:
+        simcluster.down(name, Path(file))
     return 0
 
 
@@ -127,8 +145,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="bring a scenario up, run it, check it, tear it down")
     r.add_argument("scenario")
-    r.add_argument("--backend", default="netns", help="where hosts live: netns (default) or docker")
+    r.add_argument("--backend", default="netns", help="where hosts live: netns (default), docker or swarm")
     r.add_argument("--out", help="run folder (default: runs/<scenario>-<time>/)")
+    r.add_argument("--cluster", help="cluster file (hosts' Docker endpoints) for --backend swarm")
+    cl = sub.add_parser("cluster", help="a simulated cluster on this machine: Docker engines in containers, "
+                                        "joined into a swarm (for --backend swarm)")
+    cl.add_argument("action", choices=("up", "down"))
+    cl.add_argument("--hosts", type=int, default=3)
+    cl.add_argument("--name", default="sim")
+    cl.add_argument("--file", default="cluster.yaml", help="the cluster file to write (up) or remove (down)")
     v = sub.add_parser("validate", help="check scenario files without running anything")
     v.add_argument("scenarios", nargs="+")
     g = sub.add_parser("graph", help="draw a scenario's topology as SVG (nothing is created)")
@@ -184,7 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "run":
-            return cmd_run(args.scenario, args.backend, args.out)
+            return cmd_run(args.scenario, args.backend, args.out, args.cluster)
+        if args.command == "cluster":
+            return cmd_cluster(args.action, args.hosts, args.name, args.file)
         if args.command == "validate":
             return cmd_validate(args.scenarios)
         if args.command == "graph":

@@ -244,6 +244,13 @@ def render(result: RunResult) -> str:
     order = sorted(plan.nodes, key=lambda n: n.service)  # clients first, then the servers
     sequences = "".join(_sequence(n.name, read_transcript(rundir.transcript(n.name))) for n in order)
     logs = "".join(_log(n.name, rundir.log(n.name), read_log) for n in plan.nodes if n.runs_something)
+    hosts = "".join(
+        f"<tr><td>{esc(n)}</td><td>{esc(p.host)}</td><td>{esc(p.endpoint)}</td>"
+        f"<td>{p.clock_offset * 1000:+.1f} ms &plusmn; {p.uncertainty * 1000:.1f}</td></tr>"
+        for n, p in result.placements.items())
+    if hosts:
+        hosts = ('<h2>Hosts</h2><table id="hosts"><thead><tr><th>node</th><th>host</th><th>endpoint</th>'
+                 f"<th>host clock offset (corrected in checks)</th></tr></thead><tbody>{hosts}</tbody></table>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; \
@@ -256,6 +263,7 @@ id="status">{status}</span></h1>
 <span>started: {esc(started)}</span><span>duration: <b>{result.duration:.2f}s</b></span>\
 <span>exit code: {result.exit_code}</span></p>{"".join(notes)}</header>
 <h2>Topology</h2><div id="topology-box">{topology_svg(plan, node_verdicts(result))}</div>
+{hosts}
 <h2>Expectations</h2><label><input type="checkbox" id="only-failed"> only failures</label>
 <table id="checks"><thead><tr><th>expectation</th><th>check</th><th>node</th><th>result</th><th>detail</th></tr>\
 </thead><tbody>{checks}</tbody></table>

@@ -29,12 +29,13 @@ ROLES = Path(__file__).resolve().parent / "roles"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 LOCAL_BASE = "debootstrap"
+HOST_PACKAGES = "host-packages.txt"
 
 Progress = Callable[[str], None]
 
 
-def packages() -> list[str]:
-    lines = (IMAGES / "packages.txt").read_text().splitlines()
+def packages(listing: str = "packages.txt") -> list[str]:
+    lines = (IMAGES / listing).read_text().splitlines()
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
 
 
@@ -45,7 +46,7 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:12]
 
 
-def _payload() -> list[tuple[str, bytes]]:
+def payload() -> list[tuple[str, bytes]]:
     """The files copied into the image: the lab package marker and the role programs."""
     files = [("lab/__init__.py", b'"""lab role programs (image copy)."""\n')]
     for path in sorted(ROLES.glob("*.py")):
@@ -57,9 +58,29 @@ def base_tag() -> str:
     return f"lab-base:{SUITE}-{_digest(SUITE.encode(), MIRROR.encode(), ' '.join(packages()).encode())}"
 
 
+def host_tag() -> str:
+    """The simulated cluster's host image: Debian with its Docker engine (docker-in-docker)."""
+    listing = " ".join(packages(HOST_PACKAGES)).encode()
+    return f"lab-host:{SUITE}-{_digest(SUITE.encode(), MIRROR.encode(), listing)}"
+
+
+def build_host(progress: Progress = print) -> str:
+    """Build (or find) the host image of `lab cluster up`; returns its tag."""
+    client = connect()
+    try:
+        tag = host_tag()
+        if exists(client, tag):
+            progress(f"image {tag} is up to date")
+        else:
+            _debootstrap_base(client, tag, packages(HOST_PACKAGES), progress)
+        return tag
+    finally:
+        client.close()
+
+
 def node_tag(base: str = LOCAL_BASE) -> str:
     parts = [base.encode(), (IMAGES / "Dockerfile.in").read_bytes(), " ".join(packages()).encode()]
-    parts += [name.encode() + data for name, data in _payload()]
+    parts += [name.encode() + data for name, data in payload()]
     return f"lab-node:{_digest(*parts)}"
 
 
@@ -85,7 +106,7 @@ def build(base: str = LOCAL_BASE, progress: Progress = print) -> str:
     if base == LOCAL_BASE:
         base_image = base_tag()
         if not exists(client, base_image):
-            _debootstrap_base(client, base_image, progress)
+            _debootstrap_base(client, base_image, packages(), progress)
         install = ""
     else:
         base_image = base
@@ -107,7 +128,7 @@ def build(base: str = LOCAL_BASE, progress: Progress = print) -> str:
 def _context(dockerfile: str) -> io.BytesIO:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in [("Dockerfile", dockerfile.encode()), *_payload()]:
+        for name, data in [("Dockerfile", dockerfile.encode()), *payload()]:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tar.addfile(info, io.BytesIO(data))
@@ -115,14 +136,14 @@ def _context(dockerfile: str) -> io.BytesIO:
     return buf
 
 
-def _debootstrap_base(client: Any, tag: str, progress: Progress) -> None:
+def _debootstrap_base(client: Any, tag: str, listing: list[str], progress: Progress) -> None:
     if shutil.which("debootstrap") is None:
         raise EnvironmentProblem("debootstrap is needed to build the image without a registry: "
                                  "apt-get install debootstrap (or use --base IMAGE)")
     progress(f"building {tag} from Debian's packages (debootstrap {SUITE}, about a minute)")
     t = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lab-rootfs-") as root:
-        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(packages())}", SUITE, root, MIRROR]
+        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(listing)}", SUITE, root, MIRROR]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
         if done.returncode != 0:
             tail = (done.stdout + done.stderr).strip().splitlines()[-3:]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lab import backends
+from lab.backends import Placement
 from lab.checks import CheckResult, NodeOutcome, evaluate
 from lab.errors import Interrupted, LabError
 from lab.execution import Execution, NodeState, Progress, SignalGuard
@@ -48,6 +49,7 @@ class RunResult:
     error: str = ""
     timed_out: bool = False
     interrupted: int = 0  # the signal number, or 0
+    placements: dict[str, Placement] = field(default_factory=dict)  # node -> host (multi-host backends)
 
     @property
     def passed(self) -> bool:
@@ -75,14 +77,15 @@ class Holder(Protocol):
 
 
 def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None,
-        progress: Progress = stderr_progress, hold: Holder | None = None) -> RunResult:
+        progress: Progress = stderr_progress, hold: Holder | None = None,
+        options: backends.Options | None = None) -> RunResult:
     """Run a validated scenario; always tears down; returns the result (reports already written).
 
     With `hold`, the lab is brought up, announced, and kept running until SIGINT/SIGTERM; the
     expectations are then checked against what happened, and everything is torn down."""
     plan = make_plan(scenario)
     journal = Journal(state_dir(), new_lab_id())
-    backend = backends.create(backend_name, journal)
+    backend = backends.create(backend_name, journal, options)
     backend.check(plan)  # environment problems surface before anything is created
     raise_fd_limit()
     rundir = RunDir.create(out, plan.name)
@@ -122,6 +125,7 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
         if guard.seen and not result.interrupted:
             result.interrupted = guard.seen[0]
     result.duration = time.monotonic() - t0
+    result.placements = backend.placements()
     if execution is not None:
         result.states, result.timed_out = execution.states, execution.timed_out
         for s in result.states.values():
@@ -129,7 +133,7 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
                 s.exited, s.stopped_by_lab, s.note = True, True, "stopped: the run was interrupted"
             if s.exited and s.exit_code is None and s.plan.runs_something:
                 s.exit_code = backend.exit_code(s.plan.name)
-    result.results = check(plan, result.states, rundir)
+    result.results = check(plan, result.states, rundir, result.placements)
     write_reports(result)
     return result
 
@@ -156,9 +160,15 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir) -> list[Verdict]:
-    """Evaluate every expectation (and every start failure) from what the nodes left behind."""
-    outcomes = {n.name: outcome(rundir, n.name, states.get(n.name)) for n in plan.nodes}
+def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir,
+          placements: dict[str, Placement] | None = None) -> list[Verdict]:
+    """Evaluate every expectation (and every start failure) from what the nodes left behind.
+
+    Transcript times are put on the lab's clock first: a node on another host stamped them with
+    that host's clock, and `concurrent` compares moments across nodes."""
+    placements = placements or {}
+    offsets = {n: p.clock_offset for n, p in placements.items()}
+    outcomes = {n.name: outcome(rundir, n.name, states.get(n.name), offsets.get(n.name, 0.0)) for n in plan.nodes}
     results = [
         Verdict(f"start {s.plan.name}", CheckResult("start", s.plan.name, False, s.note))
         for s in states.values() if s.failed_start
@@ -171,14 +181,14 @@ def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir) -> list[Verd
     return results
 
 
-def outcome(rundir: RunDir, name: str, state: NodeState | None) -> NodeOutcome:
+def outcome(rundir: RunDir, name: str, state: NodeState | None, clock_offset: float = 0.0) -> NodeOutcome:
     return NodeOutcome(
         name=name,
         started=state is not None and state.started_at is not None and not state.blocked,
         exit_code=state.exit_code if state else None,
         stopped_by_lab=state.stopped_by_lab if state else False,
         note=(state.note if state else "not started: the lab did not come up"),
-        transcript=read_transcript(rundir.transcript(name)),
+        transcript=on_lab_clock(read_transcript(rundir.transcript(name)), clock_offset),
         log=read_log(rundir.log(name)),
     )
 
@@ -197,6 +207,13 @@ def read_transcript(path: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         pass
     return events
+
+
+def on_lab_clock(events: list[dict[str, Any]], clock_offset: float) -> list[dict[str, Any]]:
+    """Events stamped by a host whose clock is `clock_offset` s ahead, with times on the lab's clock."""
+    if not clock_offset:
+        return events
+    return [{**e, "t": e["t"] - clock_offset} if isinstance(e.get("t"), (int, float)) else e for e in events]
 
 
 def read_log(path: Path) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lab.errors import Location
 from lab.scenario.model import SERVER_ROLES, Node, Route, Scenario
 
 # How a node's readiness is observed: a role announces it, a program is ready when something
@@ -53,6 +54,8 @@ class NodePlan:
     service: bool  # keeps running until teardown (servers); otherwise a task the run waits for
     image: str | None = None
     stdin: tuple[tuple[str, str | float], ...] | None = None  # scripted input for a program
+    hosts: tuple[str, ...] = ()  # `host:` (swarm backend): the cluster hosts it may run on
+    host_loc: Location | None = None  # where `host:` is written, for errors about unknown hosts
 
     @property
     def runs_something(self) -> bool:
@@ -133,6 +136,7 @@ def _node_json(n: NodePlan) -> dict[str, Any]:
         "after": list(n.after),
         "service": n.service,
         "stdin": [list(step) for step in n.stdin] if n.stdin is not None else None,
+        "host": list(n.hosts),
     }
 
 
@@ -225,7 +229,8 @@ def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],
         name=host, group=node.name, interfaces=interfaces, routes=node.routes,
         forwarding=node.forwarding, role=node.role, params=dict(node.params), argv=node.run,
         cwd=node.files, env=dict(node.env), ready=ready, after=after, service=service,
-        image=node.image, stdin=node.stdin,
+        image=node.image, stdin=node.stdin, hosts=node.hosts,
+        host_loc=node.host_loc,
     )
 
 
@@ -258,3 +263,16 @@ def _address(plan: Plan, viewer: NodePlan, host: str) -> str:
 def _path(path: str, query: str) -> str:
     path = path or "/"
     return f"{path}?{query}" if query else path
+
+
+def start_order(plan: Plan) -> list[str]:
+    """Nodes by the depth of their `after` chain: servers first, then what waits for them."""
+    depth: dict[str, int] = {}
+
+    def d(name: str) -> int:
+        if name not in depth:
+            depth[name] = 0
+            depth[name] = 1 + max((d(a) for a in plan.node(name).after), default=-1)
+        return depth[name]
+
+    return sorted((n.name for n in plan.nodes), key=d)

@@ -35,6 +35,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "note": s.note if s else "",
             "log": f"nodes/{n.name}.log" if n.runs_something else None,
             "transcript": f"nodes/{n.name}.jsonl" if n.role else None,
+            **placement_json(result, n.name),
         })
     return {
         "scenario": plan.name,
@@ -54,6 +55,25 @@ def to_json(result: RunResult) -> dict[str, Any]:
         ],
         "nodes": nodes,
     }
+
+
+def placement_json(result: RunResult, node: str) -> dict[str, Any]:
+    """Where the node ran (multi-host backends): host, endpoint, and that host's clock offset."""
+    p = result.placements.get(node)
+    if p is None:
+        return {}
+    return {"host": p.host, "endpoint": p.endpoint, "clock_offset_s": round(p.clock_offset, 6),
+            "clock_uncertainty_s": round(p.uncertainty, 6)}
+
+
+def hosts_line(result: RunResult) -> str:
+    """`hosts: h1: server; h2: client-1, client-3` (empty when every node ran here)."""
+    by_host: dict[str, list[str]] = defaultdict(list)
+    for node, p in result.placements.items():
+        by_host[p.host].append(node)
+    parts = [f"{host}: {', '.join(nodes[:4])}{f' +{len(nodes) - 4}' if len(nodes) > 4 else ''}"
+             for host, nodes in sorted(by_host.items())]
+    return f"hosts: {'; '.join(parts)}" if parts else ""
 
 
 def junit(result: RunResult) -> ET.Element:
@@ -105,6 +125,8 @@ def table(result: RunResult) -> str:
         if len(bad) > MAX_FAILURES_SHOWN and len(results) > 1:
             lines.append(f"{'':<{width}}  {'':<6}  ... and {len(bad) - MAX_FAILURES_SHOWN} more (report.json)")
     status = "PASSED" if result.passed else ("INTERRUPTED" if result.interrupted else "FAILED")
+    if result.placements:
+        lines.append(hosts_line(result))
     if result.error:
         lines.append(f"error: {result.error}")
     lines.append(f"{status} in {result.duration:.2f}s ({result.backend}) -> {result.rundir.root}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from lab.errors import EnvironmentProblem
@@ -25,6 +26,23 @@ class Event:
     node: str
     kind: str  # READY | EXITED | LAUNCHED (a deferred start happened)
     code: int | None = None  # exit code; negative: killed by that signal
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a backend may need beyond the plan: the cluster file (swarm)."""
+
+    cluster: Path | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a node ran: its host, and that host's clock against the lab's (for `concurrent`)."""
+
+    host: str
+    endpoint: str
+    clock_offset: float = 0.0  # seconds: host clock - lab clock
+    uncertainty: float = 0.0  # seconds (half the round trip of the best measurement)
 
 
 class Backend(Protocol):
@@ -54,20 +72,24 @@ class Backend(Protocol):
     def down(self) -> None:
         """Remove everything the lab created. Idempotent; safe after a partial `up`."""
 
+    def placements(self) -> dict[str, Placement]:
+        """Node -> where it ran; empty when every node ran on this machine."""
+
 
 BACKENDS: dict[str, str] = {
     "netns": "lab.backends.netns:NetnsBackend",
     "docker": "lab.backends.docker:DockerBackend",
+    "swarm": "lab.backends.swarm:SwarmBackend",
 }
 
 
-def create(name: str, journal: Journal) -> Backend:
+def create(name: str, journal: Journal, options: Options | None = None) -> Backend:
     try:
         module, _, cls = BACKENDS[name].partition(":")
     except KeyError:
         raise EnvironmentProblem(f"unknown backend {name!r} (backends: {', '.join(BACKENDS)})") from None
     factory = getattr(importlib.import_module(module), cls)
-    backend: Backend = factory(journal)
+    backend: Backend = factory(journal, options or Options())
     return backend
 
 

@@ -31,12 +31,13 @@ import docker.types
 
 import lab
 from lab import images
-from lab.backends import EXITED, LAUNCHED, READY, Event, linux
+from lab.backends import EXITED, LAUNCHED, READY, Event, Options, Placement
 from lab.backends.engine import api_error, connect
 from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
 from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal
-from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for, start_order
+from lab.roles.common import listening_tcp_ports
 from lab.rundir import MAX_OUTPUT, RunDir
 
 CONTAINER = "container"  # journal kind
@@ -65,7 +66,7 @@ class _Box:
 class DockerBackend:
     name = "docker"
 
-    def __init__(self, journal: Journal):
+    def __init__(self, journal: Journal, options: Options | None = None):
         self.journal = journal
         self.fabric = Fabric(journal)
         self.client: Any = None
@@ -108,7 +109,7 @@ class DockerBackend:
         self.journal.record_many(CONTAINER, [b.name for b in self.boxes.values()])
         self.fabric.create_bridges(plan)
         self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lab-docker")
-        for name in _start_order(plan):
+        for name in start_order(plan):
             box = self.boxes[name]
             box.future = self.pool.submit(self._bring_up, plan, box)
 
@@ -245,7 +246,7 @@ class DockerBackend:
                 return True
             return False
         if b.node.ready.kind == TCP:
-            return b.node.ready.port in linux.listening_tcp_ports(b.pid)
+            return b.node.ready.port in listening_tcp_ports(b.pid)
         return False
 
     def _reap(self, boxes: list[_Box]) -> list[Event]:
@@ -294,6 +295,9 @@ class DockerBackend:
         self.pending += [e for e in self._observe(0) if e.node not in nodes]
         self._reap([b for b in running if not b.exited and b.pidfd >= 0 and b.wired])
         return {n: self.boxes[n].code for n in nodes if n in self.boxes}
+
+    def placements(self) -> dict[str, Placement]:
+        return {}  # every node runs on this machine
 
     def exit_code(self, node: str) -> int | None:
         b = self.boxes.get(node)
@@ -383,16 +387,3 @@ def _remove_containers(client: Any, journal: Journal) -> list[str]:
 def container_name(lab_id: str, node: str) -> str:
     """The container of a lab's node (its `lab.id` label, not this name, marks it as the lab's)."""
     return f"lab-{lab_id}-{node}"
-
-
-def _start_order(plan: Plan) -> list[str]:
-    """Nodes by the depth of their `after` chain: servers' containers are created first."""
-    depth: dict[str, int] = {}
-
-    def d(name: str) -> int:
-        if name not in depth:
-            depth[name] = 0
-            depth[name] = 1 + max((d(a) for a in plan.node(name).after), default=-1)
-        return depth[name]
-
-    return sorted((n.name for n in plan.nodes), key=d)

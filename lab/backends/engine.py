@@ -36,6 +36,26 @@ def connect(pool: int = 64) -> Any:
     return client
 
 
+def remote(where: str, timeout: float = API_TIMEOUT, tls: Any = None, pool: int = 32) -> Any:
+    """A client for the engine at `where` (tcp://, ssh://, unix://), once it answers a ping.
+
+    ssh:// uses the system's ssh client (keys and known_hosts as for `ssh` itself). Raises
+    BackendError naming the endpoint when it does not answer."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=where, timeout=timeout, max_pool_size=pool, tls=tls or False,
+                                     use_ssh_client=where.startswith("ssh://"))
+    except Exception as e:  # noqa: BLE001 - the SDK raises many types for "cannot reach"
+        raise BackendError(f"docker engine {where}: {_short(e)}") from None
+    try:
+        client.ping()
+    except Exception as e:  # noqa: BLE001
+        client.close()
+        raise BackendError(f"docker engine {where} does not answer: {_short(e)}") from None
+    return client
+
+
 def api_error(what: str, e: Exception) -> BackendError:
     return BackendError(f"docker: {what}: {_short(e)}")
 

@@ -173,23 +173,3 @@ def pids_in_netns(inodes: Iterable[int]) -> dict[int, int]:
         if ino in wanted and int(entry.name) != os.getpid():
             found[int(entry.name)] = ino
     return found
-
-
-def listening_tcp_ports(pid: int) -> set[int]:
-    """Ports with a socket in LISTEN state in the network namespace of `pid`.
-
-    Read from /proc/PID/net/tcp{,6}: readiness is observed without connecting, so a one-shot
-    server is not consumed by the probe.
-    """
-    ports: set[int] = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as f:
-                next(f, None)
-                for line in f:
-                    fields = line.split()
-                    if len(fields) > 3 and fields[3] == "0A":
-                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-        except OSError:
-            continue
-    return ports

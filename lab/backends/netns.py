@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.backends import EXITED, READY, Event, linux
+from lab.backends import EXITED, READY, Event, Options, Placement, linux
 from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
 from lab.errors import EnvironmentProblem
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
 from lab.roles import run_role
+from lab.roles.common import listening_tcp_ports
 from lab.roles.stdin import feed
 from lab.rundir import MAX_OUTPUT, RunDir
 
@@ -43,7 +44,7 @@ class _Proc:
 class NetnsBackend:
     name = "netns"
 
-    def __init__(self, journal: Journal):
+    def __init__(self, journal: Journal, options: Options | None = None):
         self.journal = journal
         self.fabric = Fabric(journal)
         self.plan: Plan | None = None
@@ -167,7 +168,7 @@ class NetnsBackend:
         for p in waiting_tcp:
             # Only once the child is inside the node: before its setns, /proc/PID/net is the host's.
             if linux.netns_inode(f"/proc/{p.pid}/ns/net") == self.inodes.get(p.node.name) \
-                    and p.node.ready.port in linux.listening_tcp_ports(p.pid):
+                    and p.node.ready.port in listening_tcp_ports(p.pid):
                 p.ready = True
                 events.append(Event(p.node.name, READY))
         if events:
@@ -211,6 +212,9 @@ class NetnsBackend:
         while any(p.code is None for p in running) and time.monotonic() < deadline:
             self.pending += self._observe(0.05)
         return {n: self.procs[n].code for n in nodes if n in self.procs}
+
+    def placements(self) -> dict[str, Placement]:
+        return {}  # every node runs on this machine
 
     def exit_code(self, node: str) -> int | None:
         p = self.procs.get(node)

@@ -11,8 +11,14 @@ program runs as its child, gets SIGTERM/SIGINT/SIGHUP forwarded, and its orphans
 exit code is written to the `exit` file before the agent exits, so that the lab learns it without
 asking the engine (which answers slowly while it is busy removing other containers).
 
+On a remote host (swarm backend) there is no shared folder: with `"channel": "stdio"` the agent
+reads "go" from its stdin and reports on its stdout (the container's attach stream), one line per
+fact: `LAB-AGENT ready`, `LAB-AGENT exit N`. The node's own output goes to its log file in the
+container, collected by the lab afterwards. EOF on stdin before "go" means the lab went away. TCP
+readiness of a program (`ready_tcp`) is observed here, from /proc, as the lab does locally.
+
 The spec (JSON, from $LAB_SPEC): log, go, cwd, ready (file), exit (file), transcript,
-role + params | argv, idle.
+role + params | argv, idle; channel, ready_tcp.
 """
 
 from __future__ import annotations
@@ -21,17 +27,27 @@ import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STATUS = "LAB-AGENT"  # prefix of the agent's lines on a stdio channel
+ROUTED = "LAB_ROUTED"  # set across the agent's re-exec once its routes are in
+PR_CAPBSET_DROP, CAP_SETPCAP, CAP_NET_ADMIN = 24, 8, 12
+TCP_POLL = 0.01  # seconds between looks at a program's listening sockets (stdio channel)
 
 
 def main() -> int:
     spec: dict[str, Any] = json.load(open(os.environ.get("LAB_SPEC", "/lab/ctl/spec.json")))
+    if spec.get("routes") and not os.environ.pop(ROUTED, ""):
+        return route_then_reexec(spec["routes"])
     if spec.get("role"):  # import the role's program now, while the lab is still wiring the node
         from lab.roles import load_role
 
         load_role(spec["role"])
+    stdio = spec.get("channel") == "stdio"
+    status = os.dup(1) if stdio else -1  # the lab reads this (the attach stream); the log takes 1, 2
     log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -40,24 +56,78 @@ def main() -> int:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         while True:
             signal.pause()
-    with open(spec["go"], "rb") as go:  # a FIFO the lab holds open: blocks, costs no CPU
-        if go.read(3) != b"go\n":
-            print("lab agent: the lab went away before starting this node", flush=True)
-            return 125
+    if not _wait_go(spec, stdio):
+        print("lab agent: the lab went away before starting this node", flush=True)
+        return 125
     os.chdir(spec["cwd"])
     if spec.get("role"):
         from lab.roles import run_role
 
-        os.environ["LAB_READY_FILE"] = spec["ready"]
+        if stdio:
+            os.environ["LAB_READY_FD"] = str(os.dup(status))
+        else:
+            os.environ["LAB_READY_FILE"] = spec["ready"]
         code = run_role(spec["role"], spec["params"], spec["transcript"])
     else:
-        code = supervise([str(a) for a in spec["argv"]], spec.get("stdin"))
-    _write_exit(spec, code)
+        tcp = spec.get("ready_tcp") if stdio else None
+        code = supervise([str(a) for a in spec["argv"]], spec.get("stdin"),
+                         (lambda: _report(status, "ready")) if tcp else None, tcp)
+    if stdio:
+        _report(status, f"exit {code}")
+    else:
+        _write_exit(spec, code)
     return code
 
 
-def supervise(argv: list[str], stdin: list[list[Any]] | None = None) -> int:
-    """Run the program as a child of this init: forward signals, reap orphans, return its code."""
+def route_then_reexec(routes: list[list[str]]) -> int:
+    """A swarm node's static routes, set from inside (the lab cannot reach a remote namespace).
+
+    The node was given NET_ADMIN and SETPCAP for this only: once the routes are in, both leave the
+    bounding set and the agent execs itself again, so neither the role nor the program keeps them.
+    """
+    import ctypes
+    import subprocess
+
+    for to, via in routes:
+        done = subprocess.run(["ip", "route", "replace", to, "via", via], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"lab agent: route {to} via {via}: {done.stderr.strip()}", flush=True)
+            return 125
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_NET_ADMIN, CAP_SETPCAP):  # SETPCAP last: it is what allows the drop
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            print(f"lab agent: cannot drop capability {cap}: {os.strerror(ctypes.get_errno())}", flush=True)
+            return 125
+    os.environ[ROUTED] = "1"
+    os.execv(sys.executable, [sys.executable, "-S", "-m", "lab.roles.agent"])
+
+
+def _wait_go(spec: dict[str, Any], stdio: bool) -> bool:
+    """Block (no CPU) until the lab says go: on the go FIFO it holds open, or on stdin."""
+    if stdio:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(0, 1)
+            if not chunk:
+                return False
+            line += chunk
+        return line == b"go\n"
+    with open(spec["go"], "rb") as go:
+        return go.read(3) == b"go\n"
+
+
+def _report(status: int, fact: str) -> None:
+    try:
+        os.write(status, f"{STATUS} {fact}\n".encode())
+    except OSError:
+        pass  # the lab is gone: the exit code is still the container's
+
+
+def supervise(argv: list[str], stdin: list[list[Any]] | None = None,
+              on_ready: Callable[[], None] | None = None, port: int | None = None) -> int:
+    """Run the program as a child of this init: forward signals, reap orphans, return its code.
+
+    With `port`, `on_ready` is called once the program listens on it (or never, if it does not)."""
     child = os.fork()
     if child == 0:
         for sig in FORWARDED:
@@ -76,6 +146,16 @@ def supervise(argv: list[str], stdin: list[list[Any]] | None = None) -> int:
             os._exit(126)
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, frame: _forward(child, signum))
+    if port is not None and on_ready is not None:
+        from lab.roles.common import listening_tcp_ports
+
+        while port not in listening_tcp_ports(child):
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == child:
+                code = os.waitstatus_to_exitcode(status)
+                return code if code >= 0 else 128 - code
+            time.sleep(TCP_POLL)
+        on_ready()
     while True:
         pid, status = os.waitpid(-1, 0)
         if pid == child:

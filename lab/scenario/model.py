@@ -63,6 +63,8 @@ class Node:
     env: dict[str, str] = field(default_factory=dict)
     image: str | None = None
     stdin: tuple[tuple[str, str | float], ...] | None = None  # ("send", text) / ("wait", seconds)
+    hosts: tuple[str, ...] = ()  # `host:`: cluster hosts this node may run on (swarm backend)
+    host_loc: Location | None = None
 
 
 @dataclass(frozen=True)

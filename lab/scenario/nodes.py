@@ -25,6 +25,7 @@ from lab.scenario.values import (
     duration,
     ipv4,
     kind,
+    name,
     port,
     scalar_text,
     show,
@@ -33,7 +34,7 @@ from lab.scenario.values import (
 )
 
 NODE_KEYS = ("networks", "routes", "forwarding", "role", "with", "run", "files", "ready", "after",
-             "replicas", "env", "image", "stdin")
+             "replicas", "env", "image", "stdin", "host")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
@@ -81,6 +82,8 @@ def check_node(s: Scope, name: str, raw: Any, replicas: int | None) -> Node | No
         env=_env(c, path + ("env",), body["env"]) if "env" in body else {},
         image=c.check(path + ("image",), body["image"], string) if "image" in body else None,
         stdin=_stdin(c, path, body) if "stdin" in body else None,
+        hosts=_hosts(c, path + ("host",), body["host"]) if "host" in body else (),
+        host_loc=c.source.value_loc(path + ("host",)) if "host" in body else None,
     )
 
 
@@ -329,6 +332,26 @@ def _after(s: Scope, name: str, path: KeyPath, value: Any) -> tuple[str, ...]:
             c.error(where, "a node cannot be after itself")
         else:
             result.append(ref)
+    return tuple(result)
+
+
+def _hosts(c: Checker, path: KeyPath, value: Any) -> tuple[str, ...]:
+    """`host: h2` pins a node to a cluster host; `host: [h2, h3]` spreads its replicas over those.
+
+    The names are checked against the cluster file by the swarm backend (other backends ignore
+    them, so one scenario runs unchanged on one machine or on a cluster)."""
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        c.error(path, "expected a host name or a non-empty list of host names")
+        return ()
+    result: list[str] = []
+    for i, item in enumerate(items):
+        sub = path + (i,) if isinstance(value, list) else path
+        got = c.check(sub, item, name)
+        if got is not None and got in result:
+            c.error(sub, f"host {show(got)} is listed twice")
+        elif got is not None:
+            result.append(got)
     return tuple(result)
 
 
