@@ -125,9 +125,10 @@ def _host(client: Any, name: str, image: str, index: int, address: str) -> None:
     api = client.api
     host_config = api.create_host_config(
         cap_add=["ALL"], cap_drop=["SYS_RESOURCE"], cgroupns="host",
-        security_opt=["seccomp=unconfined", "apparmor=unconfined", "systempaths=unconfined"],
+        security_opt=["seccomp=unconfined", "apparmor=unconfined"],
         binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
         tmpfs={"/var/lib/docker": "", "/run": ""})
+    host_config.update(MaskedPaths=[], ReadonlyPaths=[])  # the CLI's --security-opt systempaths=unconfined
     networking = api.create_networking_config(
         {f"lab-cluster-{name}": api.create_endpoint_config(ipv4_address=address)})
     try:
