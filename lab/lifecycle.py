@@ -48,6 +48,9 @@ def up(scenario_path: str, backend: str = "netns", out: str | None = None) -> in
 def bring_up(scenario_path: str, backend: str = "netns", out: str | None = None) -> tuple[dict[str, Any], RunDir]:
     """`lab up` as a library call: the keeper's status ({"id", "ok", "failures", "backend", "nodes"})
     and the run folder. A lab that did not come up (`ok` false) is already torn down."""
+    if backend == "swarm":
+        raise EnvironmentProblem("kept labs (lab up) run on the netns or docker backend; on a cluster, "
+                                 "use `lab run SCENARIO --backend swarm --cluster FILE`")
     scenario = load_scenario(scenario_path)
     plan = make_plan(scenario)
     backends.create(backend, Journal(state_dir(), "check")).check(plan)  # before anything exists

@@ -131,6 +131,8 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
         for s in result.states.values():
             if result.interrupted and s.running:  # stopped by the teardown
                 s.exited, s.stopped_by_lab, s.note = True, True, "stopped: the run was interrupted"
+            elif result.error and s.running:
+                s.exited, s.stopped_by_lab, s.note = True, True, f"stopped: {_cut(result.error, 100)}"
             if s.exited and s.exit_code is None and s.plan.runs_something:
                 s.exit_code = backend.exit_code(s.plan.name)
     result.results = check(plan, result.states, rundir, result.placements)
@@ -151,6 +153,10 @@ def _hold(execution: Execution, hold: Holder, lab_id: str, guard: SignalGuard) -
     except Interrupted:
         guard.seen.clear()  # the signal is `lab down`: the normal end of a kept lab
     execution.stop_all()
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def raise_fd_limit() -> None:

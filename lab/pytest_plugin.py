@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.backends import Options
 from lab.checks import CheckResult
 from lab.errors import LabError, ScenarioError
 from lab.orchestrator import RunResult, Verdict, read_log, read_transcript
@@ -41,7 +42,7 @@ from lab.plan import Plan, make_plan
 from lab.roles.common import event_bytes
 from lab.rundir import RunDir
 
-BACKENDS = ("netns", "docker")
+BACKENDS = ("netns", "docker", "swarm")
 SCENARIO_KEYS = {"name", "nodes", "networks"}
 SUFFIXES = (".yaml", ".yml")
 PEEK_LIMIT = 1024 * 1024  # a YAML file larger than this is not looked into for the scenario keys
@@ -53,7 +54,9 @@ DATA_PREVIEW = 80
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lab", "network labs: scenario files as tests")
     group.addoption("--lab-backend", choices=BACKENDS, default="netns",
-                    help="where scenario hosts live: netns (default) or docker")
+                    help="where scenario hosts live: netns (default), docker or swarm")
+    group.addoption("--lab-cluster", default=None, metavar="FILE",
+                    help="cluster file for --lab-backend swarm (hosts' Docker endpoints)")
     group.addoption("--lab-out", default=None, metavar="DIR",
                     help="folder for the run folders (default: pytest's temporary folder); "
                          "one sub-folder per xdist worker")
@@ -65,6 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab: a lab scenario's expectation (lab plugin)")
     config.addinivalue_line("markers", "netns: runs on the netns backend (lab plugin)")
     config.addinivalue_line("markers", "docker: runs on the docker backend (lab plugin)")
+    config.addinivalue_line("markers", "swarm: runs on the swarm backend (lab plugin)")
 
 
 # -- which files are scenarios ---------------------------------------------------------------------
@@ -210,7 +214,9 @@ class ScenarioFile(pytest.File):
 
         scenario = load_scenario(self.path)
         out = _unique_folder(runs_root(self.config), scenario.name)
-        return orchestrator.run(scenario, self.backend, out=out, progress=self.progress.append)
+        cluster = self.config.getoption("lab_cluster")
+        options = Options(cluster=Path(cluster) if cluster else None)
+        return orchestrator.run(scenario, self.backend, out=out, progress=self.progress.append, options=options)
 
 
 class ExpectationItem(_LabItem):

@@ -13,6 +13,7 @@ Everything carries the label `lab.cluster=NAME`; `down` removes by that label on
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -101,7 +102,8 @@ def _network(client: Any, name: str) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(client.api.inspect_network(mine[0]["Id"])["IPAM"]["Config"][0]["Subnet"])
     used = [ipaddress.ip_network(c["Subnet"]) for n in client.api.networks()
             for c in ((client.api.inspect_network(n["Id"]).get("IPAM") or {}).get("Config") or [])
-            if "Subnet" in c]
+            if "Subnet" in c and ":" not in c["Subnet"]]
+    used += _host_routes()
     subnet = next((s for s in POOL.subnets(new_prefix=24) if not any(s.overlaps(u) for u in used)), None)
     if subnet is None:
         raise EnvironmentProblem(f"no free /24 in {POOL} for the cluster's network")
@@ -112,6 +114,22 @@ def _network(client: Any, name: str) -> ipaddress.IPv4Network:
     except Exception as e:  # noqa: BLE001
         raise api_error(f"create network {net_name}", e) from None
     return subnet
+
+
+def _host_routes() -> list[ipaddress.IPv4Network]:
+    """The IPv4 destinations this machine already routes (a cluster must not shadow any of them)."""
+    done = subprocess.run(["ip", "-4", "-o", "route", "show", "table", "all"], capture_output=True, text=True)
+    found = []
+    for line in done.stdout.splitlines():
+        word = line.split()[0] if line.split() else ""
+        if word in ("broadcast", "local", "unreachable", "prohibit", "blackhole"):
+            word = line.split()[1]
+        try:
+            if word != "default":
+                found.append(ipaddress.IPv4Network(word, strict=False))
+        except ValueError:
+            continue
+    return found
 
 
 def _host(client: Any, name: str, image: str, index: int, address: str) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+TEST_CLUSTER = "pytest"
+
 
 def leftovers() -> list[str]:
     found = []
@@ -25,6 +27,12 @@ def leftovers() -> list[str]:
         out = subprocess.run(["docker", "ps", "-a", "--filter", "label=lab.id", "--format", "{{.Names}}"],
                              capture_output=True, text=True).stdout
         found += [f"container {name}" for name in out.split()]
+        cluster = f"label=lab.cluster={TEST_CLUSTER}"  # the simulated cluster of tests/integration/test_swarm.py
+        for kind in ("ps", "network"):
+            listing = ["ps", "-a"] if kind == "ps" else ["network", "ls"]
+            argv = ["docker", *listing, "--filter", cluster, "--format", "{{.Names}}"]
+            out = subprocess.run(argv, capture_output=True, text=True).stdout
+            found += [f"cluster {'host' if kind == 'ps' else 'network'} {name}" for name in out.split()]
     return found
 
 

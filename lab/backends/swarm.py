@@ -461,15 +461,17 @@ class SwarmBackend:
             self.probes.shutdown(wait=False, cancel_futures=True)
             lost = {n: e.lost for n, e in self.engines.items() if e.lost}
             try:
-                remove_lab(self.cluster, self.journal.lab_id, {n: e.client for n, e in self.engines.items()
-                                                               if e.client is not None and not e.lost})
+                _, left = remove_lab(self.cluster, self.journal.lab_id, {n: e.client for n, e in self.engines.items()
+                                                                      if e.client is not None and not e.lost},
+                                  wait=not lost)
             finally:
                 for e in self.engines.values():
                     for client in (e.client, e.probe):
                         if client is not None:
                             client.close()
             if lost:  # kept in the journal: `lab clean` finishes once the host answers again
-                raise BackendError(f"host(s) {', '.join(lost)} unreachable: what the lab has there is "
+                held = f" (and network(s) {', '.join(left)}, which its containers still hold)" if left else ""
+                raise BackendError(f"host(s) {', '.join(lost)} unreachable: what the lab has there{held} is "
                                    "removed by `lab clean` once they answer again")
             self.journal.close()
 
@@ -491,7 +493,7 @@ class SwarmBackend:
             run_dir = journal.meta().get("run_dir")
             if run_dir:
                 _rescue_logs(clients, journal.lab_id, Path(str(run_dir)))
-            removed = remove_lab(cluster, journal.lab_id, clients)
+            removed, _ = remove_lab(cluster, journal.lab_id, clients, wait=not unreachable)
         finally:
             for c in clients.values():
                 c.close()
@@ -502,8 +504,12 @@ class SwarmBackend:
         return removed
 
 
-def remove_lab(cluster: Cluster, lab_id: str, clients: dict[str, Any]) -> list[str]:
-    """Remove the lab's containers from every reachable host, then its networks (by label)."""
+def remove_lab(cluster: Cluster, lab_id: str, clients: dict[str, Any],
+               wait: bool = True) -> tuple[list[str], list[str]]:
+    """Remove the lab's containers from every reachable host, then its networks (by label).
+
+    Returns (removed, networks left in place): without `wait`, a network is tried once (an
+    unreachable host's container may hold it until that host answers again)."""
     label = {"label": f"{LABEL_ID}={lab_id}"}
 
     def containers(item: tuple[str, Any]) -> list[str]:
@@ -522,32 +528,53 @@ def remove_lab(cluster: Cluster, lab_id: str, clients: dict[str, Any]) -> list[s
     except Exception as e:  # noqa: BLE001
         raise api_error("remove the lab's containers", e) from None
     manager = clients.get(cluster.manager.name)
-    if manager is not None:
-        removed += _remove_networks(manager, label)
-    return removed
+    if manager is None:
+        return removed, []
+    networks = [n["Name"] for n in manager.api.networks(filters=label)]
+    left = _remove_networks(manager, label, TEARDOWN_TIMEOUT if wait else 0.0)
+    if not left:
+        _wait_networks_gone(clients, label)
+    return removed + [n for n in networks if n not in left], left
 
 
-def _remove_networks(manager: Any, label: dict[str, str]) -> list[str]:
-    """Overlay networks, once the hosts have let go of them (an endpoint lingers briefly)."""
-    removed: list[str] = []
+def _wait_networks_gone(clients: dict[str, Any], label: dict[str, str]) -> None:
+    """Each host drops its copy of a removed overlay network a moment later: the lab is only gone
+    once no host lists it (observed, bounded)."""
     deadline = time.monotonic() + TEARDOWN_TIMEOUT
+    pending = dict(clients)
+    while pending and time.monotonic() < deadline:
+        for host, client in list(pending.items()):
+            try:
+                if not client.api.networks(filters=label):
+                    del pending[host]
+            except Exception:  # noqa: BLE001 - asked again until the deadline
+                pass
+        if pending:
+            time.sleep(0.1)
+
+
+def _remove_networks(manager: Any, label: dict[str, str], patience: float) -> list[str]:
+    """Overlay networks, once the hosts have let go of them (an endpoint lingers briefly).
+    Returns the names of those still in use after `patience` seconds."""
+    deadline = time.monotonic() + patience
     pending = manager.api.networks(filters=label)
     while pending:
         left = []
         for n in pending:
             try:
                 manager.api.remove_network(n["Id"])
-                removed.append(n["Name"])
             except Exception as e:  # noqa: BLE001
                 if "No such network" in str(e) or "not found" in str(e):
                     continue
-                if time.monotonic() > deadline:
+                if patience and time.monotonic() > deadline:
                     raise api_error(f"remove network {n['Name']}", e) from None
                 left.append(n)
+        if not patience:
+            return [n["Name"] for n in left]
         pending = left
         if pending:
             time.sleep(0.2)  # the engines detach endpoints asynchronously; nothing to watch
-    return removed
+    return []
 
 
 def _rescue_logs(clients: dict[str, Any], lab_id: str, run_dir: Path) -> None:

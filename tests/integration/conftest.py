@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def host_state() -> dict[str, Any]:
         "routes": _out("ip", "route", "show", "table", "all"),
         "rules": _out("ip", "rule"),
         "iptables": "\n".join(line for line in _out("iptables-save").splitlines() if not line.startswith("#")),
-        "nft": _out("nft", "list", "ruleset"),
+        "nft": re.sub(r"counter packets \d+ bytes \d+", "counter", _out("nft", "list", "ruleset")),
         "sysctl": {k: Path(f"/proc/sys/{k}").read_text() for k in sysctls},
         "hosts": Path("/etc/hosts").read_bytes(),
         "mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()),

@@ -1,0 +1,210 @@
+"""The swarm backend on a simulated 3-host cluster (`lab cluster up`: Docker engines in containers,
+joined into a swarm). After every test, no container or network of any lab is left on any host."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from tests.conftest import TEST_CLUSTER
+from tests.integration.conftest import ROOT, LabRun, lab
+
+HERE = Path(__file__).resolve().parent / "scenarios" / "swarm"
+EXAMPLES = ROOT / "scenarios"
+
+
+@dataclass
+class SimCluster:
+    file: Path
+    hosts: dict[str, str]  # name -> endpoint
+
+    def client(self, host: str, timeout: int = 30) -> Any:
+        return docker.DockerClient(base_url=self.hosts[host], timeout=timeout)
+
+    def lab_objects(self) -> dict[str, list[str]]:
+        """Every container and network of any lab, per host."""
+        found: dict[str, list[str]] = {}
+        for host in self.hosts:
+            c = self.client(host)
+            try:
+                names = [x["Names"][0] for x in c.api.containers(all=True, filters={"label": "lab.id"})]
+                names += [n["Name"] for n in c.api.networks(filters={"label": "lab.id"})]
+            finally:
+                c.close()
+            if names:
+                found[host] = names
+        return found
+
+
+@pytest.fixture(scope="session")
+def cluster(lab_image: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
+    file = tmp_path_factory.mktemp("cluster") / "cluster.yaml"
+    done = lab("cluster", "up", "--hosts", "3", "--name", TEST_CLUSTER, "--file", str(file), timeout=900)
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        endpoints = {line.split(":")[0].strip(): line.split('"')[1]
+                     for line in file.read_text().splitlines() if "endpoint" in line}
+        yield SimCluster(file, endpoints)
+    finally:
+        down = lab("cluster", "down", "--name", TEST_CLUSTER, "--file", str(file), timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+@pytest.fixture(autouse=True)
+def hosts_clean(cluster: SimCluster) -> Iterator[None]:
+    yield
+    assert cluster.lab_objects() == {}, "a lab left containers or networks on the cluster's hosts"
+
+
+def run(cluster: SimCluster, scenario: Path, out: Path, *extra: str, timeout: float = 240) -> LabRun:
+    done = lab("run", str(scenario), "--backend", "swarm", "--cluster", str(cluster.file), "--out", str(out),
+               *extra, timeout=timeout)
+    return LabRun(done.returncode, done.stdout, done.stderr, out)
+
+
+def hosts_of(result: LabRun) -> dict[str, str]:
+    return {n["name"]: n["host"] for n in result.report["nodes"]}
+
+
+@pytest.mark.parametrize("example", ["echo", "greeting", "http-get", "exercise-echo", "real-tools"])
+def test_examples_pass_across_hosts(cluster: SimCluster, tmp_path: Path, example: str) -> None:
+    result = run(cluster, EXAMPLES / f"{example}.yaml", tmp_path / "run")
+    assert result.code == 0, result.stdout + result.stderr
+    placed = hosts_of(result)
+    assert set(placed.values()) <= set(cluster.hosts) and len(set(placed.values())) >= 2
+    assert "hosts: h" in result.stdout
+    for node in result.report["nodes"]:  # every host's clock was measured (the hosts share this kernel's)
+        assert abs(node["clock_offset_s"]) < 0.5 and node["clock_uncertainty_s"] < 0.5
+
+
+def test_echo_server_and_clients_on_different_hosts(cluster: SimCluster, tmp_path: Path) -> None:
+    result = run(cluster, EXAMPLES / "echo.yaml", tmp_path / "run")
+    assert result.code == 0, result.stdout + result.stderr
+    placed = hosts_of(result)
+    clients = {h for n, h in placed.items() if n.startswith("client")}
+    assert placed["server"] not in clients and len(clients) == 2
+    assert all(c["passed"] for c in result.checks("concurrent"))
+    log = (result.out / "nodes" / "server.log").read_text()
+    assert log.count("echoed 'hello from client-") == 3  # logs came back from the server's host
+    transcript = (result.out / "nodes" / "client-1.jsonl").read_text()
+    assert '"event": "received"' in transcript
+
+
+def test_the_image_reaches_hosts_without_a_registry(cluster: SimCluster, tmp_path: Path) -> None:
+    tag = json.loads(subprocess.run([sys.executable, "-c", "import json; from lab import images; "
+                                     "print(json.dumps(images.node_tag()))"],
+                                    capture_output=True, text=True, cwd=ROOT, check=True).stdout)
+    for host in cluster.hosts:
+        c = cluster.client(host)
+        try:
+            if c.api.images(name=tag):
+                c.api.remove_image(tag, force=True)
+        finally:
+            c.close()
+    result = run(cluster, EXAMPLES / "echo.yaml", tmp_path / "run")
+    assert result.code == 0, result.stdout + result.stderr
+    for host in set(hosts_of(result).values()):
+        c = cluster.client(host)
+        try:
+            assert c.api.images(name=tag), f"{tag} not loaded on {host}"
+        finally:
+            c.close()
+
+
+def test_routes_are_set_then_the_capability_is_dropped(cluster: SimCluster, tmp_path: Path) -> None:
+    result = run(cluster, HERE / "routes-caps.yaml", tmp_path / "run")
+    assert result.code == 0, result.stdout + result.stderr + (tmp_path / "run" / "nodes" / "probe.log").read_text()
+
+
+def test_unknown_host_is_a_located_error_and_nothing_is_created(cluster: SimCluster, tmp_path: Path) -> None:
+    scenario = tmp_path / "pinned.yaml"
+    scenario.write_text((HERE / "host-away.yaml").read_text().replace("host: h3", "host: h7"))
+    result = run(cluster, scenario, tmp_path / "run")
+    assert result.code == 2, result.stdout + result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{scenario}:20:") and "nodes.far.host: unknown host 'h7'" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_swarm_without_a_cluster_file_says_what_to_do(tmp_path: Path) -> None:
+    done = lab("run", str(EXAMPLES / "echo.yaml"), "--backend", "swarm")
+    assert done.returncode == 3 and "--cluster FILE" in done.stderr, done.stderr
+    done = lab("run", str(EXAMPLES / "echo.yaml"), "--backend", "swarm", "--cluster", str(tmp_path / "none.yaml"))
+    assert done.returncode == 2 and "none.yaml" in done.stderr, done.stderr
+
+
+def start(cluster: SimCluster, scenario: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "lab", "run", str(scenario), "--backend", "swarm",
+                             "--cluster", str(cluster.file), "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen[str], text: str, deadline: float = 120) -> list[str]:
+    assert proc.stderr is not None
+    seen: list[str] = []
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} not seen: {''.join(seen)}")
+
+
+def test_ctrl_c_tears_down_every_host_and_keeps_the_logs(cluster: SimCluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = start(cluster, HERE / "host-away.yaml", out)
+    wait_for_line(proc, "ready   server")
+    time.sleep(1.5)  # let the clients connect: their transcripts must survive the interrupt
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] == signal.SIGINT
+    assert "echoed 'near" in (out / "nodes" / "server.log").read_text()
+    assert '"event": "connected"' in (out / "nodes" / "far.jsonl").read_text()
+
+
+def test_a_host_that_goes_away_fails_clearly_and_the_rest_is_removed(cluster: SimCluster, tmp_path: Path) -> None:
+    """h3 freezes mid-run (its engine stops answering, like a host cut off the network)."""
+    out = tmp_path / "run"
+    h3 = f"lab-cluster-{TEST_CLUSTER}-h3"
+    proc = start(cluster, HERE / "host-away.yaml", out)
+    try:
+        wait_for_line(proc, "ready   server")
+        time.sleep(1.5)
+        subprocess.run(["docker", "pause", h3], check=True, capture_output=True)
+        t = time.monotonic()
+        stdout, err = proc.communicate(timeout=120)
+        took = time.monotonic() - t
+    finally:
+        subprocess.run(["docker", "unpause", h3], capture_output=True)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, err
+    assert "host h3 (tcp://" in err and "went away during the run" in err and "far were lost" in err
+    assert took < 30, f"the lost host was noticed and the rest removed in {took:.1f}s"
+    report = json.loads((out / "report.json").read_text())
+    assert "host h3" in report["error"] and not report["passed"]
+    far = next(c for c in report["checks"] if c["node"] == "far")
+    assert not far["passed"] and "went away" in far["detail"]
+    assert "echoed 'near" in (out / "nodes" / "server.log").read_text()  # the other hosts' logs came back
+    left = cluster.lab_objects()  # containers have a leading "/"; the overlay network h3's container holds stays
+    assert not [name for host in ("h1", "h2") for name in left.get(host, []) if name.startswith("/")], left
+    assert "network(s) lab-" in err and "`lab clean`" in err
+    # h3 answers again: `lab clean` finishes from the journal (h3's container and the network it held)
+    done = lab("clean", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cleaned lab" in done.stdout
