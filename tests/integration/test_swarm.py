@@ -208,3 +208,17 @@ def test_a_host_that_goes_away_fails_clearly_and_the_rest_is_removed(cluster: Si
     done = lab("clean", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "cleaned lab" in done.stdout
+
+
+def test_clean_after_kill_9_removes_everything_and_rescues_the_logs(cluster: SimCluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = start(cluster, HERE / "host-away.yaml", out)
+    wait_for_line(proc, "ready   server")
+    time.sleep(1.5)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert cluster.lab_objects(), "the killed lab's containers should still be there"
+    done = lab("clean", timeout=120)
+    assert done.returncode == 0 and "cleaned lab" in done.stdout, done.stdout + done.stderr
+    assert "echoed 'near" in (out / "nodes" / "server.log").read_text()  # copied off h1 before removal
+    assert '"event": "connected"' in (out / "nodes" / "far.jsonl").read_text()
