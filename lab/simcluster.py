@@ -48,6 +48,9 @@ def up(hosts: int = 3, name: str = "sim", out: Path = Path("cluster.yaml"),
     try:
         t = time.monotonic()
         subnet = _network(client, name)
+        for c in client.api.containers(all=True, filters={"label": f"{LABEL}={name}"}):
+            if int((c.get("Labels") or {}).get("lab.host", "h0")[1:] or 0) > hosts:  # fewer hosts than before
+                client.api.remove_container(c["Id"], force=True, v=True)
         addresses = [str(subnet.network_address + 10 + i) for i in range(1, hosts + 1)]
         with ThreadPoolExecutor(hosts) as pool:
             list(pool.map(lambda i: _host(client, name, image, i, addresses[i - 1]), range(1, hosts + 1)))
@@ -176,15 +179,18 @@ def _wait(address: str) -> Any:
 def _swarm(engines: list[Any], addresses: list[str]) -> None:
     """Host 1 is the manager; the others join it as workers (hosts already in it are kept)."""
     manager = engines[0]
-    info = manager.info()["Swarm"]
-    if info.get("LocalNodeState") != "active":
+    fresh = manager.info()["Swarm"].get("LocalNodeState") != "active"
+    if fresh:  # a new manager: workers still in the old swarm leave it first
         manager.swarm.init(advertise_addr=addresses[0], listen_addr="0.0.0.0:2377")
     token = manager.swarm.attrs["JoinTokens"]["Worker"]
     for engine, address in zip(engines[1:], addresses[1:], strict=True):
         if engine.info()["Swarm"].get("LocalNodeState") == "active":
-            continue
+            if not fresh:
+                continue
+            engine.swarm.leave(force=True)
         engine.swarm.join(remote_addrs=[f"{addresses[0]}:2377"], join_token=token,
                           advertise_addr=address, listen_addr="0.0.0.0:2377")
-    down_nodes = [n for n in manager.api.nodes() if n["Status"]["State"] == "down"]
-    for n in down_nodes:  # a host recreated since: its old entry is gone for good
-        manager.api.remove_node(n["ID"], force=True)
+    current = {e.info()["Swarm"]["NodeID"] for e in engines}
+    for n in manager.api.nodes():  # a host recreated since: its old entry is gone for good
+        if n["ID"] not in current:
+            manager.api.remove_node(n["ID"], force=True)

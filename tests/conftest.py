@@ -27,12 +27,12 @@ def leftovers() -> list[str]:
         out = subprocess.run(["docker", "ps", "-a", "--filter", "label=lab.id", "--format", "{{.Names}}"],
                              capture_output=True, text=True).stdout
         found += [f"container {name}" for name in out.split()]
-        cluster = f"label=lab.cluster={TEST_CLUSTER}"  # the simulated cluster of tests/integration/test_swarm.py
-        for kind in ("ps", "network"):
+        for kind in ("ps", "network"):  # the simulated clusters of tests/integration/test_swarm.py
             listing = ["ps", "-a"] if kind == "ps" else ["network", "ls"]
-            argv = ["docker", *listing, "--filter", cluster, "--format", "{{.Names}}"]
+            argv = ["docker", *listing, "--filter", "label=lab.cluster", "--format", "{{.Names}}"]
             out = subprocess.run(argv, capture_output=True, text=True).stdout
-            found += [f"cluster {'host' if kind == 'ps' else 'network'} {name}" for name in out.split()]
+            found += [f"cluster {'host' if kind == 'ps' else 'network'} {name}" for name in out.split()
+                      if name.startswith(f"lab-cluster-{TEST_CLUSTER}")]
     return found
 
 

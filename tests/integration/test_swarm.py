@@ -222,3 +222,27 @@ def test_clean_after_kill_9_removes_everything_and_rescues_the_logs(cluster: Sim
     assert done.returncode == 0 and "cleaned lab" in done.stdout, done.stdout + done.stderr
     assert "echoed 'near" in (out / "nodes" / "server.log").read_text()  # copied off h1 before removal
     assert '"event": "connected"' in (out / "nodes" / "far.jsonl").read_text()
+
+
+def test_cluster_up_repairs_a_stopped_host(cluster: SimCluster, tmp_path: Path) -> None:
+    """On a cluster of its own (made and removed here): a stopped worker is recreated and rejoins."""
+    name, file = f"{TEST_CLUSTER}-repair", tmp_path / "repair.yaml"
+    try:
+        for step in range(2):
+            done = lab("cluster", "up", "--hosts", "2", "--name", name, "--file", str(file), timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+            if step == 0:
+                subprocess.run(["docker", "stop", f"lab-cluster-{name}-h2"], check=True, capture_output=True)
+        endpoint = file.read_text().split('"')[1]
+        manager = docker.DockerClient(base_url=endpoint, timeout=30)
+        try:
+            nodes = manager.api.nodes()
+        finally:
+            manager.close()
+        assert sorted(n["Description"]["Hostname"] for n in nodes) == ["h1", "h2"]
+        assert all(n["Status"]["State"] == "ready" for n in nodes)
+        result = run(SimCluster(file, {}), EXAMPLES / "echo.yaml", tmp_path / "run")
+        assert result.code == 0 and set(hosts_of(result).values()) == {"h1", "h2"}, result.stdout + result.stderr
+    finally:
+        done = lab("cluster", "down", "--name", name, "--file", str(file), timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
