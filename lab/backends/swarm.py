@@ -150,8 +150,7 @@ class SwarmBackend:
 
     def _connect(self, engine: _Engine) -> None:
         h = engine.host
-        tls = docker.tls.TLSConfig(client_cert=(str(h.tls.cert), str(h.tls.key)), ca_cert=str(h.tls.ca),
-                                   verify=True) if h.tls else None
+        tls = tls_config(h)
         try:
             engine.client = remote(h.endpoint, tls=tls, pool=WORKERS * 2)
             engine.probe = remote(h.endpoint, timeout=PROBE_TIMEOUT, tls=tls, pool=2)
@@ -193,7 +192,9 @@ class SwarmBackend:
     # -- topology ----------------------------------------------------------------------------
     def up(self, plan: Plan, rundir: RunDir) -> None:
         self.rundir = rundir
-        self.journal.record_many("cluster", [json.dumps(self.cluster.to_json())])
+        used = {self.cluster.manager.name, *self.placement.values()}  # what `lab clean` must reach
+        in_use = Cluster(self.cluster.path, tuple(h for h in self.cluster.hosts if h.name in used))
+        self.journal.record_many("cluster", [json.dumps(in_use.to_json())])
         self.boxes = {n.name: _Box(n, self.placement[n.name], container_name(self.journal.lab_id, n.name))
                       for n in plan.nodes}
         self.journal.record_many("container", [b.name for b in self.boxes.values()])
@@ -298,8 +299,8 @@ class SwarmBackend:
 
     def _watch_new(self) -> None:
         for b in self.boxes.values():
-            if not b.wired and b.future is not None and b.future.done() and b.future.exception() is None:
-                assert b.channel is not None
+            if (not b.wired and b.future is not None and b.future.done() and b.future.exception() is None
+                    and b.channel is not None):  # (no channel: its creation was skipped at teardown)
                 self.selector.register(b.channel, selectors.EVENT_READ, b.node.name)
                 b.wired = True
 
@@ -345,6 +346,8 @@ class SwarmBackend:
         told = [f for f in b.facts if f.startswith("exit ")]
         if told:
             b.code = int(told[-1].split()[1])
+        elif not self.closing and (lost := self._lost_now(b.host)) is not None:
+            raise lost  # the stream ended because the host did
         else:
             try:
                 api = self.engines[b.host].client.api
@@ -486,7 +489,7 @@ class SwarmBackend:
         unreachable: list[str] = []
         for h in cluster.hosts:
             try:
-                clients[h.name] = remote(h.endpoint, timeout=TEARDOWN_TIMEOUT)
+                clients[h.name] = remote(h.endpoint, timeout=TEARDOWN_TIMEOUT, tls=tls_config(h))
             except BackendError:
                 unreachable.append(h.name)
         try:
@@ -502,6 +505,13 @@ class SwarmBackend:
                                "its journal is kept: run `lab clean` again once they do")
         journal.close()
         return removed
+
+
+def tls_config(host: Host) -> Any:
+    if host.tls is None:
+        return None
+    return docker.tls.TLSConfig(client_cert=(str(host.tls.cert), str(host.tls.key)), ca_cert=str(host.tls.ca),
+                                verify=True)
 
 
 def remove_lab(cluster: Cluster, lab_id: str, clients: dict[str, Any],
