@@ -2,7 +2,7 @@
 
     hosts:
       h1: {endpoint: "tcp://10.0.0.11:2375", manager: true}
-      h2: {endpoint: "ssh://lab@10.0.0.12"}
+      h2: {endpoint: "unix:///run/lab-h2.sock"}  # an ssh-forwarded engine socket
       h3: {endpoint: "tcp://10.0.0.13:2376", tls: {ca: ca.pem, cert: cert.pem, key: key.pem}}
 
 Validated as strictly as a scenario (same loader, FILE:LINE:COL errors, exit 2). Placement of a
@@ -23,7 +23,7 @@ from lab.scenario.checker import Checker
 from lab.scenario.source import KeyPath, parse, problems_error, read_file
 from lab.scenario.values import Invalid, boolean, kind, name, show, string
 
-SCHEMES = ("tcp", "ssh", "unix")
+SCHEMES = ("tcp", "unix")
 HOST_KEYS = ("endpoint", "manager", "tls")
 TLS_KEYS = ("ca", "cert", "key")
 
@@ -38,7 +38,7 @@ class Tls:
 @dataclass(frozen=True)
 class Host:
     name: str
-    endpoint: str  # tcp://ADDR:PORT, ssh://USER@HOST, unix:///PATH
+    endpoint: str  # tcp://ADDR:PORT or unix:///PATH
     manager: bool = False
     tls: Tls | None = None
 
@@ -113,14 +113,16 @@ def _host(c: Checker, path: KeyPath, key: str, body: Any, folder: Path) -> Host 
 def _endpoint(value: Any) -> str:
     text = string(value)
     parts = urlsplit(text)
+    if parts.scheme == "ssh":
+        raise Invalid(f"endpoint {show(text)}: ssh:// is not supported (a node's attach stream needs a real "
+                      "socket); forward the engine's socket instead: `ssh -fNL /run/lab-h2.sock:/var/run/"
+                      "docker.sock user@host`, then endpoint: unix:///run/lab-h2.sock")
     if parts.scheme not in SCHEMES:
-        raise Invalid(f"endpoint {show(text)}: expected tcp://ADDRESS:PORT, ssh://[USER@]HOST or unix:///PATH")
+        raise Invalid(f"endpoint {show(text)}: expected tcp://ADDRESS:PORT or unix:///PATH")
     if parts.scheme == "unix" and not parts.path:
         raise Invalid(f"endpoint {show(text)}: a unix endpoint needs a socket path (unix:///var/run/docker.sock)")
     if parts.scheme == "tcp" and (not parts.hostname or parts.port is None):
         raise Invalid(f"endpoint {show(text)}: a tcp endpoint needs an address and a port (tcp://10.0.0.11:2375)")
-    if parts.scheme == "ssh" and not parts.hostname:
-        raise Invalid(f"endpoint {show(text)}: an ssh endpoint needs a host (ssh://user@host)")
     return text
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import io
+import ssl
 import tarfile
 import tempfile
 import time
@@ -47,7 +48,7 @@ class Channel:
         """The status facts that arrived ("ready", "exit 3"); sets `closed` at end of stream."""
         try:
             data = self.sock.recv(65536)
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantReadError):  # (TLS: part of a record so far)
             return []
         except OSError:
             data = b""

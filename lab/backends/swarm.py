@@ -36,7 +36,7 @@ from lab.backends.docker import container_name
 from lab.backends.engine import api_error, connect, remote
 from lab.backends.remote import Channel, clock_offset, extract, open_channel, ship_image, tar_files
 from lab.cluster import Cluster, Host, load_cluster, place
-from lab.errors import BackendError, EnvironmentProblem
+from lab.errors import BackendError, EnvironmentProblem, LabError
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for, start_order
 from lab.rundir import MAX_OUTPUT, RunDir
@@ -120,11 +120,24 @@ class SwarmBackend:
         self.pool: ThreadPoolExecutor | None = None
         self.probes = ThreadPoolExecutor(len(self.engines), thread_name_prefix="lab-probe")
         self.closing = False
+        self.pending: list[Event] = []  # observed while stopping other nodes, handed out by the next poll
         self.blocks: dict[str, tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]] = {}
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
         self.placement = place(plan, self.cluster)  # an unknown `host:` is the scenario's error (exit 2)
+        try:
+            self._check(plan)
+        except Exception as e:
+            for engine in self.engines.values():
+                for client in (engine.client, engine.probe):
+                    if client is not None:
+                        client.close()
+            if isinstance(e, LabError):
+                raise
+            raise EnvironmentProblem(f"swarm: cannot use the cluster {self.cluster.path}: {e}") from None
+
+    def _check(self, plan: Plan) -> None:
         used = {self.cluster.manager.name, *self.placement.values()}
         with ThreadPoolExecutor(len(used)) as pool:
             list(pool.map(self._connect, [self.engines[h] for h in sorted(used)]))
@@ -246,11 +259,13 @@ class SwarmBackend:
                 extra_hosts={n.name: str(address_for(node, n)) for n in plan.nodes})
             networking = api.create_networking_config(
                 {nets[first.network]: api.create_endpoint_config(ipv4_address=str(first.address.ip))})
-            box.id = api.create_container(
-                node.image or self.image, name=box.name, hostname=node.name, environment=env,
+            config = api.create_container_config(
+                node.image or self.image, None, hostname=node.name, environment=env,
                 labels={LABEL_ID: self.journal.lab_id, "lab.node": node.name, "lab.scenario": plan.name},
                 working_dir="/lab/files" if node.cwd else "/", host_config=host_config,
-                networking_config=networking, stdin_open=True, **extra)["Id"]
+                networking_config=networking, stdin_open=True, **extra)
+            config["StdinOnce"] = True  # the agent sees EOF if the lab goes away before "go"
+            box.id = api.create_container_from_config(config, box.name)["Id"]
             for i in rest:
                 api.connect_container_to_network(box.id, nets[i.network], ipv4_address=str(i.address.ip))
             api.put_archive(box.id, "/", self._files(node))
@@ -290,7 +305,7 @@ class SwarmBackend:
         self._watch_new()
         self._raise_failed()
         self._probe_hosts()
-        events = self._release()
+        events, self.pending = self.pending + self._release(), []
         unwired = any(not b.wired for b in self.boxes.values())
         wait = 0.0 if events else (min(timeout, 0.02) if unwired else min(timeout, PROBE_EVERY))
         for key, _ in self.selector.select(wait):
@@ -299,14 +314,16 @@ class SwarmBackend:
 
     def _watch_new(self) -> None:
         for b in self.boxes.values():
-            if (not b.wired and b.future is not None and b.future.done() and b.future.exception() is None
+            if (not b.wired and b.future is not None and b.future.done() and not b.future.cancelled()
+                    and b.future.exception() is None
                     and b.channel is not None):  # (no channel: its creation was skipped at teardown)
                 self.selector.register(b.channel, selectors.EVENT_READ, b.node.name)
                 b.wired = True
 
     def _raise_failed(self) -> None:
         for b in self.boxes.values():
-            error = b.future.exception() if b.future is not None and b.future.done() else None
+            done = b.future is not None and b.future.done() and not b.future.cancelled()
+            error = b.future.exception() if done and b.future is not None else None
             if error is not None:
                 lost = self._lost_now(b.host)
                 if lost is not None:
@@ -318,7 +335,7 @@ class SwarmBackend:
         if not asked or not all(b.wired for b in asked):
             return []
         for b in asked:
-            if b.node.runs_something and b.channel is not None:
+            if b.node.runs_something and b.channel is not None and not b.exited and not b.channel.closed:
                 try:
                     b.channel.send(b"go\n")
                 except OSError as e:
@@ -435,7 +452,7 @@ class SwarmBackend:
         deadline = time.monotonic() + 5
         while any(b.wired and not b.exited for b in running) and time.monotonic() < deadline:
             for key, _ in self.selector.select(0.1):
-                self._read(self.boxes[key.data])
+                self.pending += [e for e in self._read(self.boxes[key.data]) if e.node not in nodes]
         for b in running:
             if not b.exited and b.wired and b.channel is not None:
                 self.selector.unregister(b.channel)
@@ -448,6 +465,10 @@ class SwarmBackend:
 
     def down(self) -> None:
         self.closing = True
+        in_use = [n for n, e in self.engines.items() if e.client is not None and not e.lost]
+        if in_use:  # a host that hangs now is skipped, not waited on call after call
+            with ThreadPoolExecutor(len(in_use)) as pool:
+                list(pool.map(self._lost_now, in_use))
         try:
             if self.pool is not None:
                 self.pool.shutdown(wait=True, cancel_futures=True)
@@ -593,7 +614,11 @@ def _rescue_logs(clients: dict[str, Any], lab_id: str, run_dir: Path) -> None:
     if not nodes.is_dir():
         return
     for client in clients.values():
-        for c in client.api.containers(all=True, filters={"label": f"{LABEL_ID}={lab_id}"}):
+        try:
+            found = client.api.containers(all=True, filters={"label": f"{LABEL_ID}={lab_id}"})
+        except Exception:  # noqa: BLE001 - best effort: removal (which reports) matters more
+            continue
+        for c in found:
             node = (c.get("Labels") or {}).get("lab.node", "")
             if not node or (nodes / f"{node}.jsonl").exists():
                 continue

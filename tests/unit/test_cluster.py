@@ -26,7 +26,7 @@ THREE = """\
 hosts:
   h1: {endpoint: "tcp://10.9.0.11:2375", manager: true}
   h2: {endpoint: "tcp://10.9.0.12:2375"}
-  h3: {endpoint: "ssh://lab@10.9.0.13"}
+  h3: {endpoint: "unix:///run/lab-h3.sock"}
 """
 
 
@@ -65,7 +65,8 @@ def test_simulated_cluster_file_is_valid(tmp_path: Path) -> None:
      "same endpoint as host h1"),
     ("hosts:\n  h1: {endpoint: 'tcp://x:1', manger: true}\n", 2, "manger"),
     ("hosts:\n  H1: {endpoint: 'tcp://x:1', manager: true}\n", 2, "invalid name 'H1'"),
-    ("hosts:\n  h1: {endpoint: 'ssh://a@b', manager: true, tls: {ca: a, cert: b, key: c}}\n", 2, "no such file"),
+    ("hosts:\n  h1: {endpoint: 'tcp://b:1', manager: true, tls: {ca: a, cert: b, key: c}}\n", 2, "no such file"),
+    ("hosts:\n  h1: {endpoint: 'ssh://a@b', manager: true}\n", 2, "forward the engine's socket"),
     ("hosts:\n  h1: {manager: true}\n", 2, "endpoint"),
     ("nodes: {}\n", 1, "nodes"),
 ])
