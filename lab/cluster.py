@@ -52,9 +52,6 @@ class Cluster:
     def manager(self) -> Host:
         return next(h for h in self.hosts if h.manager)
 
-    def host(self, host_name: str) -> Host:
-        return next(h for h in self.hosts if h.name == host_name)
-
     def to_json(self) -> dict[str, Any]:
         """What a journal keeps, so that `lab clean` reaches every host without the file."""
         return {"path": str(self.path), "hosts": [

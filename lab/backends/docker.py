@@ -134,15 +134,11 @@ class DockerBackend:
                    str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
         if node.cwd:
             volumes[str(node.cwd)] = {"bind": "/lab/files", "mode": "rw"}
-        extra: dict[str, Any] = {}
         if node.image:  # a user's image: run the agent from the host's copy of the role programs
             volumes[str(Path(lab.__file__).parent)] = {"bind": "/opt/lab/lab", "mode": "ro"}
-            extra["entrypoint"] = ["python3", "-S", "-m", "lab.roles.agent"]
-        env = {"LAB_NODE": node.name, "LAB_ID": self.journal.lab_id, "LAB_SPEC": "/lab/ctl/spec.json",
-               "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", **node.env}
+        extra, env, limits = agent_container(self.journal.lab_id, node)
         api = self.client.api
         try:
-            limits = [docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT)] if node.argv else []
             host = api.create_host_config(
                 network_mode="none", cap_drop=["ALL"], cap_add=["NET_BIND_SERVICE"],
                 security_opt=["no-new-privileges"], binds=volumes, ulimits=limits,
@@ -160,19 +156,8 @@ class DockerBackend:
 
     def _spec(self, node: NodePlan) -> dict[str, Any]:
         out = "/lab/out"
-        spec: dict[str, Any] = {"log": f"{out}/{node.name}.log", "go": "/lab/ctl/go",
-                                "cwd": "/lab/files" if node.cwd else "/",
-                                "ready": f"{out}/{node.name}.ready", "exit": f"{out}/{node.name}.exit",
-                                "transcript": f"{out}/{node.name}.jsonl"}
-        if node.role:
-            spec.update(role=node.role, params=node.params)
-        elif node.argv:
-            spec.update(argv=list(node.argv))
-            if node.stdin is not None:
-                spec.update(stdin=[list(step) for step in node.stdin])
-        else:
-            spec.update(idle=True)
-        return spec
+        return {"go": "/lab/ctl/go", "ready": f"{out}/{node.name}.ready", "exit": f"{out}/{node.name}.exit",
+                **agent_spec(node)}
 
     # -- processes ---------------------------------------------------------------------------
     def start(self, node: NodePlan) -> bool:
@@ -382,6 +367,32 @@ def _remove_containers(client: Any, journal: Journal) -> list[str]:
 
     with ThreadPoolExecutor(WORKERS) as pool:
         return list(pool.map(remove, found))
+
+
+def agent_spec(node: NodePlan, out: str = "/lab/out") -> dict[str, Any]:
+    """The agent's spec keys every container backend shares: where the node's log and transcript
+    go, its folder, and what it runs (a role, a program with its scripted input, or nothing)."""
+    spec: dict[str, Any] = {"log": f"{out}/{node.name}.log", "transcript": f"{out}/{node.name}.jsonl",
+                            "cwd": "/lab/files" if node.cwd else "/"}
+    if node.role:
+        spec.update(role=node.role, params=node.params)
+    elif node.argv:
+        spec.update(argv=list(node.argv))
+        if node.stdin is not None:
+            spec.update(stdin=[list(step) for step in node.stdin])
+    else:
+        spec.update(idle=True)
+    return spec
+
+
+def agent_container(lab_id: str, node: NodePlan) -> tuple[dict[str, Any], dict[str, str], list[Any]]:
+    """(extra create arguments, environment, ulimits) of a node's container, on any engine: the
+    agent is the entry point of a user's image too, and programs get the output limit."""
+    extra: dict[str, Any] = {"entrypoint": ["python3", "-S", "-m", "lab.roles.agent"]} if node.image else {}
+    env = {"LAB_NODE": node.name, "LAB_ID": lab_id, "LAB_SPEC": "/lab/ctl/spec.json",
+           "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", **node.env}
+    limits = [docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT)] if node.argv else []
+    return extra, env, limits
 
 
 def container_name(lab_id: str, node: str) -> str:

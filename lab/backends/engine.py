@@ -21,19 +21,13 @@ def endpoint() -> str:
 
 def connect(pool: int = 64) -> Any:
     """A client for the engine at DOCKER_HOST (default the local socket), or exit 3 saying why."""
-    try:
-        import docker
-    except ImportError:  # pragma: no cover - a dependency of the package
-        raise EnvironmentProblem("the Docker SDK is missing: pip install docker") from None
     where = endpoint()
     try:
-        client = docker.DockerClient(base_url=where, timeout=API_TIMEOUT, max_pool_size=pool)
-        client.ping()
-    except Exception as e:  # noqa: BLE001 - the SDK raises many types for "no engine there"
+        return remote(where, pool=pool)
+    except BackendError as e:
         raise EnvironmentProblem(
-            f"Docker engine unreachable at {where} ({_short(e)}); start it: `dockerd &` "
-            "(or `systemctl start docker`), or install it: apt-get install docker.io") from None
-    return client
+            f"{e}; start it: `dockerd &` (or `systemctl start docker`), or install it: "
+            "apt-get install docker.io") from None
 
 
 def remote(where: str, timeout: float = API_TIMEOUT, tls: Any = None, pool: int = 32) -> Any:
@@ -41,8 +35,10 @@ def remote(where: str, timeout: float = API_TIMEOUT, tls: Any = None, pool: int 
 
     ssh:// uses the system's ssh client (keys and known_hosts as for `ssh` itself). Raises
     BackendError naming the endpoint when it does not answer."""
-    import docker
-
+    try:
+        import docker
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise EnvironmentProblem("the Docker SDK is missing: pip install docker") from None
     try:
         client = docker.DockerClient(base_url=where, timeout=timeout, max_pool_size=pool, tls=tls or False,
                                      use_ssh_client=where.startswith("ssh://"))

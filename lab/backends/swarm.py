@@ -23,7 +23,7 @@ import json
 import selectors
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import docker.types
 
 from lab import images
 from lab.backends import EXITED, LAUNCHED, READY, Event, Options, Placement
-from lab.backends.docker import container_name
+from lab.backends.docker import LABEL_ID, agent_container, agent_spec, container_name
 from lab.backends.engine import api_error, connect, remote
 from lab.backends.remote import Channel, clock_offset, extract, open_channel, ship_image, tar_files
 from lab.cluster import Cluster, Host, load_cluster, place
@@ -41,7 +41,6 @@ from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for, start_order
 from lab.rundir import MAX_OUTPUT, RunDir
 
-LABEL_ID = "lab.id"
 WORKERS = 16
 PROBE_EVERY = 1.0  # seconds between liveness probes of each host during a run
 PROBE_TIMEOUT = 3.0  # a host that does not answer a ping within this is gone
@@ -99,7 +98,7 @@ class _Box:
     collected: bool = False
     future: Future[None] | None = None
     fetch: Future[None] | None = None
-    facts: list[str] = field(default_factory=list)
+    told: int | None = None  # the exit code the agent reported
 
 
 class SwarmBackend:
@@ -120,6 +119,7 @@ class SwarmBackend:
         self.pool: ThreadPoolExecutor | None = None
         self.probes = ThreadPoolExecutor(len(self.engines), thread_name_prefix="lab-probe")
         self.closing = False
+        self.missing: dict[str, list[str]] = {}  # image -> hosts to send it to (found by check)
         self.pending: list[Event] = []  # observed while stopping other nodes, handed out by the next poll
         self.blocks: dict[str, tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]] = {}
 
@@ -173,7 +173,6 @@ class SwarmBackend:
 
     def _check_images(self, plan: Plan) -> None:
         """Every image a host needs is there, or is sent from the local engine in `up`."""
-        self.missing: dict[str, list[str]] = {}
         for node in plan.nodes:
             tag = node.image or self.image
             host = self.placement[node.name]
@@ -245,12 +244,7 @@ class SwarmBackend:
         first, *rest = node.interfaces
         nets = {i.network: network_name(self.journal.lab_id, i.network) for i in node.interfaces}
         caps = ["NET_BIND_SERVICE"] + (["NET_ADMIN", "SETPCAP"] if node.routes else [])
-        limits = [docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT)] if node.argv else []
-        extra: dict[str, Any] = {}
-        if node.image:  # a user's image: the agent's files are put in with the spec
-            extra["entrypoint"] = ["python3", "-S", "-m", "lab.roles.agent"]
-        env = {"LAB_NODE": node.name, "LAB_ID": self.journal.lab_id, "LAB_SPEC": "/lab/ctl/spec.json",
-               "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", **node.env}
+        extra, env, limits = agent_container(self.journal.lab_id, node)  # a user's image: files come in _files
         try:
             host_config = api.create_host_config(
                 network_mode=nets[first.network], cap_drop=["ALL"], cap_add=caps,
@@ -275,19 +269,9 @@ class SwarmBackend:
             raise api_error(f"start container for {node.name} on host {box.host}", e) from None
 
     def _files(self, node: NodePlan) -> bytes:
-        spec: dict[str, Any] = {"channel": "stdio", "log": f"{OUT}/{node.name}.log",
-                                "transcript": f"{OUT}/{node.name}.jsonl",
-                                "cwd": "/lab/files" if node.cwd else "/"}
-        if node.role:
-            spec.update(role=node.role, params=node.params)
-        elif node.argv:
-            spec.update(argv=list(node.argv))
-            if node.stdin is not None:
-                spec.update(stdin=[list(step) for step in node.stdin])
-            if node.ready.kind == TCP:
-                spec.update(ready_tcp=node.ready.port)
-        else:
-            spec.update(idle=True)
+        spec = {"channel": "stdio", **agent_spec(node, OUT)}
+        if node.argv and node.ready.kind == TCP:
+            spec.update(ready_tcp=node.ready.port)
         if node.routes:
             spec.update(routes=[[str(r.to), str(r.via)] for r in node.routes])
         files = [("lab/ctl/spec.json", json.dumps(spec).encode()), (f"lab/out/{node.name}.log", b"")]
@@ -351,7 +335,7 @@ class SwarmBackend:
                 b.ready = True
                 events.append(Event(b.node.name, READY))
             elif fact.startswith("exit "):
-                b.facts.append(fact)
+                b.told = int(fact.split()[1])
         if b.channel.closed:
             self.selector.unregister(b.channel)
             events.append(self._exited(b))
@@ -360,9 +344,8 @@ class SwarmBackend:
     def _exited(self, b: _Box) -> Event:
         """The node's agent is done: its code (told, or asked of the engine), its files fetched."""
         b.exited = True
-        told = [f for f in b.facts if f.startswith("exit ")]
-        if told:
-            b.code = int(told[-1].split()[1])
+        if b.told is not None:
+            b.code = b.told
         elif not self.closing and (lost := self._lost_now(b.host)) is not None:
             raise lost  # the stream ended because the host did
         else:
