@@ -9,6 +9,7 @@ what came back (or that the connection was refused, reset, or timed out).
 from __future__ import annotations
 
 import re
+import signal
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ class NodeOutcome:
     note: str  # why it did not start / was killed; "" if nothing to say
     transcript: list[dict[str, Any]]
     log: str
+    cause: str = ""  # how it ended, when the lab knows and its output may not say (the output limit)
+    peer_note: str = ""  # its connection failed and its server exited or raised: what the server did
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class CheckResult:
     node: str
     passed: bool
     detail: str
+    ran: bool = True  # False: the node did not run (blocked by another's failure), so no fault of its own
 
 
 def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[CheckResult]:
@@ -50,7 +54,8 @@ def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]
     else:
         raise ValueError(f"unknown check {check!r}")
     return [
-        CheckResult(check, node.name, passed, one_line(with_note(node, passed, detail)))
+        CheckResult(check, node.name, passed, one_line(with_causes(node, passed, with_note(node, passed, detail))),
+                    node.started)
         for node, (passed, detail) in zip(nodes, verdicts, strict=True)
     ]
 
@@ -59,10 +64,33 @@ def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]
 
 
 def quote(text: str) -> str:
-    """repr-like quoting, cut to ~60 characters so a detail stays one readable line."""
-    if len(text) <= QUOTE_LIMIT:
-        return repr(text)
-    return repr(text[:QUOTE_LIMIT]) + "..."
+    """Quoted like `escape` (repr-like, unambiguous), cut to ~60 characters so a detail stays one line."""
+    return escape(text.encode("utf-8", errors="surrogateescape"))
+
+
+ESCAPES = {"\\": "\\\\", "'": "\\'", "\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def escape(data: bytes, limit: int = QUOTE_LIMIT) -> str:
+    """Bytes in quotes, each shown one way only: printable text as itself, control characters as
+    \\xNN (ASCII) or \\uNNNN (other code points), and bytes that are not UTF-8 as \\xNN. So two
+    different byte strings never look alike (what a str repr of decoded text cannot promise)."""
+    text = data.decode("utf-8", errors="surrogateescape")
+    cut = len(text) > limit
+    out = []
+    for ch in text[:limit]:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not part of valid UTF-8
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch in ESCAPES:
+            out.append(ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    return "'" + "".join(out) + "'" + ("..." if cut else "")
 
 
 def one_line(text: str) -> str:
@@ -89,6 +117,15 @@ def with_note(node: NodeOutcome, passed: bool, detail: str) -> str:
     if passed or not node.started or not node.stopped_by_lab or not node.note or node.note in detail:
         return detail
     return f"{detail} ({node.note})"
+
+
+def with_causes(node: NodeOutcome, passed: bool, detail: str) -> str:
+    """A failure says what the lab knows of its cause: the node's own end (the output limit), and
+    what its server did when its connection failed (exited, or raised)."""
+    for cause in (node.cause, node.peer_note):
+        if not passed and cause and cause not in detail:
+            detail = f"{detail} ({cause})"
+    return detail
 
 
 # ----------------------------------------------------------------------------- transcript queries
@@ -185,30 +222,27 @@ def connection_failure(node: NodeOutcome) -> str | None:
 
 
 def echo(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
-    """Every line sent came back unchanged, in order, as a complete line on that connection."""
+    """Every line sent came back unchanged, byte for byte, as the reply to that line.
+
+    The reply to a line is what the client received after sending it (before its next line), up to
+    as many line ends as the line had: bytes before it (a greeting, a `> ` prompt) and after it (the
+    next prompt) are not the reply. Lines end in LF; CRLF is accepted as the same line end."""
     here = where(node)
     failure = connection_failure(node)
     if failure:
         return False, f"{here}: {failure}"
-    sends = [
-        (i, strip_eol(text_of(event_bytes(e))))
-        for i, e in enumerate(node.transcript)
-        if e.get("event") == "sent"
-    ]
+    sends = [(i, event_bytes(e)) for i, e in enumerate(node.transcript) if e.get("event") == "sent"]
     if not sends:
         error = first(node, "error")
         return False, f"{here}: sent nothing" + (f" ({error_phrase(error[1], None)})" if error else "")
-    lines = [
-        strip_eol(line)
-        for line in text_of(received_bytes(node)).splitlines(keepends=True)
-        if line.endswith("\n")
-    ]
-    position = 0
-    for k, (index, line) in enumerate(sends):
-        if line not in lines[position:]:
-            stop = sends[k + 1][0] if k + 1 < len(sends) else None
-            return False, f"{here}: {echo_miss(node, index, stop, line)}"
-        position = lines.index(line, position) + 1
+    for k, (index, data) in enumerate(sends):
+        stop = sends[k + 1][0] if k + 1 < len(sends) else None
+        segment = received_bytes(node, index + 1, stop)
+        reply = through_line_ends(segment, max(1, data.count(b"\n")))
+        if reply is None:
+            return False, f"{here}: {echo_miss(node, index, data, segment)}"
+        if lines_of(reply) != lines_of(data):
+            return False, f"{here}: {difference(data, reply)}"
     expected = start_params(node).get("send")
     if isinstance(expected, list) and len(sends) < len(expected):
         why = ending(node, None, sends[-1][0])
@@ -216,14 +250,46 @@ def echo(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
     return True, f"{here}: {len(sends)}/{len(sends)} lines echoed"
 
 
-def echo_miss(node: NodeOutcome, index: int, stop: int | None, line: str) -> str:
-    """What came back for the sent line at transcript `index` (up to the next send)."""
-    reply = text_of(received_bytes(node, index, stop))
-    if not reply:
+def through_line_ends(data: bytes, count: int) -> bytes | None:
+    """`data` up to and including its `count`-th LF; None when fewer arrived."""
+    end = -1
+    for _ in range(count):
+        end = data.find(b"\n", end + 1)
+        if end < 0:
+            return None
+    return data[: end + 1]
+
+
+def lines_of(data: bytes) -> list[bytes]:
+    """The lines of `data` without their line ends (LF, or CRLF: one CR before the LF)."""
+    return [line.removesuffix(b"\r") for line in data.removesuffix(b"\n").split(b"\n")]
+
+
+def without_eol(data: bytes) -> bytes:
+    return b"\n".join(lines_of(data))
+
+
+def difference(sent: bytes, reply: bytes) -> str:
+    """`sent 'a\\x0bb', got 'a\\x0cb' (first difference at byte 1)`, around that byte when long."""
+    mine, theirs = without_eol(sent), without_eol(reply)
+    at = next((k for k, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), min(len(mine), len(theirs)))
+    start = max(0, at - QUOTE_LIMIT // 2) if at >= QUOTE_LIMIT else 0
+    lead = "..." if start else ""
+    return (f"sent {lead}{escape(mine[start:])}, got {lead}{escape(theirs[start:])} "
+            f"(first difference at byte {at})")
+
+
+def echo_miss(node: NodeOutcome, index: int, sent: bytes, segment: bytes) -> str:
+    """What came back for the sent line at transcript `index` when no whole reply line did."""
+    line = without_eol(sent).decode("utf-8", errors="surrogateescape")
+    if not segment:
         return ending(node, line, index)
-    if "\n" not in reply:
-        return f"sent {quote(line)}, got {quote(reply)} (no end of line)"
-    return f"sent {quote(line)}, got {quote(strip_eol(reply))}"
+    error = first(node, "error", index)
+    if error and error[1].get("kind") == "timeout":
+        why = seconds(error[1].get("timeout"))
+    else:
+        why = f"; {error_phrase(error[1], None)}" if error else ""
+    return f"sent {quote(line)}, got {escape(segment)} (no end of line{why})"
 
 
 def greeting(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
@@ -232,11 +298,11 @@ def greeting(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
     failure = connection_failure(node)
     if failure:
         return False, f"{here}: {failure}"
-    received = text_of(received_bytes(node))
-    if text in received:
+    received = received_bytes(node)
+    if text.encode("utf-8") in received:
         return True, f"{here}: got {quote(text)}"
     if received:
-        return False, f"{here}: expected {quote(text)}, got {quote(strip_eol(received))}"
+        return False, f"{here}: expected {quote(text)}, got {escape(without_eol(received))}"
     return False, f"{here}: expected {quote(text)}, got nothing: {ending(node, None)}"
 
 
@@ -260,8 +326,12 @@ def http(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
 
 
 def no_response(node: NodeOutcome) -> str:
+    """Why an http-get client has no response. The role's own words when it judged the bytes (cut
+    short, not HTTP): they already name what was missing, "error during response" would only pad them."""
     error = first(node, "error")
     if error:
+        if error[1].get("kind") == "other" and error[1].get("during") == "response" and error[1].get("message"):
+            return str(error[1]["message"])
         return error_phrase(error[1], None)
     raw = text_of(received_bytes(node))
     return f"not an HTTP response: {quote(raw)}" if raw else "no response (connection closed without data)"
@@ -273,10 +343,25 @@ def exit_status(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
     if node.exit_code is not None:
         if node.exit_code == code:
             return True, f"exited with code {code}"
-        return False, f"exited with code {node.exit_code}, expected {code} ({last_lines(node.log, 1)})"
+        return False, f"exited with {exit_words(node.exit_code)}, expected {code} ({last_lines(node.log, 1)})"
     if node.stopped_by_lab:
         return False, "still running when the lab stopped it"
     return False, "exit code unknown"
+
+
+def exit_words(code: int | None) -> str:
+    """`code 3`, `code 143 (SIGTERM)`: every backend reports a process killed by signal N as 128+N,
+    as the shell and docker do."""
+    if code is None:
+        return "unknown status"
+    if code < 0:  # a raw wait status, from a caller that did not convert it
+        code = 128 - code
+    if code > 128:
+        try:
+            return f"code {code} ({signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"code {code}"
 
 
 def output(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
@@ -317,20 +402,28 @@ PER_NODE: dict[str, Callable[[NodeOutcome, Mapping[str, Any]], Verdict]] = {
 
 
 def answered_interval(node: NodeOutcome) -> tuple[float, float] | None:
-    """From the first bytes received after connecting to the close/error/end that follows.
+    """When the client was connected and answered: from its `answered` event (taken after the recv
+    that completed its first reply) to its `closing` (taken before close()), an error, or its end.
+    A connection the server closed counts only up to the last bytes the client received on it.
 
-    None when the node never connected or was never answered.
-    """
+    None when the node never connected or was never answered. (Transcripts without `answered`
+    events count from the first bytes received after connecting.)"""
     connected = first(node, "connected")
     if not connected:
         return None
-    answer = first(node, "received", connected[0])
+    answer = first(node, "answered", connected[0]) or first(node, "received", connected[0])
     if not answer:
         return None
     begin = float(answer[1].get("t", 0.0))
-    for event in node.transcript[answer[0] + 1 :]:
-        if event.get("event") in ("closed", "error", "end"):
-            return begin, float(event.get("t", begin))
+    after = node.transcript[answer[0] + 1 :]
+    by_peer = any(e.get("event") == "closed" and e.get("by") == "peer" for e in after)
+    last = begin
+    for event in after:
+        kind = event.get("event")
+        if kind in ("closing", "closed", "error", "end"):
+            return begin, last if by_peer else float(event.get("t", begin))
+        if kind == "received":
+            last = float(event.get("t", last))
     return begin, max(begin, float(node.transcript[-1].get("t", begin)))
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from lab.backends import EXITED, LAUNCHED, READY, Backend, Event
+from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Backend, Event
+from lab.barrier import Barrier
+from lab.checks import exit_words
 from lab.errors import Interrupted
 from lab.plan import STARTED, TCP, NodePlan, Plan
 
@@ -30,6 +32,7 @@ class NodeState:
     ready_at: float | None = None
     exit_code: int | None = None
     exited: bool = False
+    exited_at: float | None = None  # when it exited on its own (time.monotonic()); None if the lab stopped it
     stopped_by_lab: bool = False
     blocked: bool = False
     failed_start: bool = False
@@ -54,9 +57,11 @@ class Execution:
     states: dict[str, NodeState] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
     timed_out: bool = False
+    barrier: Barrier = field(init=False)  # clients of `concurrent` expectations, held until released
 
     def __post_init__(self) -> None:
         self.states = {n.name: NodeState(n) for n in self.plan.nodes}
+        self.barrier = Barrier(self.plan)
         for s in self.states.values():
             if not s.plan.runs_something:  # a plain host (e.g. a router) is ready once it exists
                 s.started_at = s.ready_at = self.t0
@@ -75,6 +80,7 @@ class Execution:
         """Keep track of a running lab (exits, late readiness) for at most `timeout` seconds."""
         for event in self.backend.poll(timeout):
             self._handle(event)
+        self._release_groups()
         self.interrupted()
 
     def _drive(self, done: Callable[[], bool]) -> None:
@@ -85,8 +91,10 @@ class Execution:
             if now >= deadline:
                 self._hit_deadline()
                 break
-            for event in self.backend.poll(min(0.2, deadline - now, self._next_ready_deadline() - now)):
+            wait = min(0.2, deadline - now, self._next_ready_deadline() - now, self.barrier.next_deadline() - now)
+            for event in self.backend.poll(max(0.0, wait)):
                 self._handle(event)
+            self._release_groups()
             self.interrupted()
             self._check_ready_deadlines()
             self._start_unblocked()
@@ -128,18 +136,28 @@ class Execution:
             s.started_at, s.launching = time.monotonic(), False
             if s.plan.ready.kind == STARTED:
                 s.ready_at = s.started_at
+        elif event.kind == ANSWERED:
+            late = self.barrier.answered(s.plan.name, time.monotonic())
+            if late:
+                self.backend.release(late)
         elif event.kind == READY and s.ready_at is None:
             s.ready_at = time.monotonic()
             if s.plan.service:
                 self.progress(f"  ready   {s.plan.name:<14} {s.plan.address!s:<15} "
                               f"{_what(s.plan)} ({s.ready_at - self.t0:.2f}s)")
         elif event.kind == EXITED:
-            s.exited, s.exit_code = True, event.code
+            s.exited, s.exit_code, s.exited_at = True, event.code, time.monotonic()
             if s.ready_at is None:
                 self._failed_start(s, f"exited with {_code(event.code)} before it was ready")
             elif s.plan.service:
                 s.note = f"exited with {_code(event.code)} while serving"
                 self.progress(f"  exited  {s.plan.name} ({_code(event.code)})")
+
+    def _release_groups(self) -> None:
+        """Let the clients held for `concurrent` go on when the barrier says so (lab/barrier.py)."""
+        due = self.barrier.due(time.monotonic(), lambda n: self.states[n].exited or self.states[n].blocked)
+        if due:
+            self.backend.release(due)
 
     def _next_ready_deadline(self) -> float:
         pending = [s.started_at + s.plan.ready.timeout for s in self.states.values()
@@ -161,7 +179,7 @@ class Execution:
         tail = self.log_tail(s.plan.name)
         s.note = why + (f" (last output: {tail!r})" if tail else "")
         self.progress(f"  FAILED  {s.plan.name}: {s.note}")
-        self._block_dependents(s.plan.name, f"not started: {s.plan.name} {why}")
+        self._block_dependents(s.plan.name, f"not started: {s.plan.name} {why}" + (f" ({tail})" if tail else ""))
 
     def _block_dependents(self, name: str, note: str) -> None:
         for s in self.states.values():
@@ -182,6 +200,8 @@ class Execution:
         self.progress(f"  TIMEOUT after {self.plan.timeout:g}s: stopped {', '.join(s.plan.name for s in late)}")
 
     def _stop_services(self) -> None:
+        for event in self.backend.poll(0):  # exits that already happened are the nodes' own, not the lab's stop
+            self._handle(event)
         self._stop([s.plan.name for s in self.states.values() if s.running])
 
     def _stop(self, names: list[str]) -> None:
@@ -201,14 +221,8 @@ def _what(node: NodePlan) -> str:
 
 
 def _code(code: int | None) -> str:
-    if code is None:
-        return "unknown status"
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"code {code}"
+    """`code 3`, `code 143 (SIGTERM)` (killed by signal N is 128+N on every backend)."""
+    return exit_words(code)
 
 
 class SignalGuard:

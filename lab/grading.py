@@ -159,11 +159,17 @@ def _grade(name: str, scenario: Scenario, run: Path, done: subprocess.CompletedP
         reason = (f"{bad[0]['node']}: {bad[0]['detail']}" if bad else
                   f"{len(results)} node(s) passed" if results else report.get("error") or "not checked")
         verdicts.append(Verdict(e["label"], passed, e["points"], e["points"] if passed else 0.0, reason,
-                                "" if passed else e["hint"]))
+                                e["hint"] if own_fault(bad) else ""))
     total = sum(e.points for e in scenario.expect)
     note = report.get("error") or (starts[0] if starts else "")
     return Grade(name, sum(v.earned for v in verdicts), total, str(run), done.returncode,
                  float(report.get("duration_s", 0.0)), verdicts, note[:200])
+
+
+def own_fault(bad: list[dict[str, Any]]) -> bool:
+    """A hint addresses an expectation's own fault: not nodes that did not run at all because
+    another node failed to start (the start failure's reason says what to fix)."""
+    return any(c.get("ran", True) for c in bad)
 
 
 def _write(root: Path, scenario: Scenario, grades: list[Grade]) -> None:

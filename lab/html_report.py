@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from lab.plan import NodePlan, Plan
 
 if TYPE_CHECKING:
+    from lab.execution import NodeState
     from lab.orchestrator import RunResult
 
 LOG_SHOW_LIMIT = 256 * 1024  # bytes of each node's log shown on the page
@@ -131,6 +133,49 @@ def node_verdicts(result: RunResult) -> dict[str, str]:
     return verdicts
 
 
+def exit_text(code: int | None) -> str:
+    """`3`, `143 (SIGTERM)` (a process killed by signal N reports 128+N on every backend)."""
+    if code is None:
+        return "?"
+    if code > 128:
+        try:
+            return f"{code} ({signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return str(code)
+
+
+def node_state(s: NodeState | None, clock: float) -> str:
+    """How a node's run went, in words: `exited 0 at +0.4s`, `exited 3 at +0.4s (while serving)`,
+    `stopped by the lab (143)`, `did not start: ...` (`clock`: the run's start, NodeState's clock)."""
+    if s is None:
+        return "did not start: the lab did not come up"
+    if not s.plan.runs_something:
+        return "host (runs nothing)"
+    if s.blocked or s.started_at is None:
+        return f"did not start: {s.note.removeprefix('not started: ') or 'never started'}"
+    if s.failed_start:
+        return f"did not start: {s.note}"
+    if s.exited_at is not None:
+        serving = " (while serving)" if s.plan.service else ""
+        return f"exited {exit_text(s.exit_code)} at +{s.exited_at - clock:.1f}s{serving}"
+    if s.stopped_by_lab:
+        why = f": {s.note}" if s.killed_at_deadline or s.note.startswith("stopped") else ""
+        return f"stopped by the lab ({exit_text(s.exit_code)}){why}"
+    return "running"
+
+
+def _nodes_table(result: RunResult, verdicts: Mapping[str, str]) -> str:
+    rows = "".join(
+        f'<tr class="node {esc(verdicts.get(n.name, "none"))}" data-node="{esc(n.name)}"><td>{esc(n.name)}</td>'
+        f"<td>{esc(n.role or ' '.join(n.argv or ()) or '(host)')}</td>"
+        f"<td>{esc(', '.join(str(i.address.ip) for i in n.interfaces))}</td>"
+        f'<td class="state">{esc(node_state(result.states.get(n.name), result.clock))}</td></tr>'
+        for n in result.plan.nodes)
+    return ('<table id="nodes"><thead><tr><th>node</th><th>runs</th><th>addresses</th><th>state</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
 def _show_data(event: Mapping[str, Any]) -> str:
     if "data_b64" in event:
         raw = str(event["data_b64"])
@@ -200,7 +245,7 @@ h1{margin:0 0 4px}h2{margin-top:28px;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 tr.check.pass td.verdict{color:#2e7d32;font-weight:bold}tr.check.fail{background:#fdecee}
-tr.check.fail td.verdict{color:#c62828;font-weight:bold}
+tr.check.fail td.verdict{color:#c62828;font-weight:bold}tr.node.fail td.state{color:#c62828}
 td.data,pre{font-family:monospace;white-space:pre-wrap;word-break:break-all}
 td.t{white-space:nowrap;font-family:monospace}tr.ev.sent td{color:#1565c0}tr.ev.received td{color:#2e7d32}
 tr.ev.error td{color:#c62828}
@@ -263,6 +308,7 @@ id="status">{status}</span></h1>
 <span>started: {esc(started)}</span><span>duration: <b>{result.duration:.2f}s</b></span>\
 <span>exit code: {result.exit_code}</span></p>{"".join(notes)}</header>
 <h2>Topology</h2><div id="topology-box">{topology_svg(plan, node_verdicts(result))}</div>
+<h2>Nodes</h2>{_nodes_table(result, node_verdicts(result))}
 {hosts}
 <h2>Expectations</h2><label><input type="checkbox" id="only-failed"> only failures</label>
 <table id="checks"><thead><tr><th>expectation</th><th>check</th><th>node</th><th>result</th><th>detail</th></tr>\

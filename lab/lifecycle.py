@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import backends
+from lab import backends, watch
 from lab.checks import CheckResult, NodeOutcome, evaluate
 from lab.errors import EnvironmentProblem, LabError
 from lab.execution import Execution
 from lab.journal import Journal, journals, process_start, state_dir
-from lab.orchestrator import read_log, read_transcript
+from lab.orchestrator import evidence, explained, output_limit, read_log, read_transcript
 from lab.plan import make_plan
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
@@ -136,7 +136,7 @@ class StatusHolder:
     def update(self, execution: Execution) -> None:
         if self.journal_folder is None:
             return
-        text = json.dumps({s.plan.name: _node_status(s) for s in execution.states.values()})
+        text = json.dumps({s.plan.name: _node_status(s, execution.t0) for s in execution.states.values()})
         if text != self.last and self.journal_folder.exists():
             tmp = self.journal_folder / "status.json.tmp"
             tmp.write_text(text)
@@ -153,9 +153,13 @@ def _node_row(s: Any) -> dict[str, Any]:
             "state": state}
 
 
-def _node_status(s: Any) -> dict[str, Any]:
+def _node_status(s: Any, t0: float) -> dict[str, Any]:
+    """What `lab check` needs of a node; times in seconds on the lab's clock (from `t0`)."""
     return {"started": s.started_at is not None and not s.blocked, "ready": s.ready_at is not None,
-            "exited": s.exited and s.plan.runs_something, "exit_code": s.exit_code, "note": s.note}
+            "exited": s.exited and s.plan.runs_something, "exit_code": s.exit_code, "note": s.note,
+            "started_at": None if s.started_at is None else round(s.started_at - t0, 4),
+            "exited_at": None if s.exited_at is None else round(s.exited_at - t0, 4),
+            "stopped_by_lab": s.stopped_by_lab, "failed_start": s.failed_start}
 
 
 def keep(scenario_path: str, backend: str, out: str, status_fd: int) -> int:
@@ -315,10 +319,14 @@ def check_now(ref: str) -> list[tuple[str, list[CheckResult]]]:
     plan = _plan_json(j)
     rundir = RunDir(Path(j.meta()["run_dir"]))
     status = _status(j)
-    checked = []
+    runs = watch.runs_from_status(plan, status)
+    outcomes = explained({n["name"]: _outcome(rundir, n["name"], status.get(n["name"], {})) for n in plan["nodes"]},
+                         runs)
+    covered = watch.exit_covered((e["check"], e["nodes"]) for e in plan["expect"])
+    crashed = watch.service_results(runs, covered, lambda n: evidence(outcomes[n]))
+    checked = [(f"service {r.node}", [r]) for r in crashed]
     for e in plan["expect"]:
-        outcomes = [_outcome(rundir, n, status.get(n, {})) for n in e["nodes"]]
-        checked.append((str(e["label"]), evaluate(e["check"], e["params"], outcomes)))
+        checked.append((str(e["label"]), evaluate(e["check"], e["params"], [outcomes[n] for n in e["nodes"]])))
     return checked
 
 
@@ -338,7 +346,8 @@ def _status(j: Journal) -> dict[str, Any]:
 def _outcome(rundir: RunDir, name: str, st: dict[str, Any]) -> NodeOutcome:
     return NodeOutcome(name=name, started=bool(st.get("started", True)), exit_code=st.get("exit_code"),
                        stopped_by_lab=False, note=str(st.get("note", "")),
-                       transcript=read_transcript(rundir.transcript(name)), log=read_log(rundir.log(name)))
+                       transcript=read_transcript(rundir.transcript(name)), log=read_log(rundir.log(name)),
+                       cause=output_limit(rundir, name))
 
 
 def stop_owner(j: Journal) -> bool:

@@ -10,11 +10,11 @@ import json
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from lab import backends
+from lab import backends, watch
 from lab.backends import Placement
 from lab.checks import CheckResult, NodeOutcome, evaluate
 from lab.errors import Interrupted, LabError
@@ -26,6 +26,7 @@ from lab.rundir import MAX_OUTPUT, RunDir
 from lab.scenario.model import Scenario
 
 LOG_READ_LIMIT = 16 * 1024 * 1024  # checks read at most this much of a node's log (a flood is cut)
+OUTPUT_LIMITED = f"stopped at the output limit of {MAX_OUTPUT // 2**20} MiB"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class RunResult:
     timed_out: bool = False
     interrupted: int = 0  # the signal number, or 0
     placements: dict[str, Placement] = field(default_factory=dict)  # node -> host (multi-host backends)
+    clock: float = 0.0  # the lab's clock: time.monotonic() when the nodes' run began (NodeState times)
 
     @property
     def passed(self) -> bool:
@@ -127,7 +129,7 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     result.duration = time.monotonic() - t0
     result.placements = backend.placements()
     if execution is not None:
-        result.states, result.timed_out = execution.states, execution.timed_out
+        result.states, result.timed_out, result.clock = execution.states, execution.timed_out, execution.t0
         for s in result.states.values():
             if result.interrupted and s.running:  # stopped by the teardown
                 s.exited, s.stopped_by_lab, s.note = True, True, "stopped: the run was interrupted"
@@ -135,7 +137,7 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
                 s.exited, s.stopped_by_lab, s.note = True, True, f"stopped: {_cut(result.error, 100)}"
             if s.exited and s.exit_code is None and s.plan.runs_something:
                 s.exit_code = backend.exit_code(s.plan.name)
-    result.results = check(plan, result.states, rundir, result.placements)
+    result.results = check(plan, result.states, rundir, result.placements, result.clock)
     write_reports(result)
     return result
 
@@ -167,21 +169,26 @@ def raise_fd_limit() -> None:
 
 
 def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir,
-          placements: dict[str, Placement] | None = None) -> list[Verdict]:
-    """Evaluate every expectation (and every start failure) from what the nodes left behind.
+          placements: dict[str, Placement] | None = None, clock: float = 0.0) -> list[Verdict]:
+    """Evaluate every expectation (and every start failure, timeout and crashed service) from what
+    the nodes left behind; `clock` is the run's start (the states' times are measured from it).
 
     Transcript times are put on the lab's clock first: a node on another host stamped them with
     that host's clock, and `concurrent` compares moments across nodes."""
     placements = placements or {}
     offsets = {n: p.clock_offset for n, p in placements.items()}
     outcomes = {n.name: outcome(rundir, n.name, states.get(n.name), offsets.get(n.name, 0.0)) for n in plan.nodes}
+    runs = watch.runs_from_states(states, clock)
+    outcomes = explained(outcomes, runs)
+    covered = watch.exit_covered((e.check, e.nodes) for e in plan.expect)
+    crashed = watch.service_results(runs, covered, lambda n: evidence(outcomes[n]))
     results = [
         Verdict(f"start {s.plan.name}", CheckResult("start", s.plan.name, False, s.note))
         for s in states.values() if s.failed_start
     ] + [
         Verdict(f"timeout {s.plan.name}", CheckResult("timeout", s.plan.name, False, s.note))
         for s in states.values() if s.killed_at_deadline
-    ]
+    ] + [Verdict(f"service {r.node}", r) for r in crashed]
     for e in plan.expect:
         results += [Verdict(e.label, r) for r in evaluate(e.check, e.params, [outcomes[n] for n in e.nodes])]
     return results
@@ -196,7 +203,31 @@ def outcome(rundir: RunDir, name: str, state: NodeState | None, clock_offset: fl
         note=(state.note if state else "not started: the lab did not come up"),
         transcript=on_lab_clock(read_transcript(rundir.transcript(name)), clock_offset),
         log=read_log(rundir.log(name)),
+        cause=output_limit(rundir, name),
     )
+
+
+def explained(outcomes: dict[str, NodeOutcome], runs: dict[str, watch.NodeRun]) -> dict[str, NodeOutcome]:
+    """Each client's outcome with what its server did, when its connection failed and that explains it."""
+    def log_of(name: str) -> str:
+        return outcomes[name].log if name in outcomes else ""
+
+    return {name: replace(o, peer_note=watch.peer_note(runs[name], o.transcript, runs, log_of)) if name in runs else o
+            for name, o in outcomes.items()}
+
+
+def evidence(o: NodeOutcome) -> str:
+    """How a node's log says it ended: the output limit, the exception it died of, or its last line."""
+    last = watch.last_log_line(o.log)
+    return o.cause or watch.last_error_line(o.log) or (f"last log line: {last!r}" if last else "")
+
+
+def output_limit(rundir: RunDir, name: str) -> str:
+    """A program stopped at the output limit gets EFBIG or SIGXFSZ: its output cannot say why."""
+    try:
+        return OUTPUT_LIMITED if rundir.log(name).stat().st_size >= MAX_OUTPUT else ""
+    except OSError:
+        return ""
 
 
 def read_transcript(path: Path) -> list[dict[str, Any]]:
@@ -231,12 +262,9 @@ def read_log(path: Path) -> str:
 
 
 def log_tail(rundir: RunDir, name: str) -> str:
-    """The last non-empty line a node printed (evidence for start failures)."""
-    lines = [ln.strip() for ln in read_log(rundir.log(name))[-4096:].splitlines() if ln.strip()]
-    last = lines[-1][:200] if lines else ""
-    try:
-        if rundir.log(name).stat().st_size >= MAX_OUTPUT:
-            return f"output limit of {MAX_OUTPUT // 2**20} MiB reached; last: {last[:80]}"
-    except OSError:
-        pass
-    return last
+    """Evidence for start failures: the exception a node died of, else the last line it printed."""
+    log = read_log(rundir.log(name))
+    last = watch.last_log_line(log)
+    if output_limit(rundir, name):
+        return f"{OUTPUT_LIMITED}; last: {last[:80]}"
+    return watch.last_error_line(log) or last

@@ -58,6 +58,11 @@ class NodePlan:
     host_loc: Location | None = None  # where `host:` is written, for errors about unknown hosts
 
     @property
+    def synced(self) -> bool:
+        """It keeps its connection open until the lab releases it (a `concurrent` expectation)."""
+        return bool(self.role and self.params.get("sync"))
+
+    @property
     def runs_something(self) -> bool:
         return self.role is not None or self.argv is not None
 
@@ -192,7 +197,8 @@ def make_plan(scenario: Scenario) -> Plan:
         ),
         folder=scenario.folder,
     )
-    resolved = tuple(_resolve_params(plan, n) for n in plan.nodes)
+    synced = {name for group in sync_groups(plan) for name in group}
+    resolved = tuple(_resolve_params(plan, n, n.name in synced) for n in plan.nodes)
     return Plan(plan.name, plan.timeout, plan.networks, resolved, plan.expect, plan.folder)
 
 
@@ -234,10 +240,29 @@ def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],
     )
 
 
-def _resolve_params(plan: Plan, node: NodePlan) -> NodePlan:
+def sync_groups(plan: Plan) -> list[tuple[str, ...]]:
+    """Clients the lab keeps connected until all of them were answered: those of `concurrent`
+    expectations, joined where expectations share a node (each group is released at once)."""
+    groups: list[set[str]] = []
+    for e in plan.expect:
+        if e.check != "concurrent":
+            continue
+        members = {n for n in e.nodes if plan.node(n).role == "telnet-client"}
+        touching = [g for g in groups if g & members]
+        for g in touching:
+            members |= g
+            groups.remove(g)
+        groups.append(members)
+    order = {n.name: k for k, n in enumerate(plan.nodes)}
+    return [tuple(sorted(g, key=order.__getitem__)) for g in groups if g]
+
+
+def _resolve_params(plan: Plan, node: NodePlan, synced: bool = False) -> NodePlan:
     """Role parameters with node names replaced by the addresses this node should use."""
     p = dict(node.params)
     if node.role == "telnet-client":
+        if synced:
+            p["sync"] = True
         name, _, port_text = str(p.pop("connect")).rpartition(":")
         p.update(host=_address(plan, node, name), port=int(port_text), target=f"{name}:{port_text}")
         p["send"] = [line.replace("{node}", node.name) for line in p.get("send", [])]

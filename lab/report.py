@@ -31,6 +31,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
             "started": bool(s and s.started_at is not None and not s.blocked),
             "ready_s": round(s.ready_at - s.started_at, 4) if s and s.ready_at and s.started_at else None,
             "exit_code": s.exit_code if s else None,
+            "exited_at_s": round(s.exited_at - result.clock, 4) if s and s.exited_at is not None else None,
             "stopped_by_lab": bool(s and s.stopped_by_lab),
             "note": s.note if s else "",
             "log": f"nodes/{n.name}.log" if n.runs_something else None,
@@ -50,7 +51,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "error": result.error,
         "checks": [
             {"check": v.result.check, "node": v.result.node, "passed": v.result.passed,
-             "detail": v.result.detail, "expectation": v.expectation}
+             "detail": v.result.detail, "expectation": v.expectation, "ran": v.result.ran}
             for v in result.results
         ],
         "nodes": nodes,

@@ -16,7 +16,7 @@ from lab.journal import Journal
 from lab.plan import NodePlan, Plan
 from lab.rundir import RunDir
 
-READY, EXITED, LAUNCHED = "ready", "exited", "launched"
+READY, EXITED, LAUNCHED, ANSWERED = "ready", "exited", "launched", "answered"
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Event:
     """Something a backend observed about a node: it became ready, or its program exited."""
 
     node: str
-    kind: str  # READY | EXITED | LAUNCHED (a deferred start happened)
+    kind: str  # READY | EXITED | LAUNCHED (a deferred start happened) | ANSWERED (a synced client)
     code: int | None = None  # exit code; negative: killed by that signal
 
 
@@ -62,6 +62,10 @@ class Backend(Protocol):
 
     def poll(self, timeout: float) -> list[Event]:
         """Wait at most `timeout` seconds for events; return those observed."""
+
+    def release(self, nodes: list[str]) -> None:
+        """Let synced clients (`NodePlan.synced`) that reported ANSWERED go on: every client of their
+        group was answered or is gone. A node that already ended is skipped."""
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         """Stop the nodes' programs (SIGTERM, SIGKILL after `grace` s); returns their exit codes."""

@@ -31,7 +31,7 @@ import docker.types
 
 import lab
 from lab import images
-from lab.backends import EXITED, LAUNCHED, READY, Event, Options, Placement
+from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Event, Options, Placement
 from lab.backends.engine import api_error, connect
 from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
 from lab.errors import BackendError, EnvironmentProblem
@@ -60,6 +60,7 @@ class _Box:
     go_asked: bool = False  # the lab asked to start it
     launched: bool = False  # told to go
     log_collected: bool = False
+    answered: bool = False  # a synced client told the lab it was answered
     future: Future[None] | None = None
 
 
@@ -156,7 +157,7 @@ class DockerBackend:
 
     def _spec(self, node: NodePlan) -> dict[str, Any]:
         out = "/lab/out"
-        return {"go": "/lab/ctl/go", "ready": f"{out}/{node.name}.ready", "exit": f"{out}/{node.name}.exit",
+        return {"go": "/lab/ctl/go", "facts": f"{out}/{node.name}.{{fact}}", "exit": f"{out}/{node.name}.exit",
                 **agent_spec(node)}
 
     # -- processes ---------------------------------------------------------------------------
@@ -195,8 +196,13 @@ class DockerBackend:
             if self._is_ready(b):
                 b.ready = True
                 events.append(Event(b.node.name, READY))
+        syncing = [b for b in self.boxes.values() if b.node.synced and b.launched and not b.answered and not b.exited]
+        for b in syncing:
+            if self._fact(b, "answered"):
+                b.answered = True
+                events.append(Event(b.node.name, ANSWERED))
         unwired = any(not b.wired for b in self.boxes.values())
-        wait = 0.0 if events else (min(timeout, 0.01) if waiting or unwired else timeout)
+        wait = 0.0 if events else (min(timeout, 0.01) if waiting or unwired or syncing else timeout)
         done = [self.boxes[key.data] for key, _ in self.selector.select(wait)]
         for b in done:
             if not b.ready and b.node.ready.kind == ANNOUNCE and self._is_ready(b):
@@ -225,14 +231,26 @@ class DockerBackend:
     def _is_ready(self, b: _Box) -> bool:
         assert self.rundir is not None
         if b.node.ready.kind == ANNOUNCE:
-            flag = self.rundir.root / "nodes" / f"{b.node.name}.ready"
-            if flag.exists():
-                flag.unlink()
-                return True
-            return False
+            return self._fact(b, "ready")
         if b.node.ready.kind == TCP:
             return b.node.ready.port in listening_tcp_ports(b.pid)
         return False
+
+    def _fact(self, b: _Box, fact: str) -> bool:
+        """Whether the node's role told this fact (a file it wrote in the shared folder; consumed)."""
+        assert self.rundir is not None
+        flag = self.rundir.root / "nodes" / f"{b.node.name}.{fact}"
+        try:
+            flag.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def release(self, nodes: list[str]) -> None:
+        for name in nodes:
+            b = self.boxes.get(name)
+            if b is not None and b.go >= 0 and not b.exited:
+                os.write(b.go, b"release\n")  # the go FIFO: the agent handed it to the role
 
     def _reap(self, boxes: list[_Box]) -> list[Event]:
         """Exit codes of containers whose init process is gone (asked of the engine in parallel)."""

@@ -14,16 +14,17 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.backends import EXITED, READY, Event, Options, Placement, linux
+from lab.backends import ANSWERED, EXITED, READY, Event, Options, Placement, linux
 from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
 from lab.errors import EnvironmentProblem
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
-from lab.roles import run_role
-from lab.roles.common import listening_tcp_ports
+from lab.roles import default_signals, run_role
+from lab.roles.common import CONTROL_FD_ENV, STATUS_FD_ENV, listening_tcp_ports
 from lab.roles.stdin import feed
 from lab.rundir import MAX_OUTPUT, RunDir
 
@@ -35,10 +36,12 @@ BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "T
 class _Proc:
     pid: int
     pidfd: int
-    ready_fd: int | None
+    ready_fd: int | None  # read end of the role's status pipe (facts, one per line), until EOF
     node: NodePlan
     ready: bool = False
     code: int | None = None
+    control: int | None = None  # write end of a synced client's control pipe
+    status: bytes = b""  # a fact line not yet complete
 
 
 class NetnsBackend:
@@ -78,32 +81,35 @@ class NetnsBackend:
         assert self.rundir is not None
         log = os.open(self.rundir.log(node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         ready_r, ready_w = os.pipe() if node.ready.kind == ANNOUNCE else (None, None)
+        control_r, control_w = os.pipe() if node.synced else (None, None)
         sys.stdout.flush()
         sys.stderr.flush()
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
-            self._child(node, log, ready_w, parent)
+            self._child(node, log, ready_w, parent, control_r)
         os.close(log)
-        if ready_w is not None:
-            os.close(ready_w)
-        proc = _Proc(pid, os.pidfd_open(pid), ready_r, node)
+        for end in (ready_w, control_r):
+            if end is not None:
+                os.close(end)
+        if control_w is not None:
+            os.set_inheritable(control_w, False)
+        proc = _Proc(pid, os.pidfd_open(pid), ready_r, node, control=control_w)
         self.procs[node.name] = proc
         self.selector.register(proc.pidfd, selectors.EVENT_READ, (node.name, EXITED))
         if ready_r is not None:
             self.selector.register(ready_r, selectors.EVENT_READ, (node.name, READY))
         return True
 
-    def _child(self, node: NodePlan, log: int, ready_w: int | None, parent: int) -> None:
+    def _child(self, node: NodePlan, log: int, ready_w: int | None, parent: int,
+               control_r: int | None = None) -> None:
         code = 127
         try:
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
             os.dup2(log, 1)
             os.dup2(log, 2)
-            keep = ready_w if ready_w is not None else 2
-            os.closerange(3, keep)
-            os.closerange(keep + 1, 1 << 16)
+            _close_all_but(fd for fd in (ready_w, control_r) if fd is not None)
             # The parent's sys.stdout may be anything (a pytest capture, a pipe): the child's is the log.
             sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
             sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
@@ -112,15 +118,13 @@ class NetnsBackend:
             linux.set_parent_death_signal(signal.SIGKILL)
             if os.getppid() != parent:  # the orchestrator died before the line above took effect
                 os._exit(code)
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, set())
+            default_signals()  # as a shell gives them: nothing the orchestrator ignores or blocks leaks in
             self._enter(node)
             if node.argv is not None:  # a program that floods its output is stopped (SIGXFSZ), not the disk
                 resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT, MAX_OUTPUT))
             if node.stdin is not None:  # scripted input instead of /dev/null
                 os.dup2(feed([list(step) for step in node.stdin]), 0)
-            env = self._env(node, ready_w)
+            env = self._env(node, ready_w, control_r)
             if node.role is not None:
                 os.environ.clear()
                 os.environ.update(env)
@@ -147,13 +151,15 @@ class NetnsBackend:
         enter_node(self.fabric.path(node.name), self.journal.folder / "hosts" / node.name, node.name,
                    str(node.cwd or "/"), full=node.argv is not None)
 
-    def _env(self, node: NodePlan, ready_w: int | None) -> dict[str, str]:
+    def _env(self, node: NodePlan, ready_w: int | None, control_r: int | None = None) -> dict[str, str]:
         env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
         env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         env.update(PYTHONUNBUFFERED="1", LAB_NODE=node.name, LAB_ID=self.journal.lab_id, HOSTNAME=node.name)
         env.update(node.env)
         if ready_w is not None:
-            env["LAB_READY_FD"] = str(ready_w)
+            env[STATUS_FD_ENV] = str(ready_w)
+        if control_r is not None:
+            env[CONTROL_FD_ENV] = str(control_r)
         return env
 
     def poll(self, timeout: float) -> list[Event]:
@@ -174,28 +180,49 @@ class NetnsBackend:
         if events:
             wait = 0
         keys = [key.data for key, _ in self.selector.select(max(wait, 0))]
-        ready = [e for name, kind in keys if kind == READY for e in self._read_ready(self.procs[name])]
+        ready = [e for name, kind in keys if kind == READY for e in self._read_status(self.procs[name])]
         exited = [e for name, kind in keys if kind == EXITED for e in self._reap(self.procs[name])]
         return events + ready + exited
 
-    def _read_ready(self, proc: _Proc) -> list[Event]:
-        if proc.ready_fd is None:  # already read when its exit was reaped
-            return []
-        data = os.read(proc.ready_fd, 64)
-        self.selector.unregister(proc.ready_fd)
-        os.close(proc.ready_fd)
-        proc.ready_fd = None
-        if b"ready" in data and not proc.ready:
-            proc.ready = True
-            return [Event(proc.node.name, READY)]
-        return []
+    def _read_status(self, proc: _Proc, until_eof: bool = False) -> list[Event]:
+        """The facts a role wrote on its status pipe since the last look (the pipe is readable)."""
+        events: list[Event] = []
+        while proc.ready_fd is not None:
+            data = os.read(proc.ready_fd, 4096)
+            if not data:  # the role exited (or closed it): nothing more will come
+                self.selector.unregister(proc.ready_fd)
+                os.close(proc.ready_fd)
+                proc.ready_fd = None
+                break
+            *lines, proc.status = (proc.status + data).split(b"\n")
+            for fact in lines:
+                if fact == b"ready" and not proc.ready:
+                    proc.ready = True
+                    events.append(Event(proc.node.name, READY))
+                elif fact == b"answered":
+                    events.append(Event(proc.node.name, ANSWERED))
+            if not until_eof:
+                break
+        return events
+
+    def release(self, nodes: list[str]) -> None:
+        for name in nodes:
+            p = self.procs.get(name)
+            if p is not None and p.control is not None and p.code is None:
+                try:
+                    os.write(p.control, b"release\n")
+                except OSError:  # it exited meanwhile
+                    pass
 
     def _reap(self, proc: _Proc) -> list[Event]:
-        ready = self._read_ready(proc)  # a readiness line written just before exiting still counts
+        ready = self._read_status(proc, until_eof=True)  # facts written just before exiting still count
         self.selector.unregister(proc.pidfd)
         os.close(proc.pidfd)
         _, status = os.waitpid(proc.pid, 0)
-        proc.code = os.waitstatus_to_exitcode(status)
+        proc.code = shell_code(status)
+        if proc.control is not None:
+            os.close(proc.control)
+            proc.control = None
         return ready + [Event(proc.node.name, EXITED, proc.code)]
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
@@ -255,6 +282,21 @@ def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = Tr
         linux.unshare(linux.CLONE_NEWUTS)
     linux.sethostname(hostname)
     os.chdir(cwd)
+
+
+def _close_all_but(keep: Iterable[int]) -> None:
+    """Close every descriptor above stderr except those in `keep` (a child must not hold the lab's)."""
+    low = 3
+    for fd in sorted(set(keep)):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def shell_code(status: int) -> int:
+    """A wait status as the shell and docker word it: killed by signal N is 128+N, on every backend."""
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
 
 
 def _signal_group(pid: int, sig: int) -> None:

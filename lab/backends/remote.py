@@ -75,8 +75,8 @@ class Channel:
             raw, _, rest = bytes(self.line).partition(b"\n")
             self.line = bytearray(rest)
             text = raw.decode(errors="replace").strip()
-            if text == "ready":  # a role's own announcement on the fd it was given
-                facts.append("ready")
+            if text in ("ready", "answered"):  # a role's own facts, on the fd it was given
+                facts.append(text)
             elif text.startswith(STATUS + " "):
                 facts.append(text[len(STATUS) + 1:])
             elif len(self.output) < OUTPUT_LIMIT:

@@ -31,7 +31,7 @@ import docker.tls
 import docker.types
 
 from lab import images
-from lab.backends import EXITED, LAUNCHED, READY, Event, Options, Placement
+from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Event, Options, Placement
 from lab.backends.docker import LABEL_ID, agent_container, agent_spec, container_name
 from lab.backends.engine import api_error, connect, remote
 from lab.backends.remote import Channel, clock_offset, extract, open_channel, ship_image, tar_files
@@ -327,6 +327,15 @@ class SwarmBackend:
             b.launched = True
         return [Event(b.node.name, LAUNCHED) for b in asked]
 
+    def release(self, nodes: list[str]) -> None:
+        for name in nodes:
+            b = self.boxes.get(name)
+            if b is not None and b.channel is not None and not b.exited and not b.channel.closed:
+                try:
+                    b.channel.send(b"release\n")  # the agent's stdin, which it handed to the role
+                except OSError:  # its host is gone: the probe says so
+                    pass
+
     def _read(self, b: _Box) -> list[Event]:
         assert b.channel is not None
         events: list[Event] = []
@@ -334,6 +343,8 @@ class SwarmBackend:
             if fact == "ready" and not b.ready and b.node.ready.kind in (ANNOUNCE, TCP):
                 b.ready = True
                 events.append(Event(b.node.name, READY))
+            elif fact == "answered":
+                events.append(Event(b.node.name, ANSWERED))
             elif fact.startswith("exit "):
                 b.told = int(fact.split()[1])
         if b.channel.closed:

@@ -50,6 +50,7 @@ def run_role(name: str, params: dict[str, Any], transcript_path: str) -> int:
     """
     transcript = Transcript(transcript_path)
     install_stop_handlers(transcript)
+    ignore_sigpipe()
     transcript.event("start", role=name, pid=os.getpid(), params=params)
     role = load_role(name)
     if role is None:
@@ -97,6 +98,29 @@ def install_stop_handlers(transcript: Transcript) -> None:
         pass
 
 
+def ignore_sigpipe() -> None:
+    """A peer that hangs up mid-conversation ends that one connection (EPIPE, an OSError each role
+    handles), never the server: a forked role would otherwise inherit SIGPIPE at its default."""
+    try:
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+
+
+def default_signals() -> None:
+    """Every catchable signal at its default and none blocked, as a shell starts a program (called
+    before exec). SIG_IGN survives exec, and Python ignores SIGPIPE and SIGXFSZ itself: a program
+    run from Python would otherwise not die of a closed pipe, nor of the output limit."""
+    for signum in signal.valid_signals():
+        if signum in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):  # reserved by the C library (e.g. 32, 33): never ours to set
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
 def flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -105,4 +129,4 @@ def flush_stdio() -> None:
             pass
 
 
-__all__ = ["ROLES", "Role", "run_role"]
+__all__ = ["ROLES", "Role", "default_signals", "run_role"]

@@ -17,7 +17,7 @@ fact: `LAB-AGENT ready`, `LAB-AGENT exit N`. The node's own output goes to its l
 container, collected by the lab afterwards. EOF on stdin before "go" means the lab went away. TCP
 readiness of a program (`ready_tcp`) is observed here, from /proc, as the lab does locally.
 
-The spec (JSON, from $LAB_SPEC): log, go, cwd, ready (file), exit (file), transcript,
+The spec (JSON, from $LAB_SPEC): log, go, cwd, facts (file template), exit (file), transcript,
 role + params | argv, idle; channel, ready_tcp.
 """
 
@@ -56,7 +56,8 @@ def main() -> int:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         while True:
             signal.pause()
-    if not _wait_go(spec, stdio):
+    control = _wait_go(spec, stdio)
+    if control is None:
         print("lab agent: the lab went away before starting this node", flush=True)
         return 125
     os.chdir(spec["cwd"])
@@ -64,9 +65,10 @@ def main() -> int:
         from lab.roles import run_role
 
         if stdio:
-            os.environ["LAB_READY_FD"] = str(os.dup(status))
+            os.environ["LAB_STATUS_FD"] = str(os.dup(status))
         else:
-            os.environ["LAB_READY_FILE"] = spec["ready"]
+            os.environ["LAB_FACT_FILE"] = spec["facts"]
+        os.environ["LAB_CONTROL_FD"] = str(control)  # after "go", the lab's words come on the same channel
         code = run_role(spec["role"], spec["params"], spec["transcript"])
     else:
         tcp = spec.get("ready_tcp") if stdio else None
@@ -102,18 +104,18 @@ def route_then_reexec(routes: list[list[str]]) -> int:
     os.execv(sys.executable, [sys.executable, "-S", "-m", "lab.roles.agent"])
 
 
-def _wait_go(spec: dict[str, Any], stdio: bool) -> bool:
-    """Block (no CPU) until the lab says go: on the go FIFO it holds open, or on stdin."""
-    if stdio:
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = os.read(0, 1)
-            if not chunk:
-                return False
-            line += chunk
-        return line == b"go\n"
-    with open(spec["go"], "rb") as go:
-        return go.read(3) == b"go\n"
+def _wait_go(spec: dict[str, Any], stdio: bool) -> int | None:
+    """Block (no CPU) until the lab says go: on the go FIFO it holds open, or on stdin. Returns the
+    descriptor it came on (kept open: the lab's later words, like "release", come there too), or
+    None when the lab went away first. Read a byte at a time: nothing after "go" is consumed."""
+    fd = 0 if stdio else os.open(spec["go"], os.O_RDONLY)
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            return None
+        line += chunk
+    return fd if line == b"go\n" else None
 
 
 def _report(status: int, fact: str) -> None:
@@ -127,11 +129,14 @@ def supervise(argv: list[str], stdin: list[list[Any]] | None = None,
               on_ready: Callable[[], None] | None = None, port: int | None = None) -> int:
     """Run the program as a child of this init: forward signals, reap orphans, return its code.
 
-    With `port`, `on_ready` is called once the program listens on it (or never, if it does not)."""
+    With `port`, `on_ready` is called once the program listens on it (or never, if it does not).
+    The program starts with every signal at its default and none blocked, as a shell starts it: this
+    agent is Python, which ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec."""
+    from lab.roles import default_signals  # already imported: `-m lab.roles.agent` imports the package
+
     child = os.fork()
     if child == 0:
-        for sig in FORWARDED:
-            signal.signal(sig, signal.SIG_DFL)
+        default_signals()
         if stdin is not None:  # scripted input, like a person at the terminal
             from lab.roles.stdin import feed
 

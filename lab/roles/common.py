@@ -17,8 +17,9 @@ import threading
 import time
 from typing import Any
 
-READY_FD_ENV = "LAB_READY_FD"
-READY_FILE_ENV = "LAB_READY_FILE"
+STATUS_FD_ENV = "LAB_STATUS_FD"  # a pipe or stream to the lab: one fact per line ("ready", "answered")
+FACT_FILE_ENV = "LAB_FACT_FILE"  # containers: a path template, "{fact}" replaced by the fact's name
+CONTROL_FD_ENV = "LAB_CONTROL_FD"  # from the lab: one word per line ("release")
 PREVIEW = 60  # characters of data shown in human-readable log lines
 
 
@@ -92,30 +93,39 @@ def describe(exc: BaseException) -> str:
 
 
 def announce_ready(role: str, detail: str) -> None:
-    """Tell the orchestrator this role is ready: a `LAB-READY` stdout line, then the ready fd or the
-    ready file, whichever the backend gave (LAB_READY_FD / LAB_READY_FILE).
-
-    The fd is written once and closed (and forgotten) so a later call cannot write to a reused fd.
-    """
+    """Tell the orchestrator this role is ready: a `LAB-READY` stdout line, then the `ready` fact."""
     say(f"LAB-READY {role} {detail}")
-    path = os.environ.pop(READY_FILE_ENV, "")
-    if path:  # containers: a file in the folder the lab shares with the node
+    tell_lab("ready")
+
+
+def tell_lab(fact: str) -> None:
+    """One fact for the lab ("ready", "answered"), on whichever channel the backend gave: a status fd
+    (a pipe on netns, the attach stream on swarm) or a file in the folder the lab shares (docker).
+
+    The fd stays open for the next fact; the lab reads lines until the role exits."""
+    template = os.environ.get(FACT_FILE_ENV, "")
+    if template:
+        path = template.replace("{fact}", fact)
         try:
-            with open(path, "w") as f:
-                f.write("ready\n")
+            with open(path + ".tmp", "w") as f:
+                f.write(fact + "\n")
+            os.rename(path + ".tmp", path)  # whole or absent: the lab never reads half a fact
         except OSError as exc:
-            print(f"lab: cannot signal readiness in {path!r}: {exc}", file=sys.stderr, flush=True)
-    fd_text = os.environ.pop(READY_FD_ENV, "")
-    if not fd_text:
-        return
-    try:
-        fd = int(fd_text)
+            print(f"lab: cannot tell the lab {fact!r} in {path!r}: {exc}", file=sys.stderr, flush=True)
+    fd_text = os.environ.get(STATUS_FD_ENV, "")
+    if fd_text:
         try:
-            os.write(fd, b"ready\n")
-        finally:
-            os.close(fd)
-    except (ValueError, OSError) as exc:
-        print(f"lab: cannot signal readiness on fd {fd_text!r}: {exc}", file=sys.stderr, flush=True)
+            os.write(int(fd_text), f"{fact}\n".encode())
+        except (ValueError, OSError) as exc:
+            print(f"lab: cannot tell the lab {fact!r} on fd {fd_text!r}: {exc}", file=sys.stderr, flush=True)
+
+
+def control_fd() -> int | None:
+    """The fd on which the lab sends words to this role (None when it gave none)."""
+    try:
+        return int(os.environ[CONTROL_FD_ENV])
+    except (KeyError, ValueError):
+        return None
 
 
 def say(message: str) -> None:

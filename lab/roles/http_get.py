@@ -1,23 +1,35 @@
 """http-get: one `GET path HTTP/1.1` over a raw socket, as in the socket tutorial.
 
-A raw socket rather than http.client so that the transcript holds the exact bytes that crossed,
-and a broken server's answer is still recorded even when it is not valid HTTP.
+A raw socket rather than http.client's connection so that the transcript holds the exact bytes that
+crossed, and a broken server's answer is still recorded even when it is not valid HTTP. The recorded
+bytes are then parsed by http.client's own response parser (fed through a stand-in socket), so chunked
+bodies, bare-LF headers and close-delimited bodies are read the way real clients read them.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from lab.roles.common import Transcript, announce_ready, describe, peer_text, preview, say
 
 CONN = 1
 RECV_SIZE = 65536
+NO_BODY_STATUSES = (204, 304)
+SWITCHING_PROTOCOLS = 101
+HEAD_CUT = "headers cut short: no blank line after them"
+INTERIM_ONLY = "only an interim 1xx response, no final one"
+CHUNKED_CUT = "chunked body ended before its last chunk"
+TRAILER_CUT = "chunked body ended before the blank line after its last chunk"
+NEVER_CLOSED = "a body without Content-Length or chunked framing, and the server did not close the connection"
 
 
 def main(params: dict[str, Any], transcript: Transcript) -> int:
-    """GET params path from host:port. Exit 0 when a response (status line + headers) was parsed."""
+    """GET params path from host:port. Exit 0 when a whole response (head and framed body) arrived."""
     host, port, path = str(params["host"]), int(params["port"]), str(params.get("path") or "/")
     host_header = str(params.get("host_header") or f"{host}:{port}")
     timeout = float(params.get("timeout", 5.0))
@@ -35,24 +47,40 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     local = peer_text(sock.getsockname())
     transcript.event("connected", conn=CONN, peer=peer, local=local, target=host_header)
     with sock:
-        raw, by = exchange(sock, request_bytes(path, host_header), deadline, timeout, transcript)
+        raw, by, failure = exchange(sock, request_bytes(path, host_header), deadline, timeout, transcript)
     transcript.event("closed", conn=CONN, by=by)
-    response = parse_response(raw)
-    if response is None:
-        if raw:
-            transcript.event(
-                "error",
-                conn=CONN,
-                kind="other",
-                during="response",
-                message=f"not an HTTP response: {preview(raw[:200])}",
-            )
+    return report(transcript, url, raw, failure)
+
+
+def report(transcript: Transcript, url: str, raw: bytes, failure: str | None) -> int:
+    """Record the response, or why there is none. An error the exchange already recorded (a timeout,
+    a reset) is not recorded twice: the first error is the one the `http` check explains."""
+    if not raw:
         say(f"no HTTP response from {url}")
         return 1
-    transcript.event("response", conn=CONN, **response)
-    say(f"{response['version']} {response['status']} {response['reason']}")
-    say(str(response["body"]))
-    return 0
+    parsed = parse(raw)
+    problem = why_not_whole(parsed, raw, failure)
+    if parsed is not None and problem is None:
+        transcript.event("response", conn=CONN, **parsed.event())
+        say(f"{parsed.version} {parsed.status} {parsed.reason}")
+        say(parsed.text)
+        return 0
+    if failure is None:
+        transcript.event("error", conn=CONN, kind="other", during="response", message=problem)
+    say(f"no HTTP response from {url}: {problem}")
+    return 1
+
+
+def why_not_whole(parsed: Parsed | None, raw: bytes, failure: str | None) -> str | None:
+    """Why these bytes are not a response to report (None: they are one). A close-delimited body is
+    whole only when the peer ended it (EOF, or a reset from a server that closed without reading)."""
+    if parsed is None:
+        return f"not an HTTP response: {preview(raw[:200])}"
+    if parsed.missing is not None:
+        return parsed.missing
+    if parsed.framing == "close" and failure not in (None, "reset"):
+        return NEVER_CLOSED
+    return None
 
 
 def request_bytes(path: str, host_header: str) -> bytes:
@@ -61,9 +89,10 @@ def request_bytes(path: str, host_header: str) -> bytes:
 
 def exchange(
     sock: socket.socket, request: bytes, deadline: float, timeout: float, transcript: Transcript
-) -> tuple[bytes, str]:
-    """Send the request and read the answer until EOF, a complete Content-Length body, or the
-    deadline. Returns the raw bytes and who closed ("peer" at EOF or reset)."""
+) -> tuple[bytes, str, str | None]:
+    """Send the request and read the answer until it is complete (see `complete`), EOF, or the
+    deadline. Returns the raw bytes, who closed ("peer" at EOF or reset) and the kind of the error
+    recorded on the way (None when there was none)."""
     raw, phase = b"", "send"
     try:
         sock.sendall(request)
@@ -76,81 +105,200 @@ def exchange(
             sock.settimeout(remaining)
             chunk = sock.recv(RECV_SIZE)
             if not chunk:
-                return raw, "peer"
+                return raw, "peer", None
             transcript.data("received", chunk, conn=CONN)
             raw += chunk
-        return raw, "self"
+        return raw, "self", None
     except OSError as exc:
-        kind = error_event(transcript, exc, phase, timeout)
+        kind = error_event(transcript, exc, phase, timeout, raw)
         say(f"error during {phase}: {describe(exc)}")
-        return raw, "peer" if kind == "reset" else "self"
+        return raw, "peer" if kind == "reset" else "self", kind
 
 
-def error_event(transcript: Transcript, exc: OSError, phase: str, timeout: float) -> str:
+def error_event(transcript: Transcript, exc: OSError, phase: str, timeout: float, raw: bytes) -> str:
+    """Record the error; a timeout says what was still missing, so a student sees which framing hung."""
     if isinstance(exc, TimeoutError):
-        transcript.event(
-            "error",
-            conn=CONN,
-            kind="timeout",
-            during=phase,
-            timeout=timeout,
-            message=f"no complete response within {timeout}s",
-        )
+        message = f"no complete response within {timeout}s"
+        if raw:
+            message += f": {pending(raw)}"
+        transcript.event("error", conn=CONN, kind="timeout", during=phase, timeout=timeout, message=message)
         return "timeout"
     return transcript.error(exc, during=phase, conn=CONN)
 
 
-def split_head(raw: bytes) -> tuple[bytes, bytes] | None:
-    """(head, body) once the blank line that ends the headers has arrived."""
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        head, found, body = raw.partition(separator)
-        if found:
-            return head, body
-    return None
+def pending(raw: bytes) -> str:
+    """What an incomplete answer still lacks, in words."""
+    parsed = parse(raw)
+    if parsed is None:
+        return f"not an HTTP response so far: {preview(raw[:200])}"
+    return parsed.missing or NEVER_CLOSED
 
 
-def content_length(head: bytes) -> int | None:
-    for line in head.split(b"\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length" and value.strip().isdigit():
-            return int(value.strip())
-    return None
+# ----------------------------------------------------------------------------- parsing
+
+
+class _KeptOpen(io.BytesIO):
+    """The response's file. http.client closes it once the body is read; it stays open here so that
+    `tell()` still says where the parser stopped (how we know a chunked trailer was finished)."""
+
+    def close(self) -> None:
+        """Keep the buffer readable: see the class docstring."""
+
+
+class _Recorded:
+    """A stand-in socket: http.client reads a response only through `makefile()`, here the bytes."""
+
+    def __init__(self, buffer: _KeptOpen) -> None:
+        self.buffer = buffer
+
+    def makefile(self, *args: Any, **kwargs: Any) -> _KeptOpen:
+        return self.buffer
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What the parser made of the bytes so far. `missing` says why this is not yet a whole response
+    (None: it is, except that a "close"-framed body is whole only at EOF)."""
+
+    version: str
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+    framing: str  # "content-length" | "chunked" | "close" | "none" (1xx, 204, 304: no body by status)
+    missing: str | None
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def event(self) -> dict[str, Any]:
+        """The fields of the transcript's `response` event."""
+        return {
+            "version": self.version,
+            "status": self.status,
+            "reason": self.reason,
+            "headers": self.headers,
+            "body": self.text,
+            "body_bytes": len(self.body),
+            "framing": self.framing,
+        }
+
+
+def parse(raw: bytes) -> Parsed | None:
+    """Parse raw bytes as one HTTP response; None when they do not start with an HTTP status line."""
+    head = final_head(raw)
+    if head is None:
+        return None
+    if isinstance(head, tuple):
+        response, buffer = head
+        body, framing, missing = read_body(response, buffer, raw)
+        return summary(response, body, framing, missing)
+    return head
 
 
 def complete(raw: bytes) -> bool:
-    """True when a Content-Length body has fully arrived (otherwise we read until EOF)."""
-    parts = split_head(raw)
-    if parts is None:
-        return False
-    length = content_length(parts[0])
-    return length is not None and len(parts[1]) >= length
+    """True when a whole response has arrived: its head, and a body framed by Content-Length, by
+    chunks up to the last one and its trailers, or by its status. A close-delimited body never is:
+    only EOF ends it, so the caller reads until then."""
+    parsed = parse(raw)
+    return parsed is not None and parsed.missing is None and parsed.framing != "close"
 
 
 def parse_response(raw: bytes) -> dict[str, Any] | None:
-    """Status line, headers (lower-cased names) and body text; None if this is not HTTP."""
-    parts = split_head(raw)
-    if parts is None:
+    """The `response` event's fields for a whole response read up to EOF; None when the bytes are not
+    HTTP or the response was cut short."""
+    parsed = parse(raw)
+    if parsed is None or parsed.missing is not None:
         return None
-    head, body = parts
-    lines = head.decode("iso-8859-1").splitlines()
-    if not lines:
-        return None
-    version, _, rest = lines[0].partition(" ")
-    code, _, reason = rest.strip().partition(" ")
-    if not version.startswith("HTTP/") or not code.isdigit():
-        return None
+    return parsed.event()
+
+
+def final_head(raw: bytes) -> tuple[http.client.HTTPResponse, _KeptOpen] | Parsed | None:
+    """The first non-interim response, its head read (the buffer is then at the body); a Parsed that
+    says what is missing when the head is cut short; None when this is not HTTP.
+
+    http.client skips `100 Continue` itself; other 1xx (102, 103) are skipped here. 101 is final."""
+    offset = 0
+    while True:
+        buffer = _KeptOpen(raw)
+        buffer.seek(offset)
+        response = http.client.HTTPResponse(_Recorded(buffer), method="GET")  # type: ignore[arg-type]
+        try:
+            response.begin()
+        except http.client.RemoteDisconnected:  # EOF where a status line should be: after a 1xx
+            return unfinished(INTERIM_ONLY) if raw else None
+        except (http.client.HTTPException, ValueError):
+            return None
+        if not ends_with_blank_line(raw[: buffer.tell()]):
+            return summary(response, b"", "none", HEAD_CUT)
+        if not is_interim(response.status):
+            return response, buffer
+        offset = buffer.tell()
+
+
+def read_body(response: http.client.HTTPResponse, buffer: _KeptOpen, raw: bytes) -> tuple[bytes, str, str | None]:
+    """(body, framing, what is missing or None), the body de-chunked."""
+    if response.status in NO_BODY_STATUSES or response.status == SWITCHING_PROTOCOLS:
+        return b"", "none", None
+    if response.chunked:
+        return read_chunked(response, buffer, raw)
+    if response.length is None:
+        return response.read(), "close", None
+    wanted = response.length
+    try:
+        return response.read(), "content-length", None
+    except http.client.IncompleteRead as exc:
+        return exc.partial, "content-length", f"body cut short: {len(exc.partial)} of {wanted} bytes (Content-Length)"
+
+
+def read_chunked(response: http.client.HTTPResponse, buffer: _KeptOpen, raw: bytes) -> tuple[bytes, str, str | None]:
+    """A chunked body is whole once the 0-size chunk, its trailers and the blank line after them came.
+    http.client accepts EOF in the trailers (some servers do that), so that last part is checked here."""
+    try:
+        body = response.read()
+    except http.client.IncompleteRead as exc:
+        if buffer.tell() < len(raw):
+            return exc.partial, "chunked", f"chunked body has a bad chunk size line near byte {buffer.tell()}"
+        return exc.partial, "chunked", CHUNKED_CUT
+    except (http.client.HTTPException, ValueError):
+        return b"", "chunked", f"chunked body has a bad chunk size line near byte {buffer.tell()}"
+    if not ends_with_blank_line(raw[: buffer.tell()]):
+        return body, "chunked", TRAILER_CUT
+    return body, "chunked", None
+
+
+def summary(response: http.client.HTTPResponse, body: bytes, framing: str, missing: str | None) -> Parsed:
+    return Parsed(
+        version="HTTP/1.0" if response.version == 10 else "HTTP/1.1",
+        status=response.status,
+        reason=response.reason,
+        headers=joined_headers(response.msg),
+        body=body,
+        framing=framing,
+        missing=missing,
+    )
+
+
+def unfinished(missing: str) -> Parsed:
+    """A response whose final status line has not arrived (only an interim one did)."""
+    return Parsed(version="", status=0, reason="", headers={}, body=b"", framing="none", missing=missing)
+
+
+def joined_headers(message: http.client.HTTPMessage) -> dict[str, str]:
+    """Lower-cased names; a repeated header's values joined with ", " (as RFC 9110 allows for lists)."""
     headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip():
-            headers[name.strip().lower()] = value.strip()
-    length = content_length(head)
-    if length is not None:
-        body = body[:length]
-    return {
-        "version": version,
-        "status": int(code),
-        "reason": reason.strip(),
-        "headers": headers,
-        "body": body.decode("utf-8", errors="replace"),
-    }
+    for name, value in message.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
+
+
+def is_interim(status: int) -> bool:
+    return 100 <= status < 200 and status != SWITCHING_PROTOCOLS
+
+
+def ends_with_blank_line(consumed: bytes) -> bool:
+    """The parser stopped right after a blank line (CRLF or bare LF), not at EOF in the middle of a
+    head or trailer: with a byte buffer, http.client takes EOF as the end of the headers."""
+    return consumed.endswith((b"\n\r\n", b"\n\n"))

@@ -7,12 +7,13 @@ so what the server answered is as checkable as what clients received.
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from lab.roles.common import Transcript, announce_ready, say
+from lab.roles.common import Transcript, announce_ready, peer_text, say
 
 IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may sit idle
 
@@ -23,6 +24,15 @@ class LabHTTPServer(ThreadingHTTPServer):
     request_queue_size = 256  # listen backlog (the default 5 drops bursts of clients)
     allow_reuse_address = True
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A peer that hung up (EPIPE, reset: the role ignores SIGPIPE) ends that one connection: one
+        log line, not socketserver's traceback. Anything else is a bug and keeps its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            say(f"{peer_text(client_address)}: connection ended: {error}")
+        else:
+            super().handle_error(request, client_address)
 
 
 def main(params: dict[str, Any], transcript: Transcript) -> int:

@@ -1,19 +1,32 @@
 """telnet-client: what a student does by hand with telnet, recorded byte for byte.
 
-One connection: optionally read a greeting, send lines with CRLF (waiting for each reply), then
-hold the connection open so that clients overlap in time (which is what `concurrent` checks).
+One connection, used the way a person at a terminal uses it:
+1. after connecting, read what the server says (a welcome line, a `> ` prompt) until it has been
+   quiet for `quiet` seconds (with `read_greeting`, first wait for at least one whole line);
+2. for each line: send it with CRLF, then read the reply: what arrives after the send, up to as
+   many line ends as the line had (one); then again read until the server is quiet, so a prompt
+   written after the reply is read before the next line is sent, never taken for its reply;
+3. with `sync` (set by the lab for clients of a `concurrent` expectation), tell the lab the client
+   was answered and keep the connection open until the lab releases it (every client of that
+   expectation answered) or `timeout` passes; then hold until `hold` s after the first reply.
+Event times are taken on the safe side of each call: `answered` after the recv that completed the
+reply, `closing` before close(), so an interval of "connected and answered" never claims more.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
-from lab.roles.common import Transcript, announce_ready, describe, peer_text, preview, say
+from lab.roles.common import Transcript, announce_ready, control_fd, describe, peer_text, preview, say, tell_lab
 
 CONN = 1  # a client has exactly one connection
 RECV_SIZE = 4096
+QUIET = 0.25  # default seconds of silence that end what the server says before a line is sent
 
 
 class Session:
@@ -23,42 +36,55 @@ class Session:
         self.sock = sock
         self.transcript = transcript
         self.connected_at = time.monotonic()
-        self.first_reply: float | None = None  # monotonic time of the first bytes after a send
+        self.first_reply: float | None = None  # monotonic time the first reply was complete
         self.eof = False
+        self.heard = False  # some bytes arrived
         self.phase = "connect"
 
-    def read(self, deadline: float, until_newline: bool) -> str:
-        """Record what arrives until a newline (if asked), EOF, or the deadline (monotonic).
-
-        Returns "line", "eof" or "deadline"; errors such as a reset propagate.
-        """
+    def pump(self, deadline: float, enough: Callable[[bytes], bool], quiet: float | None = None) -> str:
+        """Record what arrives until `enough(bytes so far)`, EOF, the deadline (monotonic), or (with
+        `quiet`) a silence of that many seconds. Returns "done", "eof", "deadline" or "quiet";
+        errors such as a reset propagate."""
         got = b""
-        while not (until_newline and b"\n" in got):
-            remaining = deadline - time.monotonic()
+        while not enough(got):
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 return "deadline"
-            self.sock.settimeout(remaining)
+            self.sock.settimeout(min(remaining, quiet) if quiet is not None else remaining)
             try:
                 chunk = self.sock.recv(RECV_SIZE)
             except TimeoutError:
+                if quiet is not None and time.monotonic() < deadline:
+                    return "quiet"
                 return "deadline"
             if not chunk:
                 self.eof = True
                 return "eof"
-            if self.phase == "reply" and self.first_reply is None:
-                self.first_reply = time.monotonic()
-            self.transcript.data("received", chunk, conn=CONN, during=self.phase)
-            say(f"< {preview(chunk)}")
+            self.record(chunk)
             got += chunk
-        return "line"
+        return "done"
 
-    def send(self, line: str, timeout: float) -> None:
+    def settle(self, quiet: float, minimum: float, limit: float) -> str:
+        """Read what the server says until it has been quiet for `quiet` s (and at least `minimum`
+        s have passed), bounded by `limit` s: a server that never stops talking is not waited for."""
+        start = time.monotonic()
+        deadline = start + limit
+        if minimum > 0:
+            status = self.pump(min(deadline, start + minimum), lambda got: False)
+            if status == "eof":
+                return status
+        status = self.pump(deadline, lambda got: False, quiet=quiet)
+        return status
+
+    def send(self, line: str, timeout: float) -> bytes:
         data = (line + "\r\n").encode("utf-8")
         self.phase = "send"
         self.sock.settimeout(timeout)
         self.sock.sendall(data)
         self.transcript.data("sent", data, conn=CONN)
         say(f"> {preview(data)}")
+        return data
 
     def timed_out(self, timeout: float) -> None:
         what = "greeting" if self.phase == "greeting" else "reply"
@@ -71,6 +97,29 @@ class Session:
             timeout=timeout,
         )
         say(f"error: no {what} within {timeout}s")
+
+    def read_once(self) -> None:
+        """One recv on a socket known to be readable: record the bytes, or note EOF."""
+        self.sock.settimeout(1.0)
+        try:
+            chunk = self.sock.recv(RECV_SIZE)
+        except TimeoutError:
+            return
+        if not chunk:
+            self.eof = True
+            return
+        self.record(chunk)
+
+    def record(self, chunk: bytes) -> None:
+        self.heard = True
+        self.transcript.data("received", chunk, conn=CONN, during=self.phase)
+        say(f"< {preview(chunk)}")
+
+    def answered(self) -> None:
+        """The first reply is complete: from now on this client counts as answered."""
+        if self.first_reply is None:
+            self.first_reply = time.monotonic()
+            self.transcript.event("answered", conn=CONN)
 
 
 def main(params: dict[str, Any], transcript: Transcript) -> int:
@@ -93,6 +142,7 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     session = Session(sock, transcript)
     with sock:
         ok = converse(session, params, timeout)
+        transcript.event("closing", conn=CONN)
     by = "peer" if session.eof else "self"
     transcript.event("closed", conn=CONN, by=by)
     say(f"Connection closed by {'foreign host' if by == 'peer' else 'client'}.")
@@ -100,7 +150,7 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
 
 
 def converse(session: Session, params: dict[str, Any], timeout: float) -> bool:
-    """Greeting, lines, hold. False when an error was recorded (the connection is then given up)."""
+    """Greeting, lines, sync, hold. False when an error was recorded (the connection is then given up)."""
     try:
         return talk(session, params, timeout)
     except OSError as exc:
@@ -113,28 +163,68 @@ def converse(session: Session, params: dict[str, Any], timeout: float) -> bool:
 def talk(session: Session, params: dict[str, Any], timeout: float) -> bool:
     lines = [str(line) for line in params.get("send") or []]
     interval = float(params.get("interval", 0.0))
+    quiet = float(params.get("quiet", QUIET))
+    session.phase = "greeting"
     if params.get("read_greeting"):
-        session.phase = "greeting"
-        status = session.read(time.monotonic() + timeout, until_newline=True)
+        status = session.pump(time.monotonic() + timeout, lambda got: b"\n" in got)
         if status == "deadline":
             session.timed_out(timeout)
             return False
         if session.eof:
+            if session.heard and not lines:
+                session.answered()
             return True
     for index, line in enumerate(lines):
-        if index and interval > 0:
-            session.phase = "interval"
-            if session.read(time.monotonic() + interval, until_newline=False) == "eof":
-                return True
-        session.send(line, timeout)
+        session.phase = "interval" if index else "greeting"
+        if session.settle(quiet, interval if index else 0.0, timeout) == "eof":
+            return True  # the server hung up before this line: the check says what was missing
+        data = session.send(line, timeout)
         session.phase = "reply"
-        status = session.read(time.monotonic() + timeout, until_newline=True)
+        wanted = max(1, data.count(b"\n"))
+        status = session.pump(time.monotonic() + timeout, line_ends(wanted))
         if status == "deadline":
             session.timed_out(timeout)
             return False
         if session.eof:
             return True
-    hold_from = session.first_reply if session.first_reply is not None else session.connected_at
+        session.answered()
+    if not lines:
+        if not params.get("read_greeting") and not session.eof:
+            session.settle(quiet, 0.0, timeout)
+        if session.heard:  # a client that only listens is answered by what the server says
+            session.answered()
     session.phase = "hold"
-    session.read(hold_from + float(params.get("hold", 0.0)), until_newline=False)
+    if params.get("sync") and session.first_reply is not None:
+        wait_for_release(session, timeout)
+    hold_from = session.first_reply if session.first_reply is not None else session.connected_at
+    if not session.eof:
+        session.pump(hold_from + float(params.get("hold", 0.0)), lambda got: False)
     return True
+
+
+def line_ends(count: int) -> Callable[[bytes], bool]:
+    """A reply is complete with as many line ends as the line sent had."""
+    return lambda got: got.count(b"\n") >= count
+
+
+def wait_for_release(session: Session, timeout: float) -> None:
+    """Tell the lab this client was answered, then keep the connection open until the lab says
+    every client of its `concurrent` expectation was answered, the server hangs up, or `timeout`."""
+    fd = control_fd()
+    if fd is None:
+        return
+    tell_lab("answered")
+    deadline = time.monotonic() + timeout
+    while not session.eof:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            session.transcript.event("released", conn=CONN, by="timeout")
+            return
+        watched: list[Any] = [fd, session.sock]
+        readable, _, _ = select.select(watched, [], [], remaining)
+        if fd in readable:
+            word = os.read(fd, 64)
+            session.transcript.event("released", conn=CONN, by="lab" if word else "lab-gone")
+            return
+        if session.sock in readable:
+            session.read_once()

@@ -137,6 +137,7 @@ ROLE_PARAMS: dict[str, dict[str, Param]] = {
         "read_greeting": Param(_plain(boolean), default=False),
         "hold": Param(_duration(), default=0.0),
         "interval": Param(_duration(), default=0.0),
+        "quiet": Param(_duration(positive=True), default=0.25),
         "timeout": Param(_duration(positive=True), default=5.0),
     },
     "http-get": {

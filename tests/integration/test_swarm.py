@@ -98,6 +98,17 @@ def test_echo_server_and_clients_on_different_hosts(cluster: SimCluster, tmp_pat
     assert log.count("echoed 'hello from client-") == 3  # logs came back from the server's host
     transcript = (result.out / "nodes" / "client-1.jsonl").read_text()
     assert '"event": "received"' in transcript
+    assert '"event": "released", "conn": 1, "by": "lab"' in transcript  # through the agent's channel
+
+
+@pytest.mark.parametrize(("scenario", "code"), [("prompt-echo", 0), ("sequential", 1)])
+def test_verdicts_are_the_same_across_hosts(cluster: SimCluster, tmp_path: Path, scenario: str, code: int) -> None:
+    # A prompting server with odd bytes passes; one that serves one client at a time fails `concurrent`.
+    result = run(cluster, ROOT / "tests" / "integration" / "scenarios" / "verdicts" / f"{scenario}.yaml",
+                 tmp_path / "run")
+    assert result.code == code, result.stdout + result.stderr
+    assert all(c["passed"] for c in result.checks("echo"))
+    assert all(c["passed"] == (code == 0) for c in result.checks("concurrent"))
 
 
 def test_the_image_reaches_hosts_without_a_registry(cluster: SimCluster, tmp_path: Path) -> None:

@@ -120,7 +120,8 @@ def test_echo_fails_on_a_changed_line() -> None:
     tr = client(sent(1, "hello from client-1"), got(1.1, "HELLO FROM CLIENT-1\r\n"), closed(2))
     result = one("echo", {}, node(tr))
     assert not result.passed
-    assert result.detail == f"{WHERE}: sent 'hello from client-1', got 'HELLO FROM CLIENT-1'"
+    expected = f"{WHERE}: sent 'hello from client-1', got 'HELLO FROM CLIENT-1' (first difference at byte 0)"
+    assert result.detail == expected
 
 
 def test_echo_fails_on_timeout() -> None:
@@ -167,7 +168,8 @@ def test_echo_fails_when_the_peer_closes_without_reply() -> None:
 
 def test_echo_fails_on_an_incomplete_line() -> None:
     tr = client(sent(1, "hello"), got(1.1, "hello"), error(6, "timeout", "reply", timeout=5.0), closed(6))
-    assert one("echo", {}, node(tr, code=1)).detail == f"{WHERE}: sent 'hello', got 'hello' (no end of line)"
+    detail = one("echo", {}, node(tr, code=1)).detail
+    assert detail == f"{WHERE}: sent 'hello', got 'hello' (no end of line within 5.0s)"
 
 
 def test_echo_fails_when_not_all_lines_were_sent() -> None:
@@ -178,9 +180,9 @@ def test_echo_fails_when_not_all_lines_were_sent() -> None:
 
 
 def test_echo_fails_on_lines_out_of_order() -> None:
-    tr = client(sent(1, "a"), sent(1.1, "b"), got(1.2, "b\r\na\r\n"), closed(2))
+    tr = client(sent(1, "a"), got(1.05, "b\r\n"), sent(1.1, "b"), got(1.2, "a\r\n"), closed(2))
     result = one("echo", {}, node(tr))
-    assert not result.passed and "sent 'b'" in result.detail
+    assert not result.passed and "sent 'a', got 'b' (first difference at byte 0)" in result.detail
 
 
 def test_echo_truncates_long_data() -> None:
@@ -421,6 +423,26 @@ def test_concurrent_interval_ends_at_the_end_event_or_last_event() -> None:
     open_ended = node(client(got(2.0, "hi\r\n"), got(8.0, "more")), "client-2")
     results = evaluate("concurrent", {"at_least": 2}, [killed, open_ended])
     assert all(r.passed for r in results)
+
+
+def test_concurrent_counts_from_answered_to_closing_not_to_closed() -> None:
+    # A sequential server: client-2 is answered right after client-1 *began* closing, but before
+    # client-1 got to record `closed`. Times on the safe side of each call keep them apart.
+    first = node(client(sent(0.1, "hi"), got(0.2, "hi\r\n"), ev(0.21, "answered", conn=1),
+                        ev(1.0, "closing", conn=1), closed(1.3)), "client-1")
+    second = node(client(sent(0.1, "hi"), got(1.1, "hi\r\n"), ev(1.11, "answered", conn=1),
+                         ev(2.0, "closing", conn=1), closed(2.1)), "client-2")
+    results = evaluate("concurrent", {"at_least": 2}, [first, second])
+    assert not any(r.passed for r in results)
+
+
+def test_concurrent_counts_a_connection_closed_by_the_server_up_to_its_last_bytes() -> None:
+    first = node(client(sent(0.1, "hi"), got(0.2, "hi\r\n"), ev(0.21, "answered", conn=1),
+                        ev(1.5, "closing", conn=1), closed(1.5, "peer")), "client-1")
+    second = node(client(sent(0.1, "hi"), got(1.1, "hi\r\n"), ev(1.11, "answered", conn=1),
+                         ev(2.0, "closing", conn=1), closed(2.0)), "client-2")
+    results = evaluate("concurrent", {"at_least": 2}, [first, second])
+    assert not any(r.passed for r in results)
 
 
 def test_concurrent_needs_enough_nodes_and_reports_unstarted() -> None:

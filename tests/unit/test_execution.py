@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.backends import EXITED, READY, Event
+from lab.backends import ANSWERED, EXITED, READY, Event
+from lab.barrier import Barrier
 from lab.execution import Execution
-from lab.plan import NodePlan, Plan, make_plan
+from lab.plan import NodePlan, Plan, make_plan, sync_groups
 from lab.scenario import load_scenario_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ class FakeBackend:
     script: dict[str, list[tuple[str, int | None]]]
     started: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
     queue: list[Event] = field(default_factory=list)
     name: str = "fake"
 
@@ -57,9 +59,12 @@ class FakeBackend:
         events, self.queue = self.queue, []
         return events
 
+    def release(self, nodes: list[str]) -> None:
+        self.released += nodes
+
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         self.stopped += nodes
-        return {n: -15 for n in nodes}
+        return {n: 143 for n in nodes}
 
 
 def _plan(timeout: str = "5s") -> Plan:
@@ -141,3 +146,75 @@ def test_a_signal_interrupts_at_a_safe_point() -> None:
     with pytest.raises(Interrupted):
         ex.run()
     assert backend.started == ["server"]  # nothing half-started: the check came before the fork
+
+
+SYNCED = """
+name: t
+timeout: 5s
+networks: {lan: {subnet: 10.9.0.0/24}}
+nodes:
+  server: {networks: [lan], role: echo-server, with: {port: 7}}
+  client: {replicas: 3, networks: [lan], after: server, role: telnet-client, with: {connect: "server:7"}}
+  loner: {networks: [lan], after: server, role: telnet-client, with: {connect: "server:7"}}
+expect:
+  - concurrent: {nodes: [client-1, client-2], at_least: 2}
+  - concurrent: {nodes: [client-2, client-3], at_least: 2}
+  - echo: loner
+"""
+
+
+@dataclass
+class SyncBackend(FakeBackend):
+    """Clients report ANSWERED when started; the test decides when each one exits."""
+
+    answered: list[str] = field(default_factory=list)
+
+    def start(self, node: NodePlan) -> bool:
+        self.started.append(node.name)
+        self.queue.append(Event(node.name, READY))
+        if node.name in self.answered:
+            self.queue.append(Event(node.name, ANSWERED))
+        return True
+
+
+def _synced(answered: list[str]) -> tuple[Execution, SyncBackend]:
+    plan = make_plan(load_scenario_text(SYNCED, ROOT / "t.yaml"))
+    backend = SyncBackend({}, answered=answered)
+    ex = Execution(plan, backend, lambda line: None, lambda name: "")
+    ex.bring_up()
+    return ex, backend
+
+
+def test_groups_of_concurrent_clients_are_joined_and_marked_in_the_plan() -> None:
+    plan = make_plan(load_scenario_text(SYNCED, ROOT / "t.yaml"))
+    assert sync_groups(plan) == [("client-1", "client-2", "client-3")]
+    assert [n.name for n in plan.nodes if n.synced] == ["client-1", "client-2", "client-3"]
+
+
+def test_a_group_is_released_once_every_member_was_answered() -> None:
+    ex, backend = _synced(["client-1", "client-2"])
+    ex.watch(0)
+    assert backend.released == []  # client-3 is still working
+    ex._handle(Event("client-3", ANSWERED))
+    ex.watch(0)
+    assert backend.released == ["client-1", "client-2", "client-3"]
+    ex.watch(0)
+    assert backend.released == ["client-1", "client-2", "client-3"]  # once
+
+
+def test_a_member_that_ends_unanswered_releases_the_others() -> None:
+    ex, backend = _synced(["client-1", "client-3"])
+    ex._handle(Event("client-2", EXITED, 1))
+    ex.watch(0)
+    assert backend.released == ["client-1", "client-3"]
+
+
+def test_the_answered_wait_half_the_clients_timeout_then_late_answers_go_at_once() -> None:
+    plan = make_plan(load_scenario_text(SYNCED, ROOT / "t.yaml"))
+    barrier = Barrier(plan)
+    assert barrier.answered("client-1", 10.0) == []
+    assert barrier.due(12.4, lambda n: False) == []  # default timeout 5 s: patience 2.5 s
+    assert barrier.next_deadline() == 12.5
+    assert barrier.due(12.5, lambda n: False) == ["client-1"]
+    assert barrier.answered("client-2", 13.0) == ["client-2"]  # its group is gone: straight on
+    assert barrier.answered("loner", 13.0) == []  # not held at all

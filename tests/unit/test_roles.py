@@ -175,8 +175,10 @@ def test_echo_roundtrip_via_module(tmp_path: Path) -> None:
         "connected",
         "sent",
         "received",
+        "answered",
         "sent",
         "received",
+        "closing",
         "closed",
         "end",
     ]
@@ -215,7 +217,7 @@ def fork_role(name: str, params: dict[str, Any], transcript: Path) -> tuple[int,
         code = 99
         try:
             os.close(read_end)
-            os.environ["LAB_READY_FD"] = str(write_end)
+            os.environ["LAB_STATUS_FD"] = str(write_end)
             code = run_role(name, params, str(transcript))
         finally:
             os._exit(code)
@@ -502,8 +504,10 @@ def test_transcript_lines_and_ready_fd(
     assert first["event"] == "hello" and isinstance(first["t"], float)
     assert (second["kind"], second["during"], second["conn"]) == ("refused", "connect", 1)
     read_end, write_end = os.pipe()
-    monkeypatch.setenv("LAB_READY_FD", str(write_end))
+    monkeypatch.setenv("LAB_STATUS_FD", str(write_end))
     announce_ready("echo-server", "listening on 0.0.0.0:1")
     assert capsys.readouterr().out == "LAB-READY echo-server listening on 0.0.0.0:1\n"
-    assert os.read(read_end, 100) == b"ready\n" and os.read(read_end, 100) == b""  # closed after use
+    assert os.read(read_end, 100) == b"ready\n"  # the fd stays open for later facts
+    os.close(write_end)
+    assert os.read(read_end, 100) == b""
     os.close(read_end)

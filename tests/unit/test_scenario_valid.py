@@ -43,7 +43,7 @@ def test_echo_example() -> None:
     assert client.attachments == (Attachment("lan", None),)
     assert client.replicas == 3 and client.after == ("server",)
     assert client.params == {"connect": "server:9999", "send": ["hello from {node}", "second line"],
-                             "read_greeting": False, "hold": 1.0, "interval": 0.0, "timeout": 5.0}
+                             "read_greeting": False, "hold": 0.0, "interval": 0.0, "quiet": 0.25, "timeout": 5.0}
     assert [(e.check, e.nodes, e.params) for e in s.expect] == [
         ("echo", ("client",), {}), ("concurrent", ("client",), {"at_least": 3})]
     assert s.expect[0].loc.line == 26

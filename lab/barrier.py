@@ -1,0 +1,65 @@
+"""The lab's barrier for clients of a `concurrent` expectation (pure bookkeeping, no I/O).
+
+Such clients, once answered, keep their connection open until the lab releases them. The lab
+releases a group when every member was answered or will never be (it ended, or cannot start), so
+a correct server's clients are all connected and answered at one moment however slow the machine
+is. A group whose members are not all answered within half the clients' timeout after the first
+one was (a server that serves one client at a time) is released then: the clients still waiting
+for their reply are within their own timeout and get served afterwards, so `echo` judges such a
+server the same way every run, and `concurrent` fails it every run.
+
+A member that reports ANSWERED after its group was released is released at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lab.plan import Plan, sync_groups
+
+PATIENCE = 0.5  # of the clients' timeout, from the group's first answer
+
+
+@dataclass
+class Group:
+    members: tuple[str, ...]
+    patience: float  # seconds the answered wait for the others, from the first answer
+    first_answer: float | None = None
+    released: bool = False
+    answered: set[str] = field(default_factory=set)
+
+
+class Barrier:
+    def __init__(self, plan: Plan):
+        self.groups = [Group(g, PATIENCE * min(float(plan.node(n).params.get("timeout", 5.0)) for n in g))
+                       for g in sync_groups(plan)]
+        self.of = {n: g for g in self.groups for n in g.members}
+
+    def answered(self, node: str, now: float) -> list[str]:
+        """Record a member's answer; returns [node] when its group was already released."""
+        group = self.of.get(node)
+        if group is None:
+            return []
+        group.answered.add(node)
+        if group.first_answer is None:
+            group.first_answer = now
+        return [node] if group.released else []
+
+    def due(self, now: float, settled: Callable[[str], bool]) -> list[str]:
+        """The answered members of every group now to be released: each member answered or
+        `settled` (ended, or will never start), or the group's patience ran out."""
+        out: list[str] = []
+        for g in self.groups:
+            if g.released or g.first_answer is None and not all(settled(n) for n in g.members):
+                continue
+            done = all(n in g.answered or settled(n) for n in g.members)
+            if done or (g.first_answer is not None and now >= g.first_answer + g.patience):
+                g.released = True
+                out += [n for n in g.members if n in g.answered and not settled(n)]
+        return out
+
+    def next_deadline(self) -> float:
+        """When a group's patience runs out (inf when none is waiting)."""
+        return min((g.first_answer + g.patience for g in self.groups
+                    if not g.released and g.first_answer is not None), default=float("inf"))

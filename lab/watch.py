@@ -1,0 +1,189 @@
+"""Services watched for the whole run, and failures that name their cause.
+
+A service (a server role, or a program with `ready:`) that exits non-zero or is killed before the
+lab stops it fails the run with a line of its own ("service"), unless an `exit:` expectation covers
+it: otherwise a server that crashed after answering its clients would pass unnoticed, and one that
+crashed earlier would show only as its clients' refused connections. A service that exits 0 early
+(a one-shot server) is no failure by itself: the clients it did not serve fail. A client whose
+connection failed points at its server when that server exited or printed a traceback.
+
+Pure functions of `NodeRun`s (what each node did, on the lab's clock) built from a run's states or
+from a kept lab's status file, so `lab run`, `lab down` and `lab check` judge alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from lab.checks import CheckResult
+from lab.checks import exit_words as code_words
+from lab.execution import NodeState
+
+TRACEBACK = "Traceback (most recent call last):"
+ERROR_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|error)(?:: .*)?")  # socket.gaierror too
+ERROR_SCAN = 64 * 1024  # characters at the end of a log searched for a bare `SomethingError: ...` line
+LINE_LIMIT = 200
+
+Evidence = Callable[[str], str]  # node name -> the line of its log that says how it ended ("" if none)
+
+
+def last_error_line(log: str) -> str:
+    """The exception line that ends the last traceback of a log, else the last line that looks like
+    `SomethingError: ...` (a SyntaxError has no traceback header), else "": what a Python program
+    died of, or what killed one of its serving threads (`Exception in thread ...`)."""
+    start = log.rfind(TRACEBACK)
+    pos = start + len(TRACEBACK) if start >= 0 else len(log)
+    while pos < len(log):  # line by line: the traceback may sit early in a long log
+        end = log.find("\n", pos)
+        end = len(log) if end < 0 else end
+        line = log[pos:end]
+        if line.strip() and not line[0].isspace():
+            return line.strip()[:LINE_LIMIT]
+        pos = end + 1
+    for line in reversed(log[-ERROR_SCAN:].splitlines()):
+        if ERROR_LINE.fullmatch(line.strip()):
+            return line.strip()[:LINE_LIMIT]
+    return ""
+
+
+def last_log_line(log: str) -> str:
+    lines = [ln.strip() for ln in log[-4096:].splitlines() if ln.strip()]
+    return lines[-1][:LINE_LIMIT] if lines else ""
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    """One node's run as the watch sees it; times are seconds on the lab's clock (from the run's start)."""
+
+    name: str
+    serves: bool  # a service that runs something: a server role, or a program with `ready:`
+    task: bool  # a client role or a program without `ready:`: what services serve
+    after: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+    peer: str = ""  # the node a client role talks to, as written ("server"), or ""
+    peer_address: str = ""  # ... and its address, as resolved by the plan
+    started_at: float | None = None  # None: never started
+    exited_at: float | None = None  # set only when it exited on its own
+    code: int | None = None
+    stopped_by_lab: bool = False
+    failed_start: bool = False
+
+
+def peer_of(params: Mapping[str, Any]) -> tuple[str, str]:
+    """(name as written, address) of the node a client role talks to: telnet-client's `target`
+    ("server:9999"), http-get's `host_header` or `url`; ("", "") for anything else."""
+    written = str(params.get("target") or params.get("host_header") or "")
+    name = urlsplit(f"//{written}").hostname if written else None
+    if not name and params.get("url"):
+        name = urlsplit(str(params["url"])).hostname
+    if not name:
+        return "", ""
+    return name, str(params.get("host", ""))
+
+
+def runs_from_states(states: Mapping[str, NodeState], t0: float) -> dict[str, NodeRun]:
+    """The watch's view of a run (`t0`: the run's start, time.monotonic())."""
+    runs = {}
+    for name, s in states.items():
+        n = s.plan
+        peer, address = peer_of(n.params) if n.role else ("", "")
+        runs[name] = NodeRun(
+            name, n.service and n.runs_something, n.runs_something and not n.service, n.after,
+            tuple(str(i.address.ip) for i in n.interfaces), peer, address,
+            None if s.blocked or s.started_at is None else s.started_at - t0,
+            None if s.exited_at is None else s.exited_at - t0, s.exit_code, s.stopped_by_lab, s.failed_start)
+    return runs
+
+
+def runs_from_status(plan: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> dict[str, NodeRun]:
+    """The watch's view of a kept lab: its plan.json and the keeper's status.json."""
+    runs = {}
+    for n in plan["nodes"]:
+        st = status.get(n["name"], {})
+        does = bool(n.get("role") or n.get("run"))
+        peer, address = peer_of(n.get("params") or {}) if n.get("role") else ("", "")
+        runs[n["name"]] = NodeRun(
+            n["name"], bool(n.get("service")) and does, does and not n.get("service"), tuple(n.get("after", ())),
+            tuple(str(i["address"]).split("/")[0] for i in n.get("interfaces", ())), peer, address,
+            st.get("started_at") if st.get("started", False) else None, st.get("exited_at"), st.get("exit_code"),
+            bool(st.get("stopped_by_lab")), bool(st.get("failed_start")))
+    return runs
+
+
+def exit_covered(expect: Iterable[tuple[str, Sequence[str]]]) -> set[str]:
+    """Nodes an `exit:` expectation covers (check, nodes): their exits are judged there."""
+    return {node for check, nodes in expect if check == "exit" for node in nodes}
+
+
+def crashed(r: NodeRun) -> bool:
+    """A service that ended on its own, non-zero or killed, after it was ready."""
+    return r.serves and r.exited_at is not None and r.code not in (0, None) and not r.failed_start \
+        and not r.stopped_by_lab
+
+
+def service_results(runs: Mapping[str, NodeRun], covered: set[str], evidence: Evidence) -> list[CheckResult]:
+    """One failing "service" result per crashed service that no `exit:` expectation covers."""
+    return [CheckResult("service", r.name, False, service_detail(r, runs, evidence(r.name)))
+            for r in runs.values() if crashed(r) and r.name not in covered]
+
+
+def service_detail(r: NodeRun, runs: Mapping[str, NodeRun], evidence: str) -> str:
+    """`exited with code 3 at +0.4s while clients were running (ZeroDivisionError: division by zero)`"""
+    phase = clients_phase(r, runs)
+    return (f"exited with {code_words(r.code)} at +{r.exited_at or 0.0:.1f}s" + (f" {phase}" if phase else "")
+            + (f" ({evidence})" if evidence else ""))
+
+
+def clients_of(r: NodeRun, runs: Mapping[str, NodeRun]) -> list[NodeRun]:
+    """The tasks that wait for or talk to this service (all tasks if none does), that started."""
+    tasks = [c for c in runs.values() if c.task and c.started_at is not None]
+    own = [c for c in tasks if r.name in c.after or talks_to(c, runs) is r]
+    return own or tasks
+
+
+def clients_phase(r: NodeRun, runs: Mapping[str, NodeRun]) -> str:
+    clients = clients_of(r, runs)
+    if not clients or r.exited_at is None:
+        return ""
+    t = r.exited_at
+    if all(c.exited_at is not None and c.exited_at <= t for c in clients):
+        return "after its clients finished"
+    return "while clients were running"
+
+
+def talks_to(c: NodeRun, runs: Mapping[str, NodeRun]) -> NodeRun | None:
+    """The node a client role connects to: by the address the plan resolved, else by name."""
+    if c.peer_address:
+        for r in runs.values():
+            if r.name != c.name and c.peer_address in r.addresses:
+                return r
+    return runs.get(c.peer) if c.peer and c.peer != c.name else None
+
+
+def connection_failed(transcript: Sequence[Mapping[str, Any]]) -> bool:
+    """Refused, reset, timed out, closed by the peer, or never connected."""
+    events = [e.get("event") for e in transcript]
+    return "connected" not in events or any(
+        e.get("event") == "error" or (e.get("event") == "closed" and e.get("by") == "peer") for e in transcript)
+
+
+def peer_note(c: NodeRun, transcript: Sequence[Mapping[str, Any]], runs: Mapping[str, NodeRun],
+              log_of: Callable[[str], str]) -> str:
+    """For a client whose connection failed: what its server did, when that explains it
+    (`server exited with code 3 at +0.4s; server's log: 'ZeroDivisionError: division by zero'`)."""
+    if c.started_at is None or not transcript or not connection_failed(transcript):
+        return ""
+    peer = talks_to(c, runs)
+    if peer is None or not (peer.serves or peer.task):
+        return ""
+    parts = []
+    if peer.exited_at is not None:
+        parts.append(f"{peer.name} exited with {code_words(peer.code)} at +{peer.exited_at:.1f}s")
+    error = last_error_line(log_of(peer.name))
+    if error:
+        parts.append(f"{peer.name}'s log: {error!r}")
+    return "; ".join(parts)

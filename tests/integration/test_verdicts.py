@@ -1,0 +1,86 @@
+"""Verdicts on programs written the way students write them: prompts and odd bytes pass, a server
+that serves one client at a time fails `concurrent` every time, and 100 clients of a threaded server
+pass `concurrent` every time, even while every core is kept busy (no `hold:` guessed anywhere)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import HERE, LabRun, lab
+
+VERDICTS = HERE / "scenarios" / "verdicts"
+BURN_FOR = 600.0  # seconds: the burner's own deadline, should the test's teardown never run
+BURNER = """
+import os, sys, time
+parent, end = os.getppid(), time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end and os.getppid() == parent:  # dies with the test, or at its deadline
+    for _ in range(200_000):
+        pass
+"""
+
+
+@pytest.fixture
+def busy_machine() -> Iterator[None]:
+    """Every core kept busy by a process of its own for the whole test."""
+    burners = [subprocess.Popen([sys.executable, "-c", BURNER, str(BURN_FOR)]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield
+    finally:
+        for p in burners:
+            p.kill()
+        for p in burners:
+            p.wait(timeout=10)
+
+
+def run(scenario: Path, out: Path, backend: str = "netns") -> LabRun:
+    done = lab("run", str(scenario), "--out", str(out), "--backend", backend, timeout=240)
+    return LabRun(done.returncode, done.stdout, done.stderr, out)
+
+
+def verdicts(result: LabRun, check: str) -> list[dict[str, Any]]:
+    found = result.checks(check)
+    assert found, result.stderr
+    return found
+
+
+def test_prompts_greetings_and_odd_bytes_pass(run_lab: Any) -> None:
+    # prompt_echo.py writes a welcome line and a `> ` prompt before each input, each by its own send;
+    # lines hold \v \f \x1c-\x1e \x85 \u2028 \u2029 and a lone \r (what str.splitlines breaks on).
+    result = run_lab(VERDICTS / "prompt-echo.yaml")
+    assert result.code == 0, result.stderr
+    echoes = verdicts(result, "echo")
+    assert len(echoes) == 6 and all(c["passed"] for c in echoes), echoes
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_a_sequential_server_passes_echo_and_fails_concurrent_every_time(run_lab: Any, attempt: int) -> None:
+    # Waits half a client timeout (1 s of 2 s): the first answered client is held open until then,
+    # and the others, still within their own timeout, are served after it.
+    result = run_lab(VERDICTS / "sequential.yaml")
+    assert result.code == 1, result.stderr
+    concurrent = verdicts(result, "concurrent")
+    assert not any(c["passed"] for c in concurrent), concurrent
+    echoes = verdicts(result, "echo")
+    assert all(c["passed"] for c in echoes), echoes
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_100_clients_of_a_threaded_server_pass_on_a_busy_machine(tmp_path: Path, busy_machine: None,
+                                                                  attempt: int) -> None:
+    # Bounded by the scenario's timeout (60 s) and the clients' own (30 s); about 3 s when all is well.
+    result = run(VERDICTS / "threaded-100.yaml", tmp_path / "run")
+    assert result.code == 0, result.stdout + result.stderr
+    assert all(c["passed"] for c in verdicts(result, "concurrent"))
+
+
+def test_threaded_server_on_docker_on_a_busy_machine(tmp_path: Path, busy_machine: None, lab_image: None) -> None:
+    result = run(VERDICTS / "threaded-100.yaml", tmp_path / "run", "docker")
+    assert result.code == 0, result.stdout + result.stderr
+    assert all(c["passed"] for c in verdicts(result, "concurrent"))

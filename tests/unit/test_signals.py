@@ -1,0 +1,137 @@
+"""Signal dispositions: programs start with every signal at its default, built-in servers survive a
+peer that hangs up mid-request, and a process killed by signal N reports 128+N."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.backends.netns import shell_code
+from lab.roles import default_signals, run_role
+
+READY_DEADLINE = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _mask(status: str, key: str) -> int:
+    line = next(ln for ln in status.splitlines() if ln.startswith(f"{key}:"))
+    return int(line.split()[1], 16)
+
+
+def test_a_program_starts_with_every_signal_at_its_default_and_none_blocked() -> None:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # what the netns child and the container agent do before exec
+        try:
+            os.close(read)
+            os.dup2(write, 1)
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGUSR1, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGTERM})
+            default_signals()
+            os.execv("/bin/cat", ["cat", "/proc/self/status"])
+        finally:
+            os._exit(127)
+    os.close(write)
+    with os.fdopen(read) as f:
+        status = f.read()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert _mask(status, "SigIgn") == 0, status
+    assert _mask(status, "SigBlk") == 0, status
+
+
+def test_killed_by_a_signal_is_128_plus_n() -> None:
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pause()
+        os._exit(0)
+    os.kill(pid, signal.SIGTERM)
+    assert shell_code(os.waitpid(pid, 0)[1]) == 143
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3)
+    assert shell_code(os.waitpid(pid, 0)[1]) == 3
+
+
+def _fork_server(role: str, params: dict[str, Any], tmp_path: Path) -> tuple[int, int]:
+    """run_role in a forked child whose SIGPIPE is at its default, as in a netns node."""
+    read_end, write_end = os.pipe()
+    log = os.open(tmp_path / "server.log", os.O_WRONLY | os.O_CREAT, 0o644)
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.close(read_end)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the log, not pytest's capture
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+            default_signals()
+            os.environ["LAB_STATUS_FD"] = os.environ["LAB_READY_FD"] = str(write_end)
+            code = run_role(role, params, str(tmp_path / "server.jsonl"))
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    os.close(log)
+    return pid, read_end
+
+
+def _hang_up(port: int, request: bytes) -> None:
+    """Send (part of) a request and leave without reading: the server then writes to a closed peer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+
+
+def _get(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize(("role", "params", "request_bytes"), [
+    ("http-server", {"pages": {"/": "x" * 2_000_000}}, b"GET / HTTP/1.1\r\nHost: web\r\n\r\n"),
+    ("http-server", {"pages": {"/": "hello"}}, b"GET / HTT"),
+    ("echo-server", {}, b"y" * 2_000_000),
+    ("greeting-server", {"text": "hi " * 100_000}, b"x"),
+])
+def test_servers_survive_a_peer_that_hangs_up(tmp_path: Path, role: str, params: dict[str, Any],
+                                              request_bytes: bytes) -> None:
+    port = free_port()
+    pid, ready = _fork_server(role, {"port": port, **params}, tmp_path)
+    done = 0
+    try:
+        assert select.select([ready], [], [], READY_DEADLINE)[0], "not ready"
+        for _ in range(20):
+            try:
+                _hang_up(port, request_bytes)
+            except OSError:
+                pass  # the server may reset us first: what matters is that it lives on
+        time.sleep(0.2)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        assert not done, f"the server died: {shell_code(status)}"
+        if role == "http-server":
+            assert _get(port).startswith(b"HTTP/1.1 200")
+    finally:
+        os.close(ready)
+        if not done:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log
