@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lab.lines import difference, escape, lines_of, quote, through_line_ends, without_eol
 from lab.roles.common import event_bytes
 
-QUOTE_LIMIT = 60
 Verdict = tuple[bool, str]
 
 
@@ -61,36 +61,6 @@ def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]
 
 
 # ----------------------------------------------------------------------------- formatting helpers
-
-
-def quote(text: str) -> str:
-    """Quoted like `escape` (repr-like, unambiguous), cut to ~60 characters so a detail stays one line."""
-    return escape(text.encode("utf-8", errors="surrogateescape"))
-
-
-ESCAPES = {"\\": "\\\\", "'": "\\'", "\r": "\\r", "\n": "\\n", "\t": "\\t"}
-
-
-def escape(data: bytes, limit: int = QUOTE_LIMIT) -> str:
-    """Bytes in quotes, each shown one way only: printable text as itself, control characters as
-    \\xNN (ASCII) or \\uNNNN (other code points), and bytes that are not UTF-8 as \\xNN. So two
-    different byte strings never look alike (what a str repr of decoded text cannot promise)."""
-    text = data.decode("utf-8", errors="surrogateescape")
-    cut = len(text) > limit
-    out = []
-    for ch in text[:limit]:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # a byte that is not part of valid UTF-8
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch in ESCAPES:
-            out.append(ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-    return "'" + "".join(out) + "'" + ("..." if cut else "")
 
 
 def one_line(text: str) -> str:
@@ -248,35 +218,6 @@ def echo(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
         why = ending(node, None, sends[-1][0])
         return False, f"{here}: sent only {len(sends)} of {len(expected)} lines ({why})"
     return True, f"{here}: {len(sends)}/{len(sends)} lines echoed"
-
-
-def through_line_ends(data: bytes, count: int) -> bytes | None:
-    """`data` up to and including its `count`-th LF; None when fewer arrived."""
-    end = -1
-    for _ in range(count):
-        end = data.find(b"\n", end + 1)
-        if end < 0:
-            return None
-    return data[: end + 1]
-
-
-def lines_of(data: bytes) -> list[bytes]:
-    """The lines of `data` without their line ends (LF, or CRLF: one CR before the LF)."""
-    return [line.removesuffix(b"\r") for line in data.removesuffix(b"\n").split(b"\n")]
-
-
-def without_eol(data: bytes) -> bytes:
-    return b"\n".join(lines_of(data))
-
-
-def difference(sent: bytes, reply: bytes) -> str:
-    """`sent 'a\\x0bb', got 'a\\x0cb' (first difference at byte 1)`, around that byte when long."""
-    mine, theirs = without_eol(sent), without_eol(reply)
-    at = next((k for k, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), min(len(mine), len(theirs)))
-    start = max(0, at - QUOTE_LIMIT // 2) if at >= QUOTE_LIMIT else 0
-    lead = "..." if start else ""
-    return (f"sent {lead}{escape(mine[start:])}, got {lead}{escape(theirs[start:])} "
-            f"(first difference at byte {at})")
 
 
 def echo_miss(node: NodeOutcome, index: int, sent: bytes, segment: bytes) -> str:

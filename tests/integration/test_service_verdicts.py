@@ -78,6 +78,7 @@ def test_the_http_server_survives_half_requests(run_lab, tmp_path: Path) -> None
     assert run.code == 0, json.dumps(run.report["checks"], indent=1) + run.stderr
     log = (run.out / "nodes" / "web.log").read_text()
     assert "Traceback" not in log, log
+    assert "connection ended: [Errno 32] Broken pipe" in log  # the answers did meet a closed peer: EPIPE
     web = _node(run, "web")
     assert web["stopped_by_lab"] and web["exit_code"] == 143  # 128 + SIGTERM, on every backend
 

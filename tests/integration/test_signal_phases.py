@@ -73,10 +73,14 @@ def test_signal_at_each_phase(backend: str, sig: signal.Signals, phase: str, tmp
         done = lab("clean")
         assert done.returncode == 0, done.stderr
         return
-    assert "Traceback" not in err
     if phase == "starting":
-        assert proc.returncode in (EXPECTED[sig], -sig)  # -sig: before Python installed its handlers
-    elif phase == "teardown":
+        # The signal may land inside CPython's own start-up (site imports), before any code of the
+        # lab runs: the interpreter's reaction is not ours to assert. Ours: it ends, not with
+        # success, and nothing is left behind (the per-test host check).
+        assert proc.returncode != 0
+        return
+    assert "Traceback" not in err
+    if phase == "teardown":
         assert proc.returncode == 130  # the first signal decides the code
         if sig == signal.SIGINT:  # a second Ctrl-C leaves at once: `lab clean` finishes the job
             assert lab("clean").returncode == 0

@@ -46,7 +46,7 @@ def test_echo_example() -> None:
                              "read_greeting": False, "hold": 0.0, "interval": 0.0, "quiet": 0.25, "timeout": 5.0}
     assert [(e.check, e.nodes, e.params) for e in s.expect] == [
         ("echo", ("client",), {}), ("concurrent", ("client",), {"at_least": 3})]
-    assert s.expect[0].loc.line == 26
+    assert s.expect[0].loc.line == 25
 
 
 def test_http_get_example() -> None:

@@ -1,12 +1,14 @@
-"""Half an HTTP request, then hang up, several times: the server writes its 400 answer to a peer
-that is gone (EPIPE). Then a whole request: the server must still answer it."""
+"""Clients that hang up mid-request: half a request line, then many pipelined requests followed by
+half of one, each time leaving without reading. The server's answers then go to a peer that is
+gone (EPIPE). Last, a whole request: the server must still answer it."""
 import socket
 import sys
 import time
 
-for _ in range(20):
+PIPELINED = b"GET / HTTP/1.1\r\nHost: web\r\n\r\n" * 200 + b"GET / HTT"
+for request in [b"GET / HTT"] * 10 + [PIPELINED] * 5:
     with socket.create_connection(("web", 8080), timeout=5) as sock:
-        sock.sendall(b"GET / HTT")
+        sock.sendall(request)
     time.sleep(0.01)
 with socket.create_connection(("web", 8080), timeout=5) as sock:
     sock.sendall(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
