@@ -9,6 +9,10 @@ for their reply are within their own timeout and get served afterwards, so `echo
 server the same way every run, and `concurrent` fails it every run.
 
 A member that reports ANSWERED after its group was released is released at once.
+
+On several hosts the answers are stamped by clocks the lab knows only to within each host's
+measured uncertainty, so a group is released that long (`margin`) after its last answer: the
+overlap the check then sees on the lab's clock is real, not an artefact of the clock offsets.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class Group:
     members: tuple[str, ...]
     patience: float  # seconds the answered wait for the others, from the first answer
     first_answer: float | None = None
+    settled_at: float | None = None  # when every member was answered or gone
     released: bool = False
     answered: set[str] = field(default_factory=set)
 
@@ -46,20 +51,23 @@ class Barrier:
             group.first_answer = now
         return [node] if group.released else []
 
-    def due(self, now: float, settled: Callable[[str], bool]) -> list[str]:
-        """The answered members of every group now to be released: each member answered or
-        `settled` (ended, or will never start), or the group's patience ran out."""
+    def due(self, now: float, settled: Callable[[str], bool], margin: float = 0.0) -> list[str]:
+        """The answered members of every group now to be released: `margin` s after each member
+        was answered or `settled` (ended, or will never start), or when the group's patience ran out."""
         out: list[str] = []
         for g in self.groups:
             if g.released or g.first_answer is None and not all(settled(n) for n in g.members):
                 continue
-            done = all(n in g.answered or settled(n) for n in g.members)
+            if g.settled_at is None and all(n in g.answered or settled(n) for n in g.members):
+                g.settled_at = now
+            done = g.settled_at is not None and now >= g.settled_at + margin
             if done or (g.first_answer is not None and now >= g.first_answer + g.patience):
                 g.released = True
                 out += [n for n in g.members if n in g.answered and not settled(n)]
         return out
 
-    def next_deadline(self) -> float:
-        """When a group's patience runs out (inf when none is waiting)."""
-        return min((g.first_answer + g.patience for g in self.groups
-                    if not g.released and g.first_answer is not None), default=float("inf"))
+    def next_deadline(self, margin: float = 0.0) -> float:
+        """When a group is next due (inf when none is waiting)."""
+        waiting = [g for g in self.groups if not g.released and g.first_answer is not None]
+        return min([g.first_answer + g.patience for g in waiting if g.first_answer is not None]
+                   + [g.settled_at + margin for g in waiting if g.settled_at is not None], default=float("inf"))

@@ -23,6 +23,7 @@ from lab.errors import Interrupted
 from lab.plan import STARTED, TCP, NodePlan, Plan
 
 Progress = Callable[[str], None]
+CLOCK_SLACK = 0.05  # s added to the clocks' measured uncertainty when nodes run on several hosts
 
 
 @dataclass
@@ -91,7 +92,8 @@ class Execution:
             if now >= deadline:
                 self._hit_deadline()
                 break
-            wait = min(0.2, deadline - now, self._next_ready_deadline() - now, self.barrier.next_deadline() - now)
+            wait = min(0.2, deadline - now, self._next_ready_deadline() - now,
+                       self.barrier.next_deadline(self._clock_margin()) - now)
             for event in self.backend.poll(max(0.0, wait)):
                 self._handle(event)
             self._release_groups()
@@ -155,9 +157,15 @@ class Execution:
 
     def _release_groups(self) -> None:
         """Let the clients held for `concurrent` go on when the barrier says so (lab/barrier.py)."""
-        due = self.barrier.due(time.monotonic(), lambda n: self.states[n].exited or self.states[n].blocked)
+        due = self.barrier.due(time.monotonic(), lambda n: self.states[n].exited or self.states[n].blocked,
+                               self._clock_margin())
         if due:
             self.backend.release(due)
+
+    def _clock_margin(self) -> float:
+        """How far apart two nodes' clocks may be, as the lab measured them (0 on one machine)."""
+        placed = self.backend.placements()
+        return 2 * max(p.uncertainty for p in placed.values()) + CLOCK_SLACK if placed else 0.0
 
     def _next_ready_deadline(self) -> float:
         pending = [s.started_at + s.plan.ready.timeout for s in self.states.values()

@@ -104,11 +104,17 @@ def test_logs_follow_ends_with_the_lab(tmp_path: Path) -> None:
     up = lab("up", "scenarios/exercise-echo.yaml", "--out", str(tmp_path / "r"))
     assert up.returncode == 0, up.stderr
     lab_id = _id_of(up.stdout)
+    import select
+
     follow = subprocess.Popen([sys.executable, "-m", "lab", "logs", lab_id, "-f"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        assert follow.stdout is not None
+        assert select.select([follow.stdout], [], [], 15)[0], "logs -f printed nothing within 15 s"
+        first = follow.stdout.readline()  # it follows now: the lab goes down under it
         assert lab("down", lab_id).returncode == 0
-        out, _ = follow.communicate(timeout=10)  # follows until the lab is gone, then ends by itself
+        rest, _ = follow.communicate(timeout=10)  # follows until the lab is gone, then ends by itself
     finally:
         follow.kill()
+    out = first + rest
     assert "server | Socket listening" in out and "prober | hi" in out

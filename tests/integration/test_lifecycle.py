@@ -41,7 +41,10 @@ def _wait_for(proc: subprocess.Popen[str], needle: str, deadline: float = 15) ->
 def test_signal_tears_down_and_keeps_logs(tmp_path: Path, backend: str, sig: int, code: int) -> None:
     proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run", backend)
     _wait_for(proc, "ready   server")
-    time.sleep(0.3)  # let the clients connect: the test is about tearing down a busy lab
+    served = tmp_path / "run" / "nodes" / "server.jsonl"
+    end = time.monotonic() + 15  # the test is about tearing down a busy lab: wait for a served line
+    while time.monotonic() < end and not (served.exists() and "hello" in served.read_text()):
+        time.sleep(0.01)
     t = time.monotonic()
     proc.send_signal(sig)
     proc.communicate(timeout=20)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.backends import ANSWERED, EXITED, READY, Event
+from lab.backends import ANSWERED, EXITED, READY, Event, Placement
 from lab.barrier import Barrier
 from lab.execution import Execution
 from lab.plan import NodePlan, Plan, make_plan, sync_groups
@@ -38,6 +38,7 @@ class FakeBackend:
     started: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    placed: dict[str, Placement] = field(default_factory=dict)
     queue: list[Event] = field(default_factory=list)
     name: str = "fake"
 
@@ -61,6 +62,9 @@ class FakeBackend:
 
     def release(self, nodes: list[str]) -> None:
         self.released += nodes
+
+    def placements(self) -> dict[str, Placement]:
+        return self.placed
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         self.stopped += nodes
@@ -218,3 +222,13 @@ def test_the_answered_wait_half_the_clients_timeout_then_late_answers_go_at_once
     assert barrier.due(12.5, lambda n: False) == ["client-1"]
     assert barrier.answered("client-2", 13.0) == ["client-2"]  # its group is gone: straight on
     assert barrier.answered("loner", 13.0) == []  # not held at all
+
+
+def test_on_several_hosts_a_group_is_released_after_the_clocks_uncertainty() -> None:
+    plan = make_plan(load_scenario_text(SYNCED, ROOT / "t.yaml"))
+    barrier = Barrier(plan)
+    for k, name in enumerate(["client-1", "client-2", "client-3"]):
+        barrier.answered(name, 10.0 + k * 0.1)
+    assert barrier.due(10.2, lambda n: False, margin=0.1) == []  # all answered: the margin starts
+    assert abs(barrier.next_deadline(0.1) - 10.3) < 1e-9
+    assert barrier.due(10.3, lambda n: False, margin=0.1) == ["client-1", "client-2", "client-3"]

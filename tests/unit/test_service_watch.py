@@ -43,6 +43,9 @@ class FakeBackend:
 
     def release(self, nodes: list[str]) -> None: ...
 
+    def placements(self) -> dict[str, object]:
+        return {}
+
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         return {n: 128 + signal.SIGTERM for n in nodes}
 

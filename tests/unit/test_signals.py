@@ -54,11 +54,18 @@ def test_a_program_starts_with_every_signal_at_its_default_and_none_blocked() ->
 
 
 def test_killed_by_a_signal_is_128_plus_n() -> None:
+    read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.pause()
-        os._exit(0)
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.write(write, b"set\n")  # only now may the signal come: pytest's handlers are gone
+            signal.pause()
+        finally:
+            os._exit(0)
+    os.close(write)
+    assert select.select([read], [], [], READY_DEADLINE)[0] and os.read(read, 10) == b"set\n"
+    os.close(read)
     os.kill(pid, signal.SIGTERM)
     assert shell_code(os.waitpid(pid, 0)[1]) == 143
     pid = os.fork()
