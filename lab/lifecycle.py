@@ -323,7 +323,7 @@ def check_now(ref: str) -> list[tuple[str, list[CheckResult]]]:
     outcomes = explained({n["name"]: _outcome(rundir, n["name"], status.get(n["name"], {})) for n in plan["nodes"]},
                          runs)
     covered = watch.exit_covered((e["check"], e["nodes"]) for e in plan["expect"])
-    crashed = watch.service_results(runs, covered, lambda n: evidence(outcomes[n]))
+    crashed = watch.service_results(runs, covered, lambda n: evidence(outcomes[n]), lambda n: outcomes[n].log)
     checked = [(f"service {r.node}", [r]) for r in crashed]
     for e in plan["expect"]:
         checked.append((str(e["label"]), evaluate(e["check"], e["params"], [outcomes[n] for n in e["nodes"]])))

@@ -181,7 +181,7 @@ def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir,
     runs = watch.runs_from_states(states, clock)
     outcomes = explained(outcomes, runs)
     covered = watch.exit_covered((e.check, e.nodes) for e in plan.expect)
-    crashed = watch.service_results(runs, covered, lambda n: evidence(outcomes[n]))
+    crashed = watch.service_results(runs, covered, lambda n: evidence(outcomes[n]), lambda n: outcomes[n].log)
     results = [
         Verdict(f"start {s.plan.name}", CheckResult("start", s.plan.name, False, s.note))
         for s in states.values() if s.failed_start

@@ -104,8 +104,10 @@ class Plan:
         return self._index[name]
 
     def hosts_file(self, viewer: str) -> str:
-        """/etc/hosts as seen from `viewer`: each node's name maps to its best address."""
-        lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{viewer}"]
+        """/etc/hosts as seen from `viewer`: each node's name maps to its best address, its own name
+        included (not 127.0.1.1, as Debian does: a server bound to `gethostname()`, as the socket
+        HOWTO writes it, must listen where the other nodes connect, as in a container)."""
+        lines = ["127.0.0.1\tlocalhost"]
         for n in self.nodes:
             lines.append(f"{address_for(self.node(viewer), n)}\t{n.name}")
         return "\n".join(lines) + "\n"

@@ -119,22 +119,49 @@ def exit_covered(expect: Iterable[tuple[str, Sequence[str]]]) -> set[str]:
     return {node for check, nodes in expect if check == "exit" for node in nodes}
 
 
-def crashed(r: NodeRun) -> bool:
-    """A service that ended on its own, non-zero or killed, after it was ready."""
-    return r.serves and r.exited_at is not None and r.code not in (0, None) and not r.failed_start \
-        and not r.stopped_by_lab
+STOP_CODES = (128 + 15, 128 + 9)  # SIGTERM, SIGKILL: what the lab's stop makes of a running process
 
 
-def service_results(runs: Mapping[str, NodeRun], covered: set[str], evidence: Evidence) -> list[CheckResult]:
+def crashed(r: NodeRun, log: str = "") -> bool:
+    """A service that ended on its own, non-zero or killed, after it was ready. One the lab stopped
+    counts too when the stop is not what ended it: its code is not the stop signals' (it died of
+    something else meanwhile), or its log ends in the traceback of a main thread (a Python program
+    takes ~10 ms to exit after an uncaught exception: the lab's SIGTERM can land in that exit)."""
+    if not r.serves or r.failed_start or r.code in (0, None):
+        return False
+    if not r.stopped_by_lab:
+        return r.exited_at is not None
+    return r.code not in STOP_CODES or died_of_exception(log)
+
+
+def died_of_exception(log: str) -> bool:
+    """The log ends with an uncaught exception's traceback that is not a serving thread's."""
+    tail = log[-ERROR_SCAN:]
+    start = tail.rfind(TRACEBACK)
+    if start < 0:
+        return False
+    header = tail[:start].rstrip("\n").rsplit("\n", 1)[-1]
+    if header.startswith(("Exception in thread", "Exception ignored")):
+        return False
+    after = [line for line in tail[start + len(TRACEBACK):].splitlines() if line.strip()]
+    return bool(after) and len([line for line in after if not line[0].isspace()]) == 1 \
+        and not after[-1][0].isspace()
+
+
+def service_results(runs: Mapping[str, NodeRun], covered: set[str], evidence: Evidence,
+                    log_of: Callable[[str], str] = lambda name: "") -> list[CheckResult]:
     """One failing "service" result per crashed service that no `exit:` expectation covers."""
     return [CheckResult("service", r.name, False, service_detail(r, runs, evidence(r.name)))
-            for r in runs.values() if crashed(r) and r.name not in covered]
+            for r in runs.values() if crashed(r, log_of(r.name)) and r.name not in covered]
 
 
 def service_detail(r: NodeRun, runs: Mapping[str, NodeRun], evidence: str) -> str:
     """`exited with code 3 at +0.4s while clients were running (ZeroDivisionError: division by zero)`"""
+    if r.exited_at is None:  # it was ending as the lab stopped it
+        what = "crashed" if r.code in STOP_CODES else f"exited with {code_words(r.code)}"
+        return f"{what} as the lab stopped it, after its clients finished" + (f" ({evidence})" if evidence else "")
     phase = clients_phase(r, runs)
-    return (f"exited with {code_words(r.code)} at +{r.exited_at or 0.0:.1f}s" + (f" {phase}" if phase else "")
+    return (f"exited with {code_words(r.code)} at +{r.exited_at:.1f}s" + (f" {phase}" if phase else "")
             + (f" ({evidence})" if evidence else ""))
 
 

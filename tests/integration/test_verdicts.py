@@ -84,3 +84,17 @@ def test_threaded_server_on_docker_on_a_busy_machine(tmp_path: Path, busy_machin
     result = run(VERDICTS / "threaded-100.yaml", tmp_path / "run", "docker")
     assert result.code == 0, result.stdout + result.stderr
     assert all(c["passed"] for c in verdicts(result, "concurrent"))
+
+
+def test_a_server_that_crashes_as_its_last_client_leaves_fails(run_lab: Any) -> None:
+    # It dies ~10 ms after serving: often after the lab began stopping it. The crash still counts.
+    result = run_lab(VERDICTS / "crash-on-eof.yaml")
+    assert result.code == 1, result.stdout + result.stderr
+    [service] = verdicts(result, "service")
+    assert not service["passed"] and "IndexError" in service["detail"], service
+    assert all(c["passed"] for c in verdicts(result, "echo"))
+
+
+def test_a_server_bound_to_its_hostname_is_reached(run_lab: Any) -> None:
+    result = run_lab(VERDICTS / "hostname.yaml")
+    assert result.code == 0, result.stdout + result.stderr

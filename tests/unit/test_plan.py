@@ -60,7 +60,7 @@ nodes:
     plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
     assert "10.1.0.10\tserver" in plan.hosts_file("left")
     assert "10.2.0.10\tserver" in plan.hosts_file("right")
-    assert "127.0.1.1\tright" in plan.hosts_file("right")
+    assert "10.2.0.20\tright" in plan.hosts_file("right") and "127.0.1.1" not in plan.hosts_file("right")
 
 
 def test_program_readiness_kinds() -> None:

@@ -148,6 +148,33 @@ def test_services_that_get_no_service_line(case: str) -> None:
     assert service_results(runs, {"server"} if case == "covered" else set(), lambda n: "") == []
 
 
+THREAD_TRACEBACK = """Exception in thread Thread-2 (serve):
+Traceback (most recent call last):
+  File "/srv/server.py", line 9, in serve
+    raise ValueError("bad line")
+ValueError: bad line
+"""
+
+
+@pytest.mark.parametrize(("code", "log", "detail"), [
+    (1, "", "exited with code 1 as the lab stopped it, after its clients finished"),
+    (143, TRACEBACK, "crashed as the lab stopped it, after its clients finished (ZeroDivisionError: division by "
+                     "zero)"),
+])
+def test_a_service_that_was_ending_as_the_lab_stopped_it_still_fails(code: int, log: str, detail: str) -> None:
+    # A server that crashes a few ms after its last client: the lab's stop lands in its exit.
+    runs = _runs(code, None, 1.0, stopped_by_lab=True)
+    evidence = "ZeroDivisionError: division by zero" if log else ""
+    [result] = service_results(runs, set(), lambda n: evidence, lambda n: log if n == "server" else "")
+    assert result.detail == detail
+
+
+@pytest.mark.parametrize("log", ["", THREAD_TRACEBACK, TRACEBACK + "Connected with 10.0.1.2:40000\n"])
+def test_a_stopped_service_whose_log_does_not_end_in_its_own_crash_is_no_failure(log: str) -> None:
+    runs = _runs(143, None, 1.0, stopped_by_lab=True)
+    assert service_results(runs, set(), lambda n: "", lambda n: log if n == "server" else "") == []
+
+
 REFUSED = [{"t": 1.0, "event": "start"}, {"t": 1.0, "event": "connecting"},
            {"t": 1.0, "event": "error", "kind": "refused", "during": "connect"}]
 ANSWERED = [{"t": 1.0, "event": "connecting"}, {"t": 1.0, "event": "connected"},
