@@ -178,7 +178,9 @@ class Execution:
             if s.running and s.ready_at is None and s.started_at is not None and not s.launching \
                     and now >= s.started_at + s.plan.ready.timeout:
                 self._stop([s.plan.name])
-                what = (f"nothing listens on tcp {s.plan.ready.port}" if s.plan.ready.kind == TCP
+                what = (f"nothing listens on tcp {s.plan.ready.port} on an address other nodes can reach "
+                        "(127.0.0.1 and 'localhost' are not)"
+                        if s.plan.ready.kind == TCP
                         else "no readiness line")
                 self._failed_start(s, f"not ready after {s.plan.ready.timeout:g}s: {what}")
 

@@ -157,12 +157,18 @@ def listening_socket(port: int, backlog: int = 256) -> socket.socket:
     return sock
 
 
+LOOPBACK_V4 = "7F"  # /proc/net/tcp writes an IPv4 address as little-endian hex: 127.x ends in 7F
+LOOPBACK_V6 = ("00000000000000000000000001000000", "0000000000000000FFFF0000")  # ::1, ::ffff:0:0/96
+
+
 def listening_tcp_ports(pid: int) -> set[int]:
-    """Ports with a socket in LISTEN state in the network namespace of `pid`.
+    """Ports with a socket in LISTEN state, on an address other nodes can reach, in the network
+    namespace of `pid`.
 
     Read from /proc/PID/net/tcp{,6}: readiness is observed without connecting, so a one-shot
-    server is not consumed by the probe. (Used by the netns and docker backends from outside, and
-    by a swarm node's agent from inside.)
+    server is not consumed by the probe. A listener on loopback only (a server bound to 127.0.0.1
+    or "localhost") does not count: no other node can connect to it. (Used by the netns and docker
+    backends from outside, and by a swarm node's agent from inside.)
     """
     ports: set[int] = set()
     for name in ("tcp", "tcp6"):
@@ -172,7 +178,17 @@ def listening_tcp_ports(pid: int) -> set[int]:
                 for line in f:
                     fields = line.split()
                     if len(fields) > 3 and fields[3] == "0A":
-                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+                        address, _, port = fields[1].rpartition(":")
+                        if not loopback(address):
+                            ports.add(int(port, 16))
         except OSError:
             continue
     return ports
+
+
+def loopback(address: str) -> bool:
+    """Whether a /proc/net/tcp{,6} local address (hex) is a loopback address."""
+    if len(address) == 8:
+        return address.upper().endswith(LOOPBACK_V4)
+    upper = address.upper()
+    return upper == LOOPBACK_V6[0] or (upper.startswith(LOOPBACK_V6[1]) and upper.endswith(LOOPBACK_V4))

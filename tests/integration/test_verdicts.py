@@ -98,3 +98,13 @@ def test_a_server_that_crashes_as_its_last_client_leaves_fails(run_lab: Any) -> 
 def test_a_server_bound_to_its_hostname_is_reached(run_lab: Any) -> None:
     result = run_lab(VERDICTS / "hostname.yaml")
     assert result.code == 0, result.stdout + result.stderr
+
+
+def test_a_server_bound_to_localhost_is_never_ready_and_is_told_why(run_lab: Any) -> None:
+    # Waits for the server's readiness timeout (2 s).
+    result = run_lab(VERDICTS / "localhost.yaml")
+    assert result.code == 1, result.stdout + result.stderr
+    [start] = verdicts(result, "start")
+    assert "127.0.0.1 and 'localhost' are not" in start["detail"], start
+    [echo] = verdicts(result, "echo")
+    assert not echo["passed"] and not echo["ran"], echo
