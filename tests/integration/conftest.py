@@ -72,8 +72,29 @@ def host_untouched() -> Any:
     before = host_state()
     yield
     after = host_state()
+    # A process in a namespace of its own that ended during the test was not left by it (e.g. one of
+    # the simulated cluster's engines finishing work it started before): only new ones count.
+    after["foreign_netns_processes"] |= before["foreign_netns_processes"]
     diff = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
-    assert not diff, f"the lab left the host changed: {diff}"
+    assert not diff, f"the lab left the host changed: {diff}{_who(diff)}"
+
+
+def _who(diff: dict[str, Any]) -> str:
+    """The processes behind namespaces that came or went (evidence, not just inode numbers)."""
+    if "foreign_netns_processes" not in diff:
+        return ""
+    before, after = diff["foreign_netns_processes"]
+    changed = before ^ after
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if os.stat(f"/proc/{entry.name}/ns/net").st_ino in changed:
+                    cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+                    found.append(f"{entry.name}: {cmd}")
+            except OSError:
+                continue
+    return f"; processes now in those namespaces: {found or 'none'}"
 
 
 @dataclass

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,16 +40,19 @@ def test_eof_before_go_means_the_lab_went_away(tmp_path: Path) -> None:
     assert "went away" in log and "should-not-run" not in log
 
 
-def test_tcp_readiness_is_observed_inside(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("host", "facts"), [("0.0.0.0", ["LAB-AGENT ready", "LAB-AGENT exit 0"]),
+                                              ("127.0.0.1", ["LAB-AGENT exit 0"])])
+def test_tcp_readiness_is_observed_inside(tmp_path: Path, host: str, facts: list[str]) -> None:
+    # A listener on loopback only is never ready: no other node could connect to it.
     probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
+    probe.bind(("0.0.0.0", 0))
     port = probe.getsockname()[1]
     probe.close()
-    server = (f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); "
+    server = (f"import socket, time; s = socket.socket(); s.bind(('{host}', {port})); s.listen(); "
               "time.sleep(0.5)")
     code, lines, _ = agent(tmp_path, {"argv": [sys.executable, "-c", server], "ready_tcp": port}, b"go\n")
     assert code == 0
-    assert lines == ["LAB-AGENT ready", "LAB-AGENT exit 0"]
+    assert lines == facts
 
 
 def test_a_program_that_never_listens_is_never_ready(tmp_path: Path) -> None:
