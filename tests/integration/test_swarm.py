@@ -101,14 +101,18 @@ def test_echo_server_and_clients_on_different_hosts(cluster: SimCluster, tmp_pat
     assert '"event": "released", "conn": 1, "by": "lab"' in transcript  # through the agent's channel
 
 
-@pytest.mark.parametrize(("scenario", "code"), [("prompt-echo", 0), ("sequential", 1)])
+@pytest.mark.parametrize(("scenario", "code"), [("prompt-echo", 0), ("sequential", 1), ("chunked-http", 0),
+                                              ("crash-on-eof", 1)])
 def test_verdicts_are_the_same_across_hosts(cluster: SimCluster, tmp_path: Path, scenario: str, code: int) -> None:
-    # A prompting server with odd bytes passes; one that serves one client at a time fails `concurrent`.
+    # A prompting server with odd bytes passes; one that serves one client at a time fails `concurrent`;
+    # a chunked HTTP server passes; a server that crashes as its client leaves fails.
     result = run(cluster, ROOT / "tests" / "integration" / "scenarios" / "verdicts" / f"{scenario}.yaml",
                  tmp_path / "run")
     assert result.code == code, result.stdout + result.stderr
-    assert all(c["passed"] for c in result.checks("echo"))
+    assert all(c["passed"] for c in result.checks("echo") + result.checks("http"))
     assert all(c["passed"] == (code == 0) for c in result.checks("concurrent"))
+    assert all("IndexError" in c["detail"] for c in result.checks("service"))
+    assert bool(result.checks("service")) == (scenario == "crash-on-eof")
 
 
 def test_the_image_reaches_hosts_without_a_registry(cluster: SimCluster, tmp_path: Path) -> None:
