@@ -21,6 +21,7 @@ STATUS_FD_ENV = "LAB_STATUS_FD"  # a pipe or stream to the lab: one fact per lin
 FACT_FILE_ENV = "LAB_FACT_FILE"  # containers: a path template, "{fact}" replaced by the fact's name
 CONTROL_FD_ENV = "LAB_CONTROL_FD"  # from the lab: one word per line ("release")
 PREVIEW = 60  # characters of data shown in human-readable log lines
+DATA_LIMIT = 8 * 1024 * 1024  # bytes of sent/received data one transcript records (a flood is cut)
 
 
 class Transcript:
@@ -34,6 +35,8 @@ class Transcript:
     def __init__(self, path: str):
         self._file = open(path, "wb", buffering=0)  # one transcript per run: truncate
         self._lock = threading.RLock()
+        self._recorded = 0  # bytes of data recorded so far
+        self._truncated = False
 
     def event(self, event: str, **fields: Any) -> None:
         """Record one event: {"t": time.time(), "event": event, **fields}."""
@@ -43,9 +46,20 @@ class Transcript:
             if not self._file.closed:
                 self._file.write(line)
 
-    def data(self, event: str, payload: bytes, **fields: Any) -> None:
-        """Record a `sent`/`received` event carrying bytes (see `encode_bytes`)."""
+    def data(self, event: str, payload: bytes, **fields: Any) -> bool:
+        """Record a `sent`/`received` event carrying bytes (see `encode_bytes`). Returns False once
+        the transcript holds DATA_LIMIT bytes of data: a peer that floods must not fill the disk. The
+        first event past the limit is recorded as `truncated` (with its size, without its bytes)."""
+        with self._lock:
+            self._recorded += len(payload)
+            over = self._recorded > DATA_LIMIT
+            first_over, self._truncated = over and not self._truncated, self._truncated or over
+        if first_over:
+            self.event("truncated", **fields, of=event, size=len(payload), limit=DATA_LIMIT)
+        if over:
+            return False
         self.event(event, **fields, **encode_bytes(payload))
+        return True
 
     def error(self, exc: BaseException, during: str, **fields: Any) -> str:
         """Record an `error` event classified by `error_kind`; returns the kind."""

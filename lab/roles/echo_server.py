@@ -60,5 +60,5 @@ def echo_until_closed(conn: socket.socket, conn_id: int, transcript: Transcript)
             return "peer"
         transcript.data("received", data, conn=conn_id)
         conn.sendall(data)
-        transcript.data("sent", data, conn=conn_id)
-        say(f"[{conn_id}] echoed {preview(data)}")
+        if transcript.data("sent", data, conn=conn_id):
+            say(f"[{conn_id}] echoed {preview(data)}")

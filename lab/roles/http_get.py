@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from lab.roles.common import Transcript, announce_ready, describe, peer_text, preview, say
+from lab.roles.common import DATA_LIMIT, Transcript, announce_ready, describe, peer_text, preview, say
 
 CONN = 1
 RECV_SIZE = 65536
@@ -108,6 +108,10 @@ def exchange(
                 return raw, "peer", None
             transcript.data("received", chunk, conn=CONN)
             raw += chunk
+            if len(raw) > DATA_LIMIT:  # a flood, not a page: judged on what came, never read to the end
+                transcript.event("error", conn=CONN, kind="other", during="response",
+                                 message=f"response larger than {DATA_LIMIT // 2**20} MiB: the rest was not read")
+                return raw, "self", "other"
         return raw, "self", None
     except OSError as exc:
         kind = error_event(transcript, exc, phase, timeout, raw)

@@ -112,8 +112,8 @@ class Session:
 
     def record(self, chunk: bytes) -> None:
         self.heard = True
-        self.transcript.data("received", chunk, conn=CONN, during=self.phase)
-        say(f"< {preview(chunk)}")
+        if self.transcript.data("received", chunk, conn=CONN, during=self.phase):
+            say(f"< {preview(chunk)}")  # (past the transcript's limit, the log is spared the flood too)
 
     def answered(self) -> None:
         """The first reply is complete: from now on this client counts as answered."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from lab.roles.common import DATA_LIMIT
 from tests.integration.conftest import HERE, LabRun, lab
 
 VERDICTS = HERE / "scenarios" / "verdicts"
@@ -108,3 +109,14 @@ def test_a_server_bound_to_localhost_is_never_ready_and_is_told_why(run_lab: Any
     assert "127.0.0.1 and 'localhost' are not" in start["detail"], start
     [echo] = verdicts(result, "echo")
     assert not echo["passed"] and not echo["ran"], echo
+
+
+def test_a_flooding_server_fails_and_the_client_s_records_stay_bounded(run_lab: Any) -> None:
+    # The client waits its timeout (2 s) for the flood to pause before it sends its line.
+    result = run_lab(VERDICTS / "flood.yaml")
+    assert result.code == 1, result.stdout + result.stderr
+    [echo] = verdicts(result, "echo")
+    assert not echo["passed"] and "flood" in echo["detail"] and "(first difference at byte 0)" in echo["detail"], echo
+    nodes = result.out / "nodes"
+    assert (nodes / "client.jsonl").stat().st_size < 3 * DATA_LIMIT  # (base64 or JSON-escaped text)
+    assert (nodes / "client.log").stat().st_size < 1024 * 1024

@@ -511,3 +511,18 @@ def test_transcript_lines_and_ready_fd(
     os.close(write_end)
     assert os.read(read_end, 100) == b""
     os.close(read_end)
+
+
+def test_a_transcript_records_at_most_its_data_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lab.roles.common as common
+
+    monkeypatch.setattr(common, "DATA_LIMIT", 10)
+    transcript = Transcript(str(tmp_path / "t.jsonl"))
+    assert transcript.data("received", b"12345", conn=1)
+    assert transcript.data("received", b"67890", conn=1)
+    assert not transcript.data("received", b"flood", conn=1)
+    assert not transcript.data("received", b"flood", conn=1)
+    transcript.close()
+    events = load(tmp_path / "t.jsonl")
+    assert [e["event"] for e in events] == ["received", "received", "truncated"]
+    assert events[2]["of"] == "received" and events[2]["size"] == 5 and "data" not in events[2]
