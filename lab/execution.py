@@ -59,10 +59,13 @@ class Execution:
     t0: float = field(default_factory=time.monotonic)
     timed_out: bool = False
     barrier: Barrier = field(init=False)  # clients of `concurrent` expectations, held until released
+    clock_margin: float = field(init=False)  # how far apart two nodes' clocks may be, as measured
 
     def __post_init__(self) -> None:
         self.states = {n.name: NodeState(n) for n in self.plan.nodes}
         self.barrier = Barrier(self.plan)
+        placed = self.backend.placements()  # known once the backend is up: measured, not changing
+        self.clock_margin = 2 * max(p.uncertainty for p in placed.values()) + CLOCK_SLACK if placed else 0.0
         for s in self.states.values():
             if not s.plan.runs_something:  # a plain host (e.g. a router) is ready once it exists
                 s.started_at = s.ready_at = self.t0
@@ -93,7 +96,7 @@ class Execution:
                 self._hit_deadline()
                 break
             wait = min(0.2, deadline - now, self._next_ready_deadline() - now,
-                       self.barrier.next_deadline(self._clock_margin()) - now)
+                       self.barrier.next_deadline(self.clock_margin) - now)
             for event in self.backend.poll(max(0.0, wait)):
                 self._handle(event)
             self._release_groups()
@@ -158,14 +161,9 @@ class Execution:
     def _release_groups(self) -> None:
         """Let the clients held for `concurrent` go on when the barrier says so (lab/barrier.py)."""
         due = self.barrier.due(time.monotonic(), lambda n: self.states[n].exited or self.states[n].blocked,
-                               self._clock_margin())
+                               self.clock_margin)
         if due:
             self.backend.release(due)
-
-    def _clock_margin(self) -> float:
-        """How far apart two nodes' clocks may be, as the lab measured them (0 on one machine)."""
-        placed = self.backend.placements()
-        return 2 * max(p.uncertainty for p in placed.values()) + CLOCK_SLACK if placed else 0.0
 
     def _next_ready_deadline(self) -> float:
         pending = [s.started_at + s.plan.ready.timeout for s in self.states.values()

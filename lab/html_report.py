@@ -11,12 +11,12 @@ from __future__ import annotations
 import html
 import json
 import os
-import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lab.checks import exit_words
 from lab.plan import NodePlan, Plan
 
 if TYPE_CHECKING:
@@ -134,15 +134,8 @@ def node_verdicts(result: RunResult) -> dict[str, str]:
 
 
 def exit_text(code: int | None) -> str:
-    """`3`, `143 (SIGTERM)` (a process killed by signal N reports 128+N on every backend)."""
-    if code is None:
-        return "?"
-    if code > 128:
-        try:
-            return f"{code} ({signal.Signals(code - 128).name})"
-        except ValueError:
-            pass
-    return str(code)
+    """`3`, `143 (SIGTERM)`: the checks' wording of an exit code, without its "code"."""
+    return "?" if code is None else exit_words(code).removeprefix("code ")
 
 
 def node_state(s: NodeState | None, clock: float) -> str:

@@ -25,8 +25,9 @@ from lab.checks import CheckResult, NodeOutcome, evaluate
 from lab.errors import EnvironmentProblem, LabError
 from lab.execution import Execution
 from lab.journal import Journal, journals, process_start, state_dir
-from lab.orchestrator import evidence, explained, output_limit, read_log, read_transcript
+from lab.orchestrator import output_limit, read_log, read_transcript
 from lab.plan import make_plan
+from lab.roles import shell_code
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
 
@@ -264,8 +265,7 @@ def exec_in(ref: str, node: str, argv: list[str], interactive: bool = False) -> 
         _, status = os.waitpid(pid, 0)
     finally:
         signal.signal(signal.SIGINT, old)
-    code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else 128 - code
+    return shell_code(status)
 
 
 def shell(ref: str, node: str) -> int:
@@ -319,11 +319,9 @@ def check_now(ref: str) -> list[tuple[str, list[CheckResult]]]:
     plan = _plan_json(j)
     rundir = RunDir(Path(j.meta()["run_dir"]))
     status = _status(j)
-    runs = watch.runs_from_status(plan, status)
-    outcomes = explained({n["name"]: _outcome(rundir, n["name"], status.get(n["name"], {})) for n in plan["nodes"]},
-                         runs)
-    covered = watch.exit_covered((e["check"], e["nodes"]) for e in plan["expect"])
-    crashed = watch.service_results(runs, covered, lambda n: evidence(outcomes[n]), lambda n: outcomes[n].log)
+    outcomes, crashed = watch.judge({n["name"]: _outcome(rundir, n["name"], status.get(n["name"], {}))
+                                     for n in plan["nodes"]}, watch.runs_from_status(plan, status),
+                                    ((e["check"], e["nodes"]) for e in plan["expect"]))
     checked = [(f"service {r.node}", [r]) for r in crashed]
     for e in plan["expect"]:
         checked.append((str(e["label"]), evaluate(e["check"], e["params"], [outcomes[n] for n in e["nodes"]])))

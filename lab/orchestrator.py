@@ -10,7 +10,7 @@ import json
 import resource
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -178,10 +178,8 @@ def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir,
     placements = placements or {}
     offsets = {n: p.clock_offset for n, p in placements.items()}
     outcomes = {n.name: outcome(rundir, n.name, states.get(n.name), offsets.get(n.name, 0.0)) for n in plan.nodes}
-    runs = watch.runs_from_states(states, clock)
-    outcomes = explained(outcomes, runs)
-    covered = watch.exit_covered((e.check, e.nodes) for e in plan.expect)
-    crashed = watch.service_results(runs, covered, lambda n: evidence(outcomes[n]), lambda n: outcomes[n].log)
+    outcomes, crashed = watch.judge(outcomes, watch.runs_from_states(states, clock),
+                                    ((e.check, e.nodes) for e in plan.expect))
     results = [
         Verdict(f"start {s.plan.name}", CheckResult("start", s.plan.name, False, s.note))
         for s in states.values() if s.failed_start
@@ -205,21 +203,6 @@ def outcome(rundir: RunDir, name: str, state: NodeState | None, clock_offset: fl
         log=read_log(rundir.log(name)),
         cause=output_limit(rundir, name),
     )
-
-
-def explained(outcomes: dict[str, NodeOutcome], runs: dict[str, watch.NodeRun]) -> dict[str, NodeOutcome]:
-    """Each client's outcome with what its server did, when its connection failed and that explains it."""
-    def log_of(name: str) -> str:
-        return outcomes[name].log if name in outcomes else ""
-
-    return {name: replace(o, peer_note=watch.peer_note(runs[name], o.transcript, runs, log_of)) if name in runs else o
-            for name, o in outcomes.items()}
-
-
-def evidence(o: NodeOutcome) -> str:
-    """How a node's log says it ended: the output limit, the exception it died of, or its last line."""
-    last = watch.last_log_line(o.log)
-    return o.cause or watch.last_error_line(o.log) or (f"last log line: {last!r}" if last else "")
 
 
 def output_limit(rundir: RunDir, name: str) -> str:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from lab.checks import CheckResult
+from lab.checks import CheckResult, NodeOutcome
 from lab.checks import exit_words as code_words
 from lab.execution import NodeState
 
@@ -112,6 +112,32 @@ def runs_from_status(plan: Mapping[str, Any], status: Mapping[str, Mapping[str, 
             st.get("started_at") if st.get("started", False) else None, st.get("exited_at"), st.get("exit_code"),
             bool(st.get("stopped_by_lab")), bool(st.get("failed_start")))
     return runs
+
+
+def judge(outcomes: Mapping[str, NodeOutcome], runs: Mapping[str, NodeRun],
+          expect: Iterable[tuple[str, Sequence[str]]]) -> tuple[dict[str, NodeOutcome], list[CheckResult]]:
+    """What the watch adds to a run's outcomes (`lab run`, `lab down` and `lab check` alike): each
+    client's outcome with what its server did, and a failing "service" result per crashed service
+    that no `exit:` expectation (`expect`: (check, nodes) pairs) covers."""
+    explained = explain(outcomes, runs)
+    crashed = service_results(runs, exit_covered(expect), lambda n: evidence(explained[n]),
+                              lambda n: explained[n].log)
+    return explained, crashed
+
+
+def explain(outcomes: Mapping[str, NodeOutcome], runs: Mapping[str, NodeRun]) -> dict[str, NodeOutcome]:
+    """Each client's outcome with what its server did, when its connection failed and that explains it."""
+    def log_of(name: str) -> str:
+        return outcomes[name].log if name in outcomes else ""
+
+    return {name: replace(o, peer_note=peer_note(runs[name], o.transcript, runs, log_of)) if name in runs else o
+            for name, o in outcomes.items()}
+
+
+def evidence(o: NodeOutcome) -> str:
+    """How a node's log says it ended: the output limit, the exception it died of, or its last line."""
+    last = last_log_line(o.log)
+    return o.cause or last_error_line(o.log) or (f"last log line: {last!r}" if last else "")
 
 
 def exit_covered(expect: Iterable[tuple[str, Sequence[str]]]) -> set[str]:

@@ -23,7 +23,7 @@ from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
 from lab.errors import EnvironmentProblem
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
-from lab.roles import default_signals, run_role
+from lab.roles import default_signals, run_role, shell_code
 from lab.roles.common import CONTROL_FD_ENV, STATUS_FD_ENV, listening_tcp_ports
 from lab.roles.stdin import feed
 from lab.rundir import MAX_OUTPUT, RunDir
@@ -291,12 +291,6 @@ def _close_all_but(keep: Iterable[int]) -> None:
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 16)
-
-
-def shell_code(status: int) -> int:
-    """A wait status as the shell and docker word it: killed by signal N is 128+N, on every backend."""
-    code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else 128 - code
 
 
 def _signal_group(pid: int, sig: int) -> None:

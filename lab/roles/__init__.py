@@ -121,6 +121,13 @@ def default_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
+def shell_code(status: int) -> int:
+    """A wait status as the shell and docker word it: killed by signal N is 128+N (every backend,
+    the container agent and `lab exec` alike)."""
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
 def flush_stdio() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -129,4 +136,4 @@ def flush_stdio() -> None:
             pass
 
 
-__all__ = ["ROLES", "Role", "default_signals", "run_role"]
+__all__ = ["ROLES", "Role", "default_signals", "run_role", "shell_code"]

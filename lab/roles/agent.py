@@ -132,7 +132,7 @@ def supervise(argv: list[str], stdin: list[list[Any]] | None = None,
     With `port`, `on_ready` is called once the program listens on it (or never, if it does not).
     The program starts with every signal at its default and none blocked, as a shell starts it: this
     agent is Python, which ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec."""
-    from lab.roles import default_signals  # already imported: `-m lab.roles.agent` imports the package
+    from lab.roles import default_signals, shell_code  # already imported: `-m lab.roles.agent` imports the package
 
     child = os.fork()
     if child == 0:
@@ -157,15 +157,13 @@ def supervise(argv: list[str], stdin: list[list[Any]] | None = None,
         while port not in listening_tcp_ports(child):
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == child:
-                code = os.waitstatus_to_exitcode(status)
-                return code if code >= 0 else 128 - code
+                return shell_code(status)
             time.sleep(TCP_POLL)
         on_ready()
     while True:
         pid, status = os.waitpid(-1, 0)
         if pid == child:
-            code = os.waitstatus_to_exitcode(status)
-            return code if code >= 0 else 128 - code
+            return shell_code(status)
 
 
 def _forward(child: int, signum: int) -> None:
