@@ -11,8 +11,9 @@ server the same way every run, and `concurrent` fails it every run.
 A member that reports ANSWERED after its group was released is released at once.
 
 On several hosts the answers are stamped by clocks the lab knows only to within each host's
-measured uncertainty, so a group is released that long (`margin`) after its last answer: the
-overlap the check then sees on the lab's clock is real, not an artefact of the clock offsets.
+measured uncertainty u, and `concurrent` shrinks each interval by it; so a group is released
+`margin` (4u plus a little) after its last answer: the overlap the check then sees on the lab's
+clock is real, and two intervals the clocks cannot order are never taken to overlap.
 """
 
 from __future__ import annotations

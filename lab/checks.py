@@ -34,6 +34,7 @@ class NodeOutcome:
     log: str
     cause: str = ""  # how it ended, when the lab knows and its output may not say (the output limit)
     peer_note: str = ""  # its connection failed and its server exited or raised: what the server did
+    clock_uncertainty: float = 0.0  # s: its times are on the lab's clock to within this (another host's clock)
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,9 @@ def answered_interval(node: NodeOutcome) -> tuple[float, float] | None:
     that completed its first reply) to its `closing` (taken before close()), an error, or its end.
     A connection the server closed counts only up to the last bytes the client received on it.
 
+    Stamped by another host's clock, the interval is shrunk by that clock's uncertainty at both ends:
+    it then claims no moment the node was not surely connected and answered.
+
     None when the node never connected or was never answered. (Transcripts without `answered`
     events count from the first bytes received after connecting.)"""
     connected = first(node, "connected")
@@ -355,6 +359,13 @@ def answered_interval(node: NodeOutcome) -> tuple[float, float] | None:
     answer = first(node, "answered", connected[0]) or first(node, "received", connected[0])
     if not answer:
         return None
+    begin, end = stamped_interval(node, answer)
+    u = node.clock_uncertainty
+    return begin + u, end - u
+
+
+def stamped_interval(node: NodeOutcome, answer: tuple[int, dict[str, Any]]) -> tuple[float, float]:
+    """The answered interval as the node's own clock stamped it (see `answered_interval`)."""
     begin = float(answer[1].get("t", 0.0))
     after = node.transcript[answer[0] + 1 :]
     by_peer = any(e.get("event") == "closed" and e.get("by") == "peer" for e in after)
@@ -373,7 +384,7 @@ def concurrent(params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[
     included) were open. Serving clients one at a time therefore fails it."""
     need = int(params.get("at_least", 2))
     intervals = {node.name: answered_interval(node) for node in nodes if node.started}
-    known = {name: iv for name, iv in intervals.items() if iv is not None}
+    known = {name: iv for name, iv in intervals.items() if iv is not None and iv[0] <= iv[1]}
     starts = sorted(begin for begin, _ in known.values())
     ends = sorted(end for _, end in known.values())
 
@@ -383,6 +394,10 @@ def concurrent(params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[
     verdicts: list[Verdict] = []
     for node in nodes:
         interval = known.get(node.name)
+        if interval is None and intervals.get(node.name) is not None:  # shrunk to nothing by the clocks
+            verdicts.append((False, f"{where(node)}: answered for less than its clock's uncertainty "
+                                    f"({2 * node.clock_uncertainty * 1000:.0f} ms): no moment is sure"))
+            continue
         if not node.started or interval is None:
             verdicts.append(not_run(node) or (False, f"{where(node)}: never answered: {unanswered(node)}"))
             continue

@@ -59,13 +59,13 @@ class Execution:
     t0: float = field(default_factory=time.monotonic)
     timed_out: bool = False
     barrier: Barrier = field(init=False)  # clients of `concurrent` expectations, held until released
-    clock_margin: float = field(init=False)  # how far apart two nodes' clocks may be, as measured
+    clock_margin: float = field(init=False)  # s a group's release waits (see lab/barrier.py)
 
     def __post_init__(self) -> None:
         self.states = {n.name: NodeState(n) for n in self.plan.nodes}
         self.barrier = Barrier(self.plan)
         placed = self.backend.placements()  # known once the backend is up: measured, not changing
-        self.clock_margin = 2 * max(p.uncertainty for p in placed.values()) + CLOCK_SLACK if placed else 0.0
+        self.clock_margin = 4 * max(p.uncertainty for p in placed.values()) + CLOCK_SLACK if placed else 0.0
         for s in self.states.values():
             if not s.plan.runs_something:  # a plain host (e.g. a router) is ready once it exists
                 s.started_at = s.ready_at = self.t0

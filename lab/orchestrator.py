@@ -174,10 +174,10 @@ def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir,
     the nodes left behind; `clock` is the run's start (the states' times are measured from it).
 
     Transcript times are put on the lab's clock first: a node on another host stamped them with
-    that host's clock, and `concurrent` compares moments across nodes."""
+    that host's clock, and `concurrent` compares moments across nodes (knowing each clock only to
+    within its measured uncertainty)."""
     placements = placements or {}
-    offsets = {n: p.clock_offset for n, p in placements.items()}
-    outcomes = {n.name: outcome(rundir, n.name, states.get(n.name), offsets.get(n.name, 0.0)) for n in plan.nodes}
+    outcomes = {n.name: outcome(rundir, n.name, states.get(n.name), placements.get(n.name)) for n in plan.nodes}
     outcomes, crashed = watch.judge(outcomes, watch.runs_from_states(states, clock),
                                     ((e.check, e.nodes) for e in plan.expect))
     results = [
@@ -192,7 +192,8 @@ def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir,
     return results
 
 
-def outcome(rundir: RunDir, name: str, state: NodeState | None, clock_offset: float = 0.0) -> NodeOutcome:
+def outcome(rundir: RunDir, name: str, state: NodeState | None, placed: Placement | None = None) -> NodeOutcome:
+    clock_offset = placed.clock_offset if placed else 0.0
     return NodeOutcome(
         name=name,
         started=state is not None and state.started_at is not None and not state.blocked,
@@ -202,6 +203,7 @@ def outcome(rundir: RunDir, name: str, state: NodeState | None, clock_offset: fl
         transcript=on_lab_clock(read_transcript(rundir.transcript(name)), clock_offset),
         log=read_log(rundir.log(name)),
         cause=output_limit(rundir, name),
+        clock_uncertainty=placed.uncertainty if placed else 0.0,
     )
 
 

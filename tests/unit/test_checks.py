@@ -519,3 +519,19 @@ def test_evaluate_rejects_an_unknown_check() -> None:
 def test_details_are_one_line() -> None:
     tr = client(error(0.1, "other", "connect", message="first\nsecond"), connected=False)
     assert "\n" not in one("echo", {}, node(tr)).detail
+
+
+def test_concurrent_does_not_take_intervals_the_clocks_cannot_order_for_an_overlap() -> None:
+    # Two hosts' clocks known to within 5 ms: client-2 answered 2 ms before client-1 began closing,
+    # as stamped, which they cannot tell apart from 2 ms after.
+    def held(name: str, answer: float, closing: float) -> NodeOutcome:
+        tr = client(sent(0.1, "hi"), got(answer, "hi\r\n"), ev(answer, "answered", conn=1),
+                    ev(closing, "closing", conn=1), closed(closing))
+        return NodeOutcome(name, True, 0, False, "", tr, "", clock_uncertainty=0.005)
+
+    results = evaluate("concurrent", {"at_least": 2}, [held("client-1", 0.2, 1.000), held("client-2", 0.998, 2.0)])
+    assert not any(r.passed for r in results)
+    results = evaluate("concurrent", {"at_least": 2}, [held("client-1", 0.2, 1.1), held("client-2", 0.998, 2.0)])
+    assert all(r.passed for r in results)
+    [short] = evaluate("concurrent", {"at_least": 1}, [held("client-1", 0.2, 0.205)])
+    assert not short.passed and "less than its clock's uncertainty (10 ms)" in short.detail
