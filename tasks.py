@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -61,23 +62,69 @@ def bench(c: Context, sizes: str = "", rounds: int = 3, peers: str | None = None
     _exit(run_bench([int(n) for n in sizes.split(",")] if sizes else None, rounds, peers, backends.split(",")))
 
 
-def _python(*args: str) -> None:
+NO_TESTS = 5  # pytest's exit code when a selection is empty
+
+
+def _python(*args: str, empty_ok: bool = False) -> None:
     """Run a tool of this interpreter's environment (argv, never a shell string)."""
-    _exit(subprocess.run([sys.executable, "-m", *args]).returncode)
+    code = subprocess.run([sys.executable, "-m", *args]).returncode
+    _exit(0 if empty_ok and code == NO_TESTS else code)
+
+
+def _uv(*args: str) -> None:
+    """uv from this environment (uv.lock pins it like any other tool)."""
+    _exit(subprocess.run([sys.executable, "-m", "uv", *args], env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+          .returncode)
 
 
 @task
 def lint(c: Context) -> None:
-    """ruff (style, and the ban on shell=True) and mypy (types)."""
+    """ruff (style, and the ban on shell=True), mypy (types), and uv.lock still matching pyproject.toml."""
     _python("ruff", "check", "lab", "tests", "tasks.py")
     _python("mypy", "lab")
+    _uv("lock", "--check", "--quiet")
 
 
-@task(help={"unit": "unit tests only (no root needed)", "k": "pytest -k expression"})
-def test(c: Context, unit: bool = False, k: str = "") -> None:
-    """The whole suite: lint, unit tests, integration tests on real namespaces (needs root)."""
+PYTEST = ("pytest", "-q", "-p", "no:cacheprovider", "--durations=15")
+RACES = "race"  # the flake-prone groups (tests/stress.py): run a second time under load in every `inv test`
+
+
+def _stress(marks: str, rounds: int, k: str = "") -> None:
+    """Run integration tests `rounds` times, two at a time, with every core kept busy; the tests that
+    act on every lab of the host run alone after the others, under the same load."""
+    load = ("--burn-cpu", str(os.cpu_count() or 2), "--repeat", str(rounds), *(["-k", k] if k else []))
+    both = f"({marks}) and " if marks else ""
+    _python(*PYTEST, "tests/integration", "-n", "2", "--dist", "loadgroup", "-m", f"{both}not host_wide", *load,
+            empty_ok=True)
+    _python(*PYTEST, "tests/integration", "-m", f"{both}host_wide", *load, empty_ok=True)
+
+
+@task(help={"unit": "unit tests only (no root needed)", "k": "pytest -k expression",
+            "repeat": "stress: run the integration tests N times under -n 2 with every core busy",
+            "m": "with --repeat: a pytest -m marker expression (e.g. race)"})
+def test(c: Context, unit: bool = False, k: str = "", repeat: int = 0, m: str = "") -> None:
+    """The whole suite: lint, unit and integration tests (one pass, each test checks the host is left as it
+    was), then the flake-prone groups again, two at a time on a busy machine. Needs root."""
     lint(c)
-    _python("pytest", "-q", "tests/unit" if unit else "tests", *(["-k", k] if k else []))
+    if unit:
+        _python(*PYTEST, "tests/unit", *(["-k", k] if k else []))
+    elif repeat:
+        _stress(m, repeat, k)
+    else:
+        select = ["-k", k] if k else []
+        _python(*PYTEST, "tests/unit", *select, empty_ok=bool(k))  # the fast layer first: it fails in a minute
+        _python(*PYTEST, "tests/integration", *select, empty_ok=bool(k))
+        if not k:
+            _stress(RACES, 1)
+
+
+@task
+def lock(c: Context) -> None:
+    """Update the pinned dependencies: re-resolve uv.lock to the newest releases pyproject.toml allows,
+    install exactly that into .venv, and run the whole suite on it (commit uv.lock when it passes)."""
+    _uv("lock", "--upgrade")
+    _uv("sync", "--frozen", "--extra", "dev")
+    test(c)
 
 
 @task(help={"scenario": "scenario file", "backend": "netns (default) or docker", "out": "run folder"})

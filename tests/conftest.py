@@ -13,7 +13,26 @@ from pathlib import Path
 
 import pytest
 
+from tests import stress
+
 TEST_CLUSTER = "pytest"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    stress.add_options(parser)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    stress.repeat(metafunc)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects and before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    stress.mark(items)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    stress.start_session_burners(session.config)
 
 
 def leftovers() -> list[str]:
@@ -37,6 +56,7 @@ def leftovers() -> list[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stress.stop_session_burners()
     if hasattr(session.config, "workerinput") or os.geteuid() != 0:
         return  # an xdist worker (the controller checks once all are done), or no lab could run
     left = leftovers()

@@ -4,9 +4,6 @@ pass `concurrent` every time, even while every core is kept busy (no `hold:` gue
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,30 +11,17 @@ from typing import Any
 import pytest
 
 from lab.roles.common import DATA_LIMIT
+from tests import stress
 from tests.integration.conftest import HERE, LabRun, lab
 
 VERDICTS = HERE / "scenarios" / "verdicts"
-BURN_FOR = 600.0  # seconds: the burner's own deadline, should the test's teardown never run
-BURNER = """
-import os, sys, time
-parent, end = os.getppid(), time.monotonic() + float(sys.argv[1])
-while time.monotonic() < end and os.getppid() == parent:  # dies with the test, or at its deadline
-    for _ in range(200_000):
-        pass
-"""
 
 
 @pytest.fixture
 def busy_machine() -> Iterator[None]:
     """Every core kept busy by a process of its own for the whole test."""
-    burners = [subprocess.Popen([sys.executable, "-c", BURNER, str(BURN_FOR)]) for _ in range(os.cpu_count() or 2)]
-    try:
+    with stress.busy():
         yield
-    finally:
-        for p in burners:
-            p.kill()
-        for p in burners:
-            p.wait(timeout=10)
 
 
 def run(scenario: Path, out: Path, backend: str = "netns") -> LabRun:
