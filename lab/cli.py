@@ -9,22 +9,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError, ScenarioError
+from lab.errors import Interrupted, LabError, ScenarioError
+from lab.signals import SignalGuard
 
 
 def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, cluster: str | None = None) -> int:
-    from lab import orchestrator
-    from lab.backends import Options
-    from lab.report import table
-    from lab.scenario import load_scenario
+    """The guard goes in first: a signal ends the run in order (130/143), whatever is being imported,
+    loaded or created (the run says `STARTED` once it begins creating). Once the run has returned,
+    its outcome is decided: a late Ctrl-C must not turn it into a traceback or another exit code."""
+    with SignalGuard(then=signal.SIG_IGN) as guard:
+        from lab import orchestrator
+        from lab.backends import Options
+        from lab.report import table
+        from lab.scenario import load_scenario
 
-    loaded = load_scenario(scenario)
-    # The run records SIGINT/SIGTERM itself and tears down; once it returns, its outcome (130/143)
-    # is decided, and a late Ctrl-C must not turn it into a traceback or a different exit code.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    options = Options(cluster=Path(cluster) if cluster else None)
-    result = orchestrator.run(loaded, backend, Path(out) if out else None, options=options)
+        loaded = load_scenario(scenario)
+        guard.check()  # signalled while loading: nothing exists yet
+        options = Options(cluster=Path(cluster) if cluster else None)
+        result = orchestrator.run(loaded, backend, Path(out) if out else None, options=options, guard=guard)
     print(table(result))
     return result.exit_code
 
@@ -233,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return bench(sizes, args.rounds, args.peers, args.backends.split(","))
     except ScenarioError as e:
         print(e, file=sys.stderr)
+        return e.exit_code
+    except Interrupted as e:  # `lab run` signalled before its lab existed: nothing was created
+        print(f"lab: interrupted (signal {e.signum}) before the lab was created", file=sys.stderr)
         return e.exit_code
     except LabError as e:
         print(f"lab: error: {e}", file=sys.stderr)

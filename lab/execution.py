@@ -8,18 +8,13 @@ was awaited.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
-from typing import Any
 
 from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Backend, Event
 from lab.barrier import Barrier
 from lab.checks import exit_words
-from lab.errors import Interrupted
 from lab.plan import STARTED, TCP, NodePlan, Plan
 
 Progress = Callable[[str], None]
@@ -231,36 +226,3 @@ def _what(node: NodePlan) -> str:
 def _code(code: int | None) -> str:
     """`code 3`, `code 143 (SIGTERM)` (killed by signal N is 128+N on every backend)."""
     return exit_words(code)
-
-
-class SignalGuard:
-    """SIGINT and SIGTERM are recorded, never raised asynchronously: the run looks at them at safe
-    points (between polls, between starts), so no bookkeeping is ever cut in half and teardown is
-    never skipped. One guard covers a whole run, teardown included.
-
-    The one exception is the user who insists: a second SIGINT (Ctrl-C again) makes the process
-    leave at once, exit 130. The journal is kept then, so `lab clean` can finish the job."""
-
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> SignalGuard:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._record)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _record(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGINT and signal.SIGINT in self.seen:
-            os.write(2, b"lab: second Ctrl-C: leaving now; `lab clean` removes what is left\n")
-            os._exit(130)
-        self.seen.append(signum)
-
-    def check(self) -> None:
-        """Raise `Interrupted` if a signal came (called at safe points)."""
-        if self.seen:
-            raise Interrupted(self.seen[0])

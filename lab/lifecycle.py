@@ -295,6 +295,8 @@ def logs(ref: str, node: str | None = None, follow: bool = False) -> int:
     while follow and j.folder.exists():  # until the lab goes down (or Ctrl-C)
         time.sleep(0.2)
         show()
+    if follow:  # what the nodes wrote after that last look, before the lab was gone
+        show()
     return 0
 
 

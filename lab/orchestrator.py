@@ -7,9 +7,11 @@ nodes straight into the run folder, so they survive every failure path, Ctrl-C i
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,12 +20,13 @@ from lab import backends, watch
 from lab.backends import Placement
 from lab.checks import CheckResult, NodeOutcome, evaluate
 from lab.errors import Interrupted, LabError
-from lab.execution import Execution, NodeState, Progress, SignalGuard
+from lab.execution import Execution, NodeState, Progress
 from lab.journal import Journal, new_lab_id, state_dir
 from lab.plan import Plan, make_plan
 from lab.report import write_reports
 from lab.rundir import MAX_OUTPUT, RunDir
 from lab.scenario.model import Scenario
+from lab.signals import STARTED, SignalGuard
 
 LOG_READ_LIMIT = 16 * 1024 * 1024  # checks read at most this much of a node's log (a flood is cut)
 OUTPUT_LIMITED = f"stopped at the output limit of {MAX_OUTPUT // 2**20} MiB"
@@ -80,23 +83,30 @@ class Holder(Protocol):
 
 def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None,
         progress: Progress = stderr_progress, hold: Holder | None = None,
-        options: backends.Options | None = None) -> RunResult:
+        options: backends.Options | None = None, guard: SignalGuard | None = None) -> RunResult:
     """Run a validated scenario; always tears down; returns the result (reports already written).
 
     With `hold`, the lab is brought up, announced, and kept running until SIGINT/SIGTERM; the
-    expectations are then checked against what happened, and everything is torn down."""
+    expectations are then checked against what happened, and everything is torn down.
+
+    `guard`: the caller's, already in place (`lab run` installs it before its imports); without
+    one, the run installs its own once it starts creating things. A signal the caller's guard
+    recorded before anything exists raises `Interrupted` here: nothing to tear down or report."""
     plan = make_plan(scenario)
     journal = Journal(state_dir(), new_lab_id())
     backend = backends.create(backend_name, journal, options)
     backend.check(plan)  # environment problems surface before anything is created
     raise_fd_limit()
+    if guard is not None:
+        guard.check()
     rundir = RunDir.create(out, plan.name)
     rundir.file("scenario.yaml").write_text(scenario.source)
     rundir.file("plan.json").write_text(json.dumps(plan.to_json(), indent=2))
     result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time())
     execution: Execution | None = None
     t0 = time.monotonic()
-    with SignalGuard() as guard:
+    with _guarded(guard) as guard:
+        progress(STARTED.format(name=plan.name, backend=backend_name, pid=os.getpid()))
         journal.open(backend=backend_name, scenario=str(scenario.path), run_dir=str(rundir.root),
                      name=plan.name, kept=hold is not None)
         try:
@@ -140,6 +150,11 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     result.results = check(plan, result.states, rundir, result.placements, result.clock)
     write_reports(result)
     return result
+
+
+def _guarded(guard: SignalGuard | None) -> AbstractContextManager[SignalGuard]:
+    """The caller's guard as it is (it stays in place after the run), or one of the run's own."""
+    return nullcontext(guard) if guard is not None else SignalGuard()
 
 
 def _hold(execution: Execution, hold: Holder, lab_id: str, guard: SignalGuard) -> None:

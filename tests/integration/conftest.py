@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,16 @@ class LabRun:
 
     def checks(self, check: str) -> list[dict[str, Any]]:
         return [c for c in self.report["checks"] if c["check"] == check]
+
+
+def until(what: str, happened: Callable[[], bool], deadline: float = 30.0) -> None:
+    """Wait for an observable event (a line in a file, an object of the engine), never for a guessed
+    time: look every few ms, fail naming the event once `deadline` s have passed without it."""
+    end = time.monotonic() + deadline
+    while not happened():
+        if time.monotonic() > end:
+            raise AssertionError(f"never saw {what} within {deadline:g}s")
+        time.sleep(0.005)
 
 
 def lab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

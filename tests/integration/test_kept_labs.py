@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .conftest import ROOT, lab
+from lab.lifecycle import node_status
+
+from .conftest import ROOT, lab, until
 
 
 def _id_of(stdout: str) -> str:
@@ -31,6 +33,9 @@ def test_up_exec_check_down(backend: str, lab_image: None, tmp_path: Path) -> No
         assert "inside-server" in shell
         logs = lab("logs", lab_id, "server")
         assert "Socket listening" in logs.stdout
+        # `lab check` judges the lab as it is now: once its clients and prober have finished, it passes.
+        until("the lab's tasks finished", lambda: all(
+            node_status(lab_id).get(n, {}).get("exited") for n in ("client-1", "client-2", "client-3", "prober")))
         check = lab("check", lab_id)
         assert check.returncode == 0, check.stdout
         assert "echo client" in check.stdout and "FAIL" not in check.stdout
@@ -112,6 +117,8 @@ def test_logs_follow_ends_with_the_lab(tmp_path: Path) -> None:
         assert follow.stdout is not None
         assert select.select([follow.stdout], [], [], 15)[0], "logs -f printed nothing within 15 s"
         first = follow.stdout.readline()  # it follows now: the lab goes down under it
+        prober = tmp_path / "r" / "nodes" / "prober.log"
+        until("the prober's reply in its log", lambda: prober.exists() and "hi" in prober.read_text())
         assert lab("down", lab_id).returncode == 0
         rest, _ = follow.communicate(timeout=10)  # follows until the lab is gone, then ends by itself
     finally:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import HERE, ROOT, lab
+from lab.journal import state_dir, state_lock
+
+from .conftest import HERE, ROOT, lab, until
 
 
 def _start(scenario: Path, out: Path, backend: str = "netns") -> subprocess.Popen[str]:
@@ -42,9 +44,8 @@ def test_signal_tears_down_and_keeps_logs(tmp_path: Path, backend: str, sig: int
     proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run", backend)
     _wait_for(proc, "ready   server")
     served = tmp_path / "run" / "nodes" / "server.jsonl"
-    end = time.monotonic() + 15  # the test is about tearing down a busy lab: wait for a served line
-    while time.monotonic() < end and not (served.exists() and "hello" in served.read_text()):
-        time.sleep(0.01)
+    # The test is about tearing down a busy lab: wait for a served line.
+    until("a served line", lambda: served.exists() and "hello" in served.read_text())
     t = time.monotonic()
     proc.send_signal(sig)
     proc.communicate(timeout=20)
@@ -70,18 +71,33 @@ def test_clean_after_kill_9(tmp_path: Path, backend: str) -> None:
     assert again.returncode == 0 and "nothing to clean" in again.stdout
 
 
+def _mounts_on(path: Path) -> int:
+    """How many mounts sit on `path` (`ip netns add` bind-mounts /run/netns on itself)."""
+    return sum(line.split()[4] == str(path) for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def _restore(path: Path, existed: bool, mounts: int) -> None:
+    """Put a shared host folder back as it was: the mounts a test added undone, the folder removed
+    only if the test created it (and nothing else has come to use it since)."""
+    while _mounts_on(path) > mounts:
+        subprocess.run(["umount", str(path)], check=True)
+    if not existed and path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+
+
 def test_clean_never_touches_an_unmarked_namespace() -> None:
-    decoy = "lab-deadbeef-server"
-    subprocess.run(["ip", "netns", "add", decoy], check=True)
+    decoy, netns = "lab-deadbeef-server", Path("/run/netns")
+    with state_lock(state_dir()):  # as a lab does: no lab creates or removes /run/netns meanwhile
+        before = netns.is_dir(), _mounts_on(netns)
+        subprocess.run(["ip", "netns", "add", decoy], check=True)
     try:
         done = lab("clean", "--all")
         assert done.returncode == 0
         assert Path(f"/run/netns/{decoy}").exists()
     finally:
         subprocess.run(["ip", "netns", "del", decoy], check=True)
-        if not list(Path("/run/netns").iterdir()):
-            subprocess.run(["umount", "/run/netns"], check=False)
-            Path("/run/netns").rmdir()
+        with state_lock(state_dir()):
+            _restore(netns, *before)
 
 
 def test_invalid_scenario_exits_2_and_creates_nothing(tmp_path: Path) -> None:
@@ -111,26 +127,33 @@ def test_names_resolve_and_real_telnet_works(run_lab) -> None:
 
 
 def test_second_ctrl_c_leaves_at_once_and_clean_finishes(tmp_path: Path, backend: str) -> None:
-    proc = _start(HERE / "scenarios" / "long.yaml", tmp_path / "run", backend)
+    out = tmp_path / "run"
+    proc = _start(HERE / "scenarios" / "long.yaml", out, backend)
     _wait_for(proc, "ready   server", deadline=60)
+    # long.yaml's sleeper ignores SIGTERM: once it runs, a teardown lasts at least the stop grace.
+    until("the sleeper ignoring SIGTERM", lambda: (out / "nodes" / "sleeper.log").exists()
+          and "ignoring SIGTERM" in (out / "nodes" / "sleeper.log").read_text())
+    os.killpg(proc.pid, signal.SIGINT)
+    _wait_for(proc, "tearing down")  # the first Ctrl-C was taken: the teardown has begun
     t = time.monotonic()
     for _ in range(30):  # a user holding Ctrl-C: the whole process group, again and again
         try:
             os.killpg(proc.pid, signal.SIGINT)
         except ProcessLookupError:
             break
-        time.sleep(0.01)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130
     assert time.monotonic() - t < 5
-    assert "Traceback" not in err
+    assert "second Ctrl-C: leaving now" in err and "Traceback" not in err
     assert (tmp_path / "run" / "nodes" / "server.log").exists()  # logs are written by the nodes
     done = lab("clean")
     assert done.returncode == 0, done.stderr
 
 
 def test_tcp_readiness_is_observed_inside_the_node(run_lab, tmp_path: Path) -> None:
-    """A host socket on the same port must not make the node look ready."""
+    """A host socket on the same port must not make the node look ready. The node's program never
+    listens: a lab that called it ready could only have been fooled by the host's socket, and one
+    that was not fails its start at the readiness timeout, every run (no late listener to race)."""
     import socket
 
     host = socket.socket()
@@ -138,15 +161,13 @@ def test_tcp_readiness_is_observed_inside_the_node(run_lab, tmp_path: Path) -> N
     host.bind(("0.0.0.0", 0))
     host.listen(1)
     port = host.getsockname()[1]
-    code = (f"import socket, time; time.sleep(1); s = socket.socket(); s.bind(('', {port})); "
-            "s.listen(1); print('listening', flush=True); time.sleep(30)")
-    scenario = tmp_path / "late.yaml"
+    scenario = tmp_path / "never.yaml"
     scenario.write_text(f"""
-name: late
+name: never
 timeout: 20s
 networks: {{lan: {{subnet: 10.0.12.0/24}}}}
 nodes:
-  server: {{networks: [lan], run: ["python3", "-c", "{code}"], ready: {{tcp: {port}}}}}
+  server: {{networks: [lan], run: ["sleep", "30"], ready: {{tcp: {port}, timeout: 1s}}}}
   client:
     networks: [lan]
     after: server
@@ -158,6 +179,8 @@ expect:
         run = run_lab(scenario)
     finally:
         host.close()
-    assert run.code == 0, run.stdout + run.stderr
-    (server,) = [n for n in run.report["nodes"] if n["name"] == "server"]
-    assert server["ready_s"] >= 0.9
+    assert run.code == 1, run.stdout + run.stderr
+    (start,) = run.checks("start")
+    assert start["node"] == "server" and f"nothing listens on tcp {port}" in start["detail"], start
+    (output,) = run.checks("output")
+    assert not output["passed"] and "did not run" in output["detail"], output

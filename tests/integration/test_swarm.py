@@ -3,10 +3,12 @@ joined into a swarm). After every test, no container or network of any lab is le
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ import docker
 import pytest
 
 from tests.conftest import TEST_CLUSTER
-from tests.integration.conftest import ROOT, LabRun, lab
+from tests.integration.conftest import ROOT, LabRun, lab, until
 
 HERE = Path(__file__).resolve().parent / "scenarios" / "swarm"
 EXAMPLES = ROOT / "scenarios"
@@ -178,11 +180,38 @@ def wait_for_line(proc: subprocess.Popen[str], text: str, deadline: float = 120)
     raise AssertionError(f"{text!r} not seen: {''.join(seen)}")
 
 
+def node_file(client: Any, node: str, name: str) -> str:
+    """A file of a running node's output folder, read on its host through the engine's API: the
+    lab copies it back only when the node ends ("" while the container or the file is not there)."""
+    try:
+        running = client.api.containers(filters={"label": f"lab.node={node}"})
+        if not running:
+            return ""
+        stream, _ = client.api.get_archive(running[0]["Id"], f"/lab/out/{name}")
+    except docker.errors.APIError:  # not there yet (404), or the container is changing state
+        return ""
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.extractfile(name)
+        return member.read().decode(errors="replace") if member else ""
+
+
+def wait_until_clients_connected(cluster: SimCluster) -> None:
+    """host-away.yaml: until the server (h1) has echoed near's line and far (h3) is connected."""
+    h1, h3 = cluster.client("h1"), cluster.client("h3")
+    try:
+        until("near echoed and far connected",
+              lambda: "echoed 'near" in node_file(h1, "server", "server.log")
+              and '"event": "connected"' in node_file(h3, "far", "far.jsonl"), deadline=60)
+    finally:
+        h1.close()
+        h3.close()
+
+
 def test_ctrl_c_tears_down_every_host_and_keeps_the_logs(cluster: SimCluster, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = start(cluster, HERE / "host-away.yaml", out)
     wait_for_line(proc, "ready   server")
-    time.sleep(1.5)  # let the clients connect: their transcripts must survive the interrupt
+    wait_until_clients_connected(cluster)  # their transcripts must survive the interrupt
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -199,7 +228,7 @@ def test_a_host_that_goes_away_fails_clearly_and_the_rest_is_removed(cluster: Si
     proc = start(cluster, HERE / "host-away.yaml", out)
     try:
         wait_for_line(proc, "ready   server")
-        time.sleep(1.5)
+        wait_until_clients_connected(cluster)
         subprocess.run(["docker", "pause", h3], check=True, capture_output=True)
         t = time.monotonic()
         stdout, err = proc.communicate(timeout=120)
@@ -229,7 +258,7 @@ def test_clean_after_kill_9_removes_everything_and_rescues_the_logs(cluster: Sim
     out = tmp_path / "run"
     proc = start(cluster, HERE / "host-away.yaml", out)
     wait_for_line(proc, "ready   server")
-    time.sleep(1.5)
+    wait_until_clients_connected(cluster)
     proc.kill()
     proc.communicate(timeout=30)
     assert cluster.lab_objects(), "the killed lab's containers should still be there"

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import lab.scenario
 from lab.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _signals_restored() -> Iterator[None]:
+    """`lab run` leaves SIG_IGN behind (its outcome is decided): not in the test session."""
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
 
 
 def test_validate_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -29,8 +42,27 @@ def test_not_root_exits_3_before_creating_anything(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
     code = main(["run", str(ROOT / "scenarios" / "echo.yaml"), "--out", str(tmp_path / "run")])
     assert code == 3
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "needs root" in err
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and "needs root" in errors[0]  # one line, and no "starting" before it
+    assert not (tmp_path / "run").exists() and not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_scenario_loads_is_an_orderly_exit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        sig: signal.Signals, code: int) -> None:
+    """Delivered while the scenario loads (the guard is in, the run has not started): the exact code,
+    one line, nothing created."""
+    load = lab.scenario.load_scenario
+
+    def signalled_load(path: Any) -> Any:
+        os.kill(os.getpid(), sig)
+        return load(path)
+
+    monkeypatch.setattr(lab.scenario, "load_scenario", signalled_load)
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
+    assert main(["run", str(ROOT / "scenarios" / "echo.yaml"), "--out", str(tmp_path / "run")]) == code
+    assert capsys.readouterr().err.splitlines() == [f"lab: interrupted (signal {int(sig)}) before the lab was created"]
     assert not (tmp_path / "run").exists() and not (tmp_path / "state").exists()
 
 

@@ -97,6 +97,41 @@ def _fork_server(role: str, params: dict[str, Any], tmp_path: Path) -> tuple[int
     return pid, read_end
 
 
+def _socket_fds(pid: int) -> int:
+    """How many sockets the process holds (an fd closed while we look no longer counts)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:
+            continue
+    return count
+
+
+def _unaccepted(port: int) -> int:
+    """Connections to `port` the server has not accepted yet: half-open ones (SYN_RECV) and those
+    in the listener's accept queue (a listener's rx_queue in /proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) != port:
+            continue
+        if fields[3] == "03":
+            count += 1
+        elif fields[3] == "0A":
+            count += int(fields[4].split(":")[1], 16)
+    return count
+
+
+def _dealt_with(pid: int, port: int, sockets: int) -> bool:
+    """The server died, or dealt with every connection made so far: none waits to be accepted and
+    it holds no socket but those it had when ready (each accepted one was written to, failed or not,
+    and closed). Observed, not guessed: no time is assumed enough. The child is not reaped here."""
+    if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+        return True
+    return _unaccepted(port) == 0 and _socket_fds(pid) == sockets
+
+
 def _hang_up(port: int, request: bytes) -> None:
     """Send (part of) a request and leave without reading: the server then writes to a closed peer."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -125,12 +160,16 @@ def test_servers_survive_a_peer_that_hangs_up(tmp_path: Path, role: str, params:
     done = 0
     try:
         assert select.select([ready], [], [], READY_DEADLINE)[0], "not ready"
+        sockets = _socket_fds(pid)
         for _ in range(20):
             try:
                 _hang_up(port, request_bytes)
             except OSError:
                 pass  # the server may reset us first: what matters is that it lives on
-        time.sleep(0.2)
+        deadline = time.monotonic() + READY_DEADLINE
+        while not _dealt_with(pid, port, sockets):
+            assert time.monotonic() < deadline, "the server still holds the hung-up connections"
+            time.sleep(0.005)
         done, status = os.waitpid(pid, os.WNOHANG)
         assert not done, f"the server died: {shell_code(status)}"
         if role == "http-server":

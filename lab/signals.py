@@ -1,0 +1,58 @@
+"""SIGINT and SIGTERM during a run: recorded, never raised asynchronously.
+
+A module of its own, importing nothing heavy, so that `lab run` can put the guard in place before
+it imports anything else (the backends, the Docker SDK). A run says `STARTED` (its first progress
+line, once the scenario is valid and the environment fit, as it begins to create things): from that
+line on, SIGINT and SIGTERM end the run in order (exit 130 / 143). `lab run` has the guard in place
+earlier still, while it imports and loads; a signal before that (while the interpreter itself
+starts) has the interpreter's default effect, outside the contract.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+from typing import Any
+
+from lab.errors import Interrupted
+
+STARTED = "lab {name}: starting on {backend} (pid {pid}); Ctrl-C or SIGTERM stops it cleanly"
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class SignalGuard:
+    """SIGINT and SIGTERM are recorded, never raised asynchronously: the run looks at them at safe
+    points (between polls, between starts), so no bookkeeping is ever cut in half and teardown is
+    never skipped. One guard covers a whole run, teardown included.
+
+    The one exception is the user who insists: a second SIGINT (Ctrl-C again) makes the process
+    leave at once, exit 130. The journal is kept then, so `lab clean` can finish the job.
+
+    On leaving, the handlers found on entry come back, or `then` when given: `lab run` leaves
+    SIG_IGN behind, because once the run has returned its outcome (130/143 included) is decided."""
+
+    def __init__(self, then: Any = None) -> None:
+        self.seen: list[int] = []
+        self.then = then
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalGuard:
+        for sig in HANDLED:
+            self._old[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler if self.then is None else self.then)
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in self.seen:
+            os.write(2, b"lab: second Ctrl-C: leaving now; `lab clean` removes what is left\n")
+            os._exit(130)
+        self.seen.append(signum)
+
+    def check(self) -> None:
+        """Raise `Interrupted` if a signal came (called at safe points)."""
+        if self.seen:
+            raise Interrupted(self.seen[0])
