@@ -86,12 +86,14 @@ def lint(c: Context) -> None:
 
 
 PYTEST = ("pytest", "-q", "-p", "no:cacheprovider", "--durations=15")
-RACES = "race"  # the flake-prone groups (tests/stress.py): run a second time under load in every `inv test`
+RACES = "race"  # the flake-prone groups (tests/stress.py)
+RACE_ROUNDS = 2  # each run of `inv test` runs them this many times, side by side, on a busy machine
 
 
 def _stress(marks: str, rounds: int, k: str = "") -> None:
     """Run integration tests `rounds` times, two at a time, with every core kept busy; the tests that
-    act on every lab of the host run alone after the others, under the same load."""
+    act on every lab of the host run alone after the others, under the same load. The session
+    compares the host before its first test and after its last (tests/conftest.py)."""
     load = ("--burn-cpu", str(os.cpu_count() or 2), "--repeat", str(rounds), *(["-k", k] if k else []))
     both = f"({marks}) and " if marks else ""
     _python(*PYTEST, "tests/integration", "-n", "2", "--dist", "loadgroup", "-m", f"{both}not host_wide", *load,
@@ -103,19 +105,19 @@ def _stress(marks: str, rounds: int, k: str = "") -> None:
             "repeat": "stress: run the integration tests N times under -n 2 with every core busy",
             "m": "with --repeat: a pytest -m marker expression (e.g. race)"})
 def test(c: Context, unit: bool = False, k: str = "", repeat: int = 0, m: str = "") -> None:
-    """The whole suite: lint, unit and integration tests (one pass, each test checks the host is left as it
-    was), then the flake-prone groups again, two at a time on a busy machine. Needs root."""
+    """The whole suite (needs root): lint; unit tests; the integration tests one at a time, each checking
+    that the host is left as it was; then the flake-prone groups twice, side by side on a busy machine."""
     lint(c)
     if unit:
         _python(*PYTEST, "tests/unit", *(["-k", k] if k else []))
     elif repeat:
         _stress(m, repeat, k)
+    elif k:
+        _python(*PYTEST, "tests", "-k", k, empty_ok=True)
     else:
-        select = ["-k", k] if k else []
-        _python(*PYTEST, "tests/unit", *select, empty_ok=bool(k))  # the fast layer first: it fails in a minute
-        _python(*PYTEST, "tests/integration", *select, empty_ok=bool(k))
-        if not k:
-            _stress(RACES, 1)
+        _python(*PYTEST, "tests/unit")  # the fast layer first: it fails within a minute
+        _python(*PYTEST, "tests/integration", "-m", f"not {RACES}")
+        _stress(RACES, RACE_ROUNDS)
 
 
 @task

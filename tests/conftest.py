@@ -1,7 +1,9 @@
-"""The leak guard: the test session fails if anything of any lab is left on the host at its end.
+"""The leak guard: the test session fails if anything of any lab is left on the host at its end,
+or if the host is not as it was when the session began (tests/hoststate.py).
 
-It runs in the process that ends the session (the xdist controller when tests run in parallel),
-after every test, so it sees what the per-test checks cannot when labs run side by side.
+It runs in the process that owns the session (the xdist controller when tests run in parallel),
+before the first test and after the last, so it sees what the per-test checks cannot when labs
+run side by side.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import stress
+from tests.hoststate import changes, host_state
 
 TEST_CLUSTER = "pytest"
 
@@ -31,7 +34,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     stress.mark(items)
 
 
+HOST_TOOLS = ("ip", "iptables-save", "nft", "docker")
+_host_before: list[dict[str, object]] = []
+
+
+def _guards(config: pytest.Config) -> bool:
+    """Only the process that owns the session, as root (no lab could run otherwise), with the tools
+    a reading needs (a unit-only machine may lack Docker)."""
+    return (not hasattr(config, "workerinput") and os.geteuid() == 0
+            and all(shutil.which(tool) for tool in HOST_TOOLS))
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if _guards(session.config):
+        _host_before.append(host_state())
     stress.start_session_burners(session.config)
 
 
@@ -57,9 +73,13 @@ def leftovers() -> list[str]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stress.stop_session_burners()
-    if hasattr(session.config, "workerinput") or os.geteuid() != 0:
+    if not _guards(session.config):
         return  # an xdist worker (the controller checks once all are done), or no lab could run
     left = leftovers()
     if left:
         print(f"\nLEAK GUARD: the test session left lab resources on the host: {', '.join(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    changed = changes(_host_before[0], host_state()) if _host_before else ""
+    if changed:
+        print(f"\nLEAK GUARD: the host is not as it was when the session began: {changed}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

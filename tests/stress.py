@@ -5,8 +5,8 @@
 - `--burn-cpu K` keeps K processes spinning for the whole session (`inv test`: one per core), started
   by the process that owns the session (the xdist controller, never a worker).
 - Markers, given here from one table so the policy is in one place:
-  `race`: the flake-prone groups (signals, concurrency, parallel labs, swarm), run a second time
-  by `inv test` under `-n 2` with every core kept busy;
+  `race`: the flake-prone groups (signals, concurrency, parallel labs, swarm), which `inv test`
+  runs twice, under `-n 2`, with every core kept busy;
   `host_wide`: a test that looks at or acts on every lab of the host (`lab clean`, `lab ps`, all
   namespaces, a nested session with its own leak guard); it never runs beside another test.
   The swarm tests share one simulated cluster: under xdist they stay on one worker.

@@ -120,8 +120,11 @@ def test_logs_follow_ends_with_the_lab(tmp_path: Path) -> None:
         prober = tmp_path / "r" / "nodes" / "prober.log"
         until("the prober's reply in its log", lambda: prober.exists() and "hi" in prober.read_text())
         assert lab("down", lab_id).returncode == 0
-        rest, _ = follow.communicate(timeout=10)  # follows until the lab is gone, then ends by itself
+        follow.wait(timeout=10)  # it follows until the lab is gone, then ends by itself
+        # Read through the same buffered reader as `first`: it may already hold more than that line
+        # (communicate() would read the pipe underneath it and lose what the buffer took).
+        rest, err = follow.stdout.read(), follow.stderr.read()  # type: ignore[union-attr]
     finally:
         follow.kill()
     out = first + rest
-    assert "server | Socket listening" in out and "prober | hi" in out
+    assert "server | Socket listening" in out and "prober | hi" in out, (out, err)
