@@ -115,7 +115,7 @@ def test(c: Context, unit: bool = False, k: str = "", repeat: int = 0, m: str = 
     elif k:
         _python(*PYTEST, "tests", "-k", k, empty_ok=True)
     else:
-        _python(*PYTEST, "tests/unit")  # the fast layer first: it fails within a minute
+        _python(*PYTEST, "tests/unit", "-n", "2")  # the fast layer first: it fails within a minute
         _python(*PYTEST, "tests/integration", "-m", f"not {RACES}")
         _stress(RACES, RACE_ROUNDS)
 
