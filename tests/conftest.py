@@ -29,6 +29,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     stress.repeat(metafunc)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    return stress.make_scheduler(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects and before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     stress.mark(items)

@@ -9,7 +9,9 @@
   runs twice, under `-n 2`, with every core kept busy;
   `host_wide`: a test that looks at or acts on every lab of the host (`lab clean`, `lab ps`, all
   namespaces, a nested session with its own leak guard); it never runs beside another test.
-  The swarm tests share one simulated cluster: under xdist they stay on one worker.
+  The swarm tests share one simulated cluster: under xdist they stay on one worker (`GROUPS`, read
+  by our own scheduler: xdist 3.8's `loadgroup` renames items through `item._nodeid`, which pytest
+  9.2 no longer reads, so its groups are silently ignored).
 A burner ends when its test or session ends, when the process that started it dies (kill -9
 included: the parent-death signal, and it also watches its parent), or at its deadline.
 """
@@ -21,6 +23,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +53,9 @@ HOST_WIDE = {
 }
 
 
+GROUPS = {"test_swarm": "swarm"}  # module -> the group whose tests run on one worker, in order
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("stress", "prove that tests do not depend on timing luck")
     group.addoption("--repeat", type=int, default=1, metavar="N", help="run every selected test N times")
@@ -73,8 +80,24 @@ def mark(items: list[pytest.Item]) -> None:
         name = getattr(item, "originalname", item.name)
         if module in HOST_WIDE or f"{module}::{name}" in HOST_WIDE:
             item.add_marker(pytest.mark.host_wide)
-        if module == "test_swarm":
-            item.add_marker(pytest.mark.xdist_group("swarm"))
+
+
+def make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`, by module: each test is a unit of its own, except a group's tests."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return GROUPS.get(Path(nodeid.split("::", 1)[0]).stem, nodeid)
+
+    return Grouped(config, log)
+
+
+def burning(config: pytest.Config) -> bool:
+    """Whether the session keeps the cores busy already (the option reaches xdist's workers too)."""
+    return bool(config.getoption("burn_cpu"))
 
 
 def spawn(count: int, deadline: float) -> list[subprocess.Popen[bytes]]:

@@ -18,8 +18,12 @@ VERDICTS = HERE / "scenarios" / "verdicts"
 
 
 @pytest.fixture
-def busy_machine() -> Iterator[None]:
-    """Every core kept busy by a process of its own for the whole test."""
+def busy_machine(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every core kept busy by a process of its own for the whole test (the session's burners when
+    it runs under `--burn-cpu`: a second set would make the machine twice as busy, not busy)."""
+    if stress.burning(request.config):
+        yield
+        return
     with stress.busy():
         yield
 
