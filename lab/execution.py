@@ -19,6 +19,7 @@ from lab.plan import STARTED, TCP, NodePlan, Plan
 
 Progress = Callable[[str], None]
 CLOCK_SLACK = 0.05  # s added to the clocks' measured uncertainty when nodes run on several hosts
+HOSTS_LIMIT = 600.0  # s the lab waits, in all, for an engine to create the hosts of nodes it asked to start
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Execution:
     states: dict[str, NodeState] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
     timed_out: bool = False
+    host_wait: float = 0.0  # s spent with a node asked to start whose host did not exist yet
+    waiting_since: float | None = None
     barrier: Barrier = field(init=False)  # clients of `concurrent` expectations, held until released
     clock_margin: float = field(init=False)  # s a group's release waits (see lab/barrier.py)
 
@@ -82,11 +85,26 @@ class Execution:
         self._release_groups()
         self.interrupted()
 
+    def _deadline(self, now: float) -> float:
+        """The run's timeout is the programs' time: time spent waiting for an engine to create the
+        hosts of nodes the lab asked to start (a busy machine creates containers slowly) is added to
+        it, up to HOSTS_LIMIT in all, so a slow engine never turns a correct program's verdict."""
+        waiting = any(s.launching and not s.exited for s in self.states.values())
+        if waiting and self.waiting_since is None:
+            self.waiting_since = now
+        elif not waiting and self.waiting_since is not None:
+            self.host_wait, self.waiting_since = self.host_wait + now - self.waiting_since, None
+        return self.t0 + self.plan.timeout + min(HOSTS_LIMIT, self._waited(now))
+
+    def _waited(self, now: float) -> float:
+        """Seconds spent so far waiting for hosts (see _deadline)."""
+        return self.host_wait + (now - self.waiting_since if self.waiting_since is not None else 0.0)
+
     def _drive(self, done: Callable[[], bool]) -> None:
-        deadline = self.t0 + self.plan.timeout
         self._start_unblocked()
         while not done():
             now = time.monotonic()
+            deadline = self._deadline(now)
             if now >= deadline:
                 self._hit_deadline()
                 break
@@ -193,14 +211,17 @@ class Execution:
     def _hit_deadline(self) -> None:
         self.timed_out = True
         late = [s for s in self.states.values() if s.running and (not s.plan.service or s.ready_at is None)]
+        waited = min(HOSTS_LIMIT, self._waited(time.monotonic()))
+        limit = f"{self.plan.timeout:g}s" + (f" + {waited:.1f}s waiting for hosts" if waited >= 0.05 else "")
         for s in late:
-            s.note = f"killed at the run's timeout ({self.plan.timeout:g}s)"
             s.killed_at_deadline = True
+            s.note = (f"its host was not created before the run's timeout ({limit})" if s.launching
+                      else f"killed at the run's timeout ({limit})")
         self._stop([s.plan.name for s in late])
         for s in self.states.values():
             if s.started_at is None and not s.blocked:
                 s.blocked, s.note = True, f"not started before the run's timeout ({self.plan.timeout:g}s)"
-        self.progress(f"  TIMEOUT after {self.plan.timeout:g}s: stopped {', '.join(s.plan.name for s in late)}")
+        self.progress(f"  TIMEOUT after {limit}: stopped {', '.join(s.plan.name for s in late)}")
 
     def _stop_services(self) -> None:
         for event in self.backend.poll(0):  # exits that already happened are the nodes' own, not the lab's stop

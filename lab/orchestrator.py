@@ -131,9 +131,10 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
         finally:
             try:
                 backend.down()
-            except LabError as e:
-                result.error = result.error or f"teardown incomplete: {e} (run `lab clean`)"
-                progress(f"lab {plan.name}: teardown incomplete: {e}; `lab clean` will finish it")
+            except Exception as e:  # noqa: BLE001 - the reports are still written
+                why = str(e) if isinstance(e, LabError) else f"internal error: {type(e).__name__}: {e}"
+                result.error = result.error or f"teardown incomplete: {why} (run `lab clean`)"
+                progress(f"lab {plan.name}: teardown incomplete: {why}; `lab clean` will finish it")
         if guard.seen and not result.interrupted:
             result.interrupted = guard.seen[0]
     result.duration = time.monotonic() - t0

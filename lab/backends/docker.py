@@ -221,9 +221,10 @@ class DockerBackend:
             box.wired = True
 
     def _raise_failed(self) -> None:
-        for b in self.boxes.values():
-            if b.future is not None and b.future.done() and b.future.exception() is not None:
-                error = b.future.exception()
+        for b in self.boxes.values():  # a creation cancelled by the teardown is not a failure
+            done = b.future is not None and b.future.done() and not b.future.cancelled()
+            error = b.future.exception() if done and b.future is not None else None
+            if error is not None:
                 if isinstance(error, BackendError):
                     raise error
                 raise api_error(f"start {b.name}", Exception(str(error)))

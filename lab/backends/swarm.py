@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import selectors
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for, start_order
 from lab.rundir import MAX_OUTPUT, RunDir
 
 WORKERS = 16
+# Starting a container on an overlay network asks the manager for an attachment; the manager
+# allocates them one after another and each engine gives up on its request after 20 s. Asked all at
+# once, on a busy machine the last in the manager's queue ran out of time ("attaching to network
+# failed ... context deadline exceeded"); a few at a time, each waits only for its own.
+ATTACHING = 4
 PROBE_EVERY = 1.0  # seconds between liveness probes of each host during a run
 PROBE_TIMEOUT = 3.0  # a host that does not answer a ping within this is gone
 TEARDOWN_TIMEOUT = 20.0  # per API call while tearing down
@@ -122,6 +128,7 @@ class SwarmBackend:
         self.missing: dict[str, list[str]] = {}  # image -> hosts to send it to (found by check)
         self.pending: list[Event] = []  # observed while stopping other nodes, handed out by the next poll
         self.blocks: dict[str, tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]] = {}
+        self.attaching = threading.BoundedSemaphore(ATTACHING)
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
@@ -264,7 +271,8 @@ class SwarmBackend:
                 api.connect_container_to_network(box.id, nets[i.network], ipv4_address=str(i.address.ip))
             api.put_archive(box.id, "/", self._files(node))
             box.channel = open_channel(api, box.id)
-            api.start(box.id)
+            with self.attaching:
+                api.start(box.id)
         except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
             raise api_error(f"start container for {node.name} on host {box.host}", e) from None
 

@@ -232,3 +232,56 @@ def test_on_several_hosts_a_group_is_released_after_the_clocks_uncertainty() -> 
     assert barrier.due(10.2, lambda n: False, margin=0.1) == []  # all answered: the margin starts
     assert abs(barrier.next_deadline(0.1) - 10.3) < 1e-9
     assert barrier.due(10.3, lambda n: False, margin=0.1) == ["client-1", "client-2", "client-3"]
+
+
+@dataclass
+class SlowEngine(FakeBackend):
+    """Like the container backends: a start is deferred until the node's host exists, which takes
+    `creating` seconds of wall time (a busy engine); then the node launches and runs its script."""
+
+    creating: float = 0.0
+    asked: dict[str, float] = field(default_factory=dict)
+
+    def start(self, node: NodePlan) -> bool:
+        import time
+
+        self.asked[node.name] = time.monotonic()
+        return False
+
+    def poll(self, timeout: float) -> list[Event]:
+        import time
+
+        from lab.backends import LAUNCHED
+
+        time.sleep(min(timeout, 0.01))
+        now = time.monotonic()
+        for name, at in list(self.asked.items()):
+            if now >= at + self.creating:
+                del self.asked[name]
+                self.queue.append(Event(name, LAUNCHED))
+                self.started.append(name)
+                for kind, code in self.script.get(name, [("exit", 0)]):
+                    self.queue.append(Event(name, READY if kind == "ready" else EXITED, code))
+        return super().poll(timeout)
+
+
+def test_time_spent_waiting_for_hosts_is_not_the_programs_time() -> None:
+    """Hosts that take longer to create than the whole timeout do not turn a correct run into a
+    timeout: the run's clock is the programs' time."""
+    backend = SlowEngine({"server": [("ready", None)]}, creating=0.4)
+    ex = Execution(_plan("0.3s"), backend, lambda line: None, lambda name: "")
+    ex.run()
+    assert not ex.timed_out
+    assert [ex.states[c].exit_code for c in ("client-1", "client-2")] == [0, 0]
+
+
+def test_a_host_never_created_is_bounded_and_said_so(monkeypatch: object) -> None:
+    import lab.execution
+
+    monkeypatch.setattr(lab.execution, "HOSTS_LIMIT", 0.2)  # type: ignore[attr-defined]
+    backend = SlowEngine({"server": [("ready", None)]}, creating=60.0)
+    ex = Execution(_plan("0.3s"), backend, lambda line: None, lambda name: "")
+    ex.run()
+    server = ex.states["server"]
+    assert ex.timed_out and server.killed_at_deadline
+    assert "its host was not created before the run's timeout (0.3s + 0.2s waiting for hosts)" in server.note
