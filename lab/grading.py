@@ -38,7 +38,9 @@ class GradingError(LabError):
 
 
 @dataclass
-class Verdict:
+class GradedExpectation:
+    """One expectation of one submission: the points it earned, why, and the hint if it failed."""
+
     expectation: str
     passed: bool
     points: float
@@ -55,7 +57,7 @@ class Grade:
     run: str
     exit_code: int
     duration_s: float
-    checks: list[Verdict] = field(default_factory=list)
+    checks: list[GradedExpectation] = field(default_factory=list)
     note: str = ""
 
 
@@ -151,19 +153,19 @@ def _grade(name: str, scenario: Scenario, run: Path, done: subprocess.CompletedP
         report = {"checks": [], "duration_s": 0.0, "error": (done.stderr.strip().splitlines() or ["no report"])[-1]}
     plan = json.loads((run / "plan.json").read_text()) if (run / "plan.json").exists() else {"expect": []}
     starts = [c["detail"] for c in report["checks"] if c["check"] == "start"]
-    verdicts = []
+    graded = []
     for e in plan["expect"]:
         results = [c for c in report["checks"] if c.get("expectation") == e["label"]]
         bad = [c for c in results if not c["passed"]]
         passed = bool(results) and not bad
         reason = (f"{bad[0]['node']}: {bad[0]['detail']}" if bad else
                   f"{len(results)} node(s) passed" if results else report.get("error") or "not checked")
-        verdicts.append(Verdict(e["label"], passed, e["points"], e["points"] if passed else 0.0, reason,
-                                e["hint"] if own_fault(bad) else ""))
+        graded.append(GradedExpectation(e["label"], passed, e["points"], e["points"] if passed else 0.0, reason,
+                                        e["hint"] if own_fault(bad) else ""))
     total = sum(e.points for e in scenario.expect)
     note = report.get("error") or (starts[0] if starts else "")
-    return Grade(name, sum(v.earned for v in verdicts), total, str(run), done.returncode,
-                 float(report.get("duration_s", 0.0)), verdicts, note[:200])
+    return Grade(name, sum(g.earned for g in graded), total, str(run), done.returncode,
+                 float(report.get("duration_s", 0.0)), graded, note[:200])
 
 
 def own_fault(bad: list[dict[str, Any]]) -> bool:

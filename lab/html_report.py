@@ -14,14 +14,12 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lab.checks import exit_words
+from lab.execution import NodeState
+from lab.outcome import RunResult, read_log, read_transcript
 from lab.plan import NodePlan, Plan
-
-if TYPE_CHECKING:
-    from lab.execution import NodeState
-    from lab.orchestrator import RunResult
+from lab.signals import exit_words
 
 LOG_SHOW_LIMIT = 256 * 1024  # bytes of each node's log shown on the page
 DATA_SHOW_LIMIT = 2000  # characters of one sent/received payload shown
@@ -212,8 +210,8 @@ def _sequence(name: str, events: list[dict[str, Any]]) -> str:
             f"<tbody>{''.join(rows)}</tbody></table></section>")
 
 
-def _log(name: str, path: Path, read_log: Any) -> str:
-    text: str = read_log(path)
+def _log(name: str, path: Path) -> str:
+    text = read_log(path)
     if not text:
         return (f'<details class="log" id="log-{esc(name)}" data-node="{esc(name)}"><summary>{esc(name)} '
                 f"(empty)</summary></details>")
@@ -262,8 +260,6 @@ document.documentElement.setAttribute('data-script', 'ok');
 
 
 def render(result: RunResult) -> str:
-    from lab.orchestrator import read_log, read_transcript  # not at import: orchestrator imports reports
-
     plan, rundir = result.plan, result.rundir
     status = "PASSED" if result.passed else ("INTERRUPTED" if result.interrupted else "FAILED")
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.started))
@@ -281,7 +277,7 @@ def render(result: RunResult) -> str:
         for v in result.results)
     order = sorted(plan.nodes, key=lambda n: n.service)  # clients first, then the servers
     sequences = "".join(_sequence(n.name, read_transcript(rundir.transcript(n.name))) for n in order)
-    logs = "".join(_log(n.name, rundir.log(n.name), read_log) for n in plan.nodes if n.runs_something)
+    logs = "".join(_log(n.name, rundir.log(n.name)) for n in plan.nodes if n.runs_something)
     hosts = "".join(
         f"<tr><td>{esc(n)}</td><td>{esc(p.host)}</td><td>{esc(p.endpoint)}</td>"
         f"<td>{p.clock_offset * 1000:+.1f} ms &plusmn; {p.uncertainty * 1000:.1f}</td></tr>"

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from lab import backends, watch
-from lab.checks import CheckResult, NodeOutcome, evaluate
+from lab.checks import evaluate
 from lab.errors import EnvironmentProblem, LabError
 from lab.execution import Execution
 from lab.journal import Journal, journals, process_start, state_dir
-from lab.orchestrator import output_limit, read_log, read_transcript
+from lab.outcome import CheckResult, NodeOutcome, node_outcome
 from lab.plan import make_plan
 from lab.roles import shell_code
 from lab.rundir import RunDir
@@ -344,10 +344,9 @@ def _status(j: Journal) -> dict[str, Any]:
 
 
 def _outcome(rundir: RunDir, name: str, st: dict[str, Any]) -> NodeOutcome:
-    return NodeOutcome(name=name, started=bool(st.get("started", True)), exit_code=st.get("exit_code"),
-                       stopped_by_lab=False, note=str(st.get("note", "")),
-                       transcript=read_transcript(rundir.transcript(name)), log=read_log(rundir.log(name)),
-                       cause=output_limit(rundir, name))
+    """A node's outcome from the keeper's status file (a kept lab runs on this host's clock)."""
+    return node_outcome(rundir, name, started=bool(st.get("started", True)), exit_code=st.get("exit_code"),
+                        stopped_by_lab=False, note=str(st.get("note", "")))
 
 
 def stop_owner(j: Journal) -> bool:

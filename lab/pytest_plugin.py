@@ -35,9 +35,8 @@ import pytest
 import yaml
 
 from lab.backends import Options
-from lab.checks import CheckResult
 from lab.errors import LabError, ScenarioError
-from lab.orchestrator import RunResult, Verdict, read_log, read_transcript
+from lab.outcome import CheckResult, ExpectationResult, RunResult, read_log, read_transcript
 from lab.plan import Plan, make_plan
 from lab.roles.common import event_bytes
 from lab.rundir import RunDir
@@ -233,8 +232,8 @@ class ExpectationItem(_LabItem):
 
     def runtest(self) -> None:
         result = self.scenario_file.result()
-        mine = [v for v in result.results if v.expectation == self.label]
-        bad = [v.result for v in mine if not v.result.passed]
+        mine = [e.result for e in result.results if e.expectation == self.label]
+        bad = [r for r in mine if not r.passed]
         problem = ""
         if result.interrupted:
             problem = f"the run was interrupted (signal {result.interrupted})"
@@ -416,7 +415,8 @@ def _result_from_report(kept: RunningLab) -> RunResult:
     result.error = str(report.get("error", ""))
     result.timed_out = bool(report.get("timed_out"))
     result.interrupted = int(report.get("interrupted", 0))
-    result.results = [Verdict(c["expectation"], CheckResult(c["check"], c["node"], c["passed"], c["detail"]))
+    result.results = [ExpectationResult(c["expectation"], CheckResult(c["check"], c["node"], c["passed"],
+                                                                      c["detail"]))
                       for c in report.get("checks", [])]
     return result
 

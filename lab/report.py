@@ -6,12 +6,10 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lab.html_report import write_html
-
-if TYPE_CHECKING:
-    from lab.orchestrator import RunResult
+from lab.outcome import RunResult
 
 MAX_FAILURES_SHOWN = 5
 

@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 
 from lab.backends import EXITED, READY, Event
-from lab.checks import CheckResult, NodeOutcome, evaluate
+from lab.checks import evaluate
 from lab.execution import Execution, _code
 from lab.grading import own_fault
 from lab.html_report import node_state
 from lab.orchestrator import check
+from lab.outcome import CheckResult, NodeOutcome, last_error_line
 from lab.plan import NodePlan, make_plan
 from lab.rundir import RunDir
 from lab.scenario import load_scenario_text
-from lab.watch import NodeRun, last_error_line, peer_note, peer_of, runs_from_status, service_results
+from lab.watch import NodeRun, peer_note, peer_of, runs_from_status, service_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
