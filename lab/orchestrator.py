@@ -3,7 +3,7 @@
 Teardown sits in `finally` and runs with signals deferred; logs and transcripts are written by the
 nodes straight into the run folder, so they survive every failure path, Ctrl-C included. The run
 returns its `RunResult` (lab/outcome.py) and renders nothing: it only has the reports written
-(lab/report.py), from one `finally`, so every run that created its folder leaves a report in it.
+(lab/reports), from one `finally`, so every run that created its folder leaves a report in it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from lab.execution import Execution, NodeState, Progress
 from lab.journal import Journal, new_lab_id, state_dir
 from lab.outcome import CheckResult, ExpectationResult, RunResult, log_tail, outcome_of_state
 from lab.plan import Plan, make_plan
-from lab.report import write_reports
+from lab.reports import write_reports
 from lab.rundir import RunDir
 from lab.scenario.model import Scenario
 from lab.signals import STARTED, SignalGuard

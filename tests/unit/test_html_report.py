@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from lab.cli import main
-from lab.html_report import LOG_SHOW_LIMIT, topology_svg, write_html
 from lab.outcome import CheckResult, ExpectationResult, RunResult
 from lab.plan import make_plan
+from lab.reports.html_report import LOG_SHOW_LIMIT, topology_svg, write_html
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
 

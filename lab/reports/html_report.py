@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.execution import NodeState
-from lab.outcome import RunResult, read_log, read_transcript
+from lab.outcome import ExpectationResult, RunResult, read_log, read_transcript
 from lab.plan import NodePlan, Plan
 from lab.signals import exit_words
 
@@ -124,10 +124,11 @@ def topology_svg(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
 # ------------------------------------------------------------------------------------------- report
 
 def node_verdicts(result: RunResult) -> dict[str, str]:
+    """node -> pass|fail, the colour of its box: fail when any of its results failed."""
     verdicts: dict[str, str] = {}
-    for v in result.results:
-        node = v.result.node
-        verdicts[node] = "fail" if not v.result.passed or verdicts.get(node) == "fail" else "pass"
+    for e in result.results:
+        node = e.result.node
+        verdicts[node] = "fail" if not e.result.passed or verdicts.get(node) == "fail" else "pass"
     return verdicts
 
 
@@ -165,6 +166,13 @@ def _nodes_table(result: RunResult, verdicts: Mapping[str, str]) -> str:
         for n in result.plan.nodes)
     return ('<table id="nodes"><thead><tr><th>node</th><th>runs</th><th>addresses</th><th>state</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>")
+
+
+def _check_row(e: ExpectationResult) -> str:
+    r = e.result
+    return (f'<tr class="check {"pass" if r.passed else "fail"}" data-node="{esc(r.node)}">'
+            f"<td>{esc(e.expectation)}</td><td>{esc(r.check)}</td><td>{esc(r.node)}</td>"
+            f'<td class="verdict">{"pass" if r.passed else "FAIL"}</td><td>{esc(r.detail)}</td></tr>')
 
 
 def _show_data(event: Mapping[str, Any]) -> str:
@@ -260,8 +268,7 @@ document.documentElement.setAttribute('data-script', 'ok');
 
 
 def render(result: RunResult) -> str:
-    plan, rundir = result.plan, result.rundir
-    status = "PASSED" if result.passed else ("INTERRUPTED" if result.interrupted else "FAILED")
+    plan, rundir, status = result.plan, result.rundir, result.status
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.started))
     notes = []
     if result.error:
@@ -270,11 +277,7 @@ def render(result: RunResult) -> str:
         notes.append('<p class="error">the run hit its timeout</p>')
     if result.interrupted:
         notes.append(f'<p class="error">interrupted by signal {result.interrupted}</p>')
-    checks = "".join(
-        f'<tr class="check {"pass" if v.result.passed else "fail"}" data-node="{esc(v.result.node)}">'
-        f"<td>{esc(v.expectation)}</td><td>{esc(v.result.check)}</td><td>{esc(v.result.node)}</td>"
-        f'<td class="verdict">{"pass" if v.result.passed else "FAIL"}</td><td>{esc(v.result.detail)}</td></tr>'
-        for v in result.results)
+    checks = "".join(_check_row(e) for e in result.results)
     order = sorted(plan.nodes, key=lambda n: n.service)  # clients first, then the servers
     sequences = "".join(_sequence(n.name, read_transcript(rundir.transcript(n.name))) for n in order)
     logs = "".join(_log(n.name, rundir.log(n.name)) for n in plan.nodes if n.runs_something)
