@@ -64,7 +64,7 @@ def cmd_graph(scenario: str, out: str | None = None) -> int:
 
 def cmd_clean(everything: bool = False) -> int:
     from lab import backends
-    from lab.journal import journals
+    from lab.journal import drop_empty_state, journals
 
     found, failed = 0, False
     for j in journals():
@@ -87,6 +87,7 @@ def cmd_clean(everything: bool = False) -> int:
             failed = True
             continue
         print(f"cleaned lab {j.lab_id} ({name}): removed {len(removed)} resource(s)")
+    drop_empty_state()
     if not found:
         print("nothing to clean")
     return 1 if failed else 0
