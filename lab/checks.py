@@ -1,63 +1,38 @@
-"""The `expect:` checks: pure functions from what nodes recorded to one verdict per node.
+"""The `expect:` checks: pure functions from what nodes recorded to one result per node.
 
-No I/O and no backend knowledge: the orchestrator collects each node's outcome (transcript events,
+No I/O and no backend knowledge: lab/outcome.py collects each node's outcome (transcript events,
 log text, exit status) and hands them here, which keeps every branch testable on literal data.
-A failing verdict says why in one line, with evidence: the node and its peer, what was sent and
+A failing result says why in one line, with evidence: the node and its peer, what was sent and
 what came back (or that the connection was refused, reset, or timed out).
 """
 
 from __future__ import annotations
 
 import re
-import signal
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from lab.lines import difference, escape, lines_of, quote, through_line_ends, without_eol
+from lab.outcome import CheckResult, NodeOutcome
 from lab.roles.common import event_bytes
+from lab.signals import exit_words
 
-Verdict = tuple[bool, str]
-
-
-@dataclass(frozen=True)
-class NodeOutcome:
-    """What one node did, as collected by the orchestrator."""
-
-    name: str
-    started: bool
-    exit_code: int | None  # None: never exited on its own (stopped by the lab) or never started
-    stopped_by_lab: bool  # still running at teardown (services), or killed at the run deadline
-    note: str  # why it did not start / was killed; "" if nothing to say
-    transcript: list[dict[str, Any]]
-    log: str
-    cause: str = ""  # how it ended, when the lab knows and its output may not say (the output limit)
-    peer_note: str = ""  # its connection failed and its server exited or raised: what the server did
-    clock_uncertainty: float = 0.0  # s: its times are on the lab's clock to within this (another host's clock)
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    check: str
-    node: str
-    passed: bool
-    detail: str
-    ran: bool = True  # False: the node did not run (blocked by another's failure), so no fault of its own
+Finding = tuple[bool, str]  # (passed, detail): what a check found for one node, before `evaluate` words it
 
 
 def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[CheckResult]:
     """One result per node, in the order given. Raises ValueError for an unknown check."""
     if check == "concurrent":
-        verdicts = concurrent(params, nodes)
+        findings = concurrent(params, nodes)
     elif check in PER_NODE:
-        verdicts = [not_run(node) or PER_NODE[check](node, params) for node in nodes]
+        findings = [not_run(node) or PER_NODE[check](node, params) for node in nodes]
     else:
         raise ValueError(f"unknown check {check!r}")
     return [
         CheckResult(check, node.name, passed, one_line(with_causes(node, passed, with_note(node, passed, detail))),
                     node.started)
-        for node, (passed, detail) in zip(nodes, verdicts, strict=True)
+        for node, (passed, detail) in zip(nodes, findings, strict=True)
     ]
 
 
@@ -77,7 +52,7 @@ def seconds(value: Any) -> str:
     return f" within {float(value)}s" if isinstance(value, int | float) else ""
 
 
-def not_run(node: NodeOutcome) -> Verdict | None:
+def not_run(node: NodeOutcome) -> Finding | None:
     if node.started:
         return None
     return False, f"did not run: {node.note.removeprefix('not started: ') or 'never started'}"
@@ -192,7 +167,7 @@ def connection_failure(node: NodeOutcome) -> str | None:
 # ----------------------------------------------------------------------------- per-node checks
 
 
-def echo(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+def echo(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
     """Every line sent came back unchanged, byte for byte, as the reply to that line.
 
     The reply to a line is what the client received after sending it (before its next line), up to
@@ -234,7 +209,7 @@ def echo_miss(node: NodeOutcome, index: int, sent: bytes, segment: bytes) -> str
     return f"sent {quote(line)}, got {escape(segment)} (no end of line{why})"
 
 
-def greeting(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+def greeting(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
     """The text arrived somewhere in what the client received."""
     here, text = where(node), str(params["text"])
     failure = connection_failure(node)
@@ -248,7 +223,7 @@ def greeting(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
     return False, f"{here}: expected {quote(text)}, got nothing: {ending(node, None)}"
 
 
-def http(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+def http(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
     """The last response has the expected status, and its body contains the text if one is given."""
     here = where(node)
     found = first(node, "connecting")
@@ -279,7 +254,7 @@ def no_response(node: NodeOutcome) -> str:
     return f"not an HTTP response: {quote(raw)}" if raw else "no response (connection closed without data)"
 
 
-def exit_status(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+def exit_status(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
     """The node exited on its own with the expected code."""
     code = params.get("code", 0)
     if node.exit_code is not None:
@@ -291,22 +266,7 @@ def exit_status(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
     return False, "exit code unknown"
 
 
-def exit_words(code: int | None) -> str:
-    """`code 3`, `code 143 (SIGTERM)`: every backend reports a process killed by signal N as 128+N,
-    as the shell and docker do."""
-    if code is None:
-        return "unknown status"
-    if code < 0:  # a raw wait status, from a caller that did not convert it
-        code = 128 - code
-    if code > 128:
-        try:
-            return f"code {code} ({signal.Signals(code - 128).name})"
-        except ValueError:
-            pass
-    return f"code {code}"
-
-
-def output(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
+def output(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
     """The node's stdout+stderr contains a text, or matches a regular expression."""
     if "regex" in params and params["regex"] is not None:
         pattern = str(params["regex"])
@@ -331,7 +291,7 @@ def last_lines(log: str, count: int) -> str:
     return f"{label}: {quote(chr(10).join(lines))}"
 
 
-PER_NODE: dict[str, Callable[[NodeOutcome, Mapping[str, Any]], Verdict]] = {
+PER_NODE: dict[str, Callable[[NodeOutcome, Mapping[str, Any]], Finding]] = {
     "echo": echo,
     "greeting": greeting,
     "http": http,
@@ -379,7 +339,7 @@ def stamped_interval(node: NodeOutcome, answer: tuple[int, dict[str, Any]]) -> t
     return begin, max(begin, float(node.transcript[-1].get("t", begin)))
 
 
-def concurrent(params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[Verdict]:
+def concurrent(params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[Finding]:
     """For each node: at some moment of its answered interval, >= at_least intervals (its own
     included) were open. Serving clients one at a time therefore fails it."""
     need = int(params.get("at_least", 2))
@@ -391,25 +351,25 @@ def concurrent(params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[
     def open_at(moment: float) -> int:
         return bisect_right(starts, moment) - bisect_left(ends, moment)
 
-    verdicts: list[Verdict] = []
+    findings: list[Finding] = []
     for node in nodes:
         interval = known.get(node.name)
         if interval is None and intervals.get(node.name) is not None:  # shrunk to nothing by the clocks
-            verdicts.append((False, f"{where(node)}: answered for less than its clock's uncertainty "
+            findings.append((False, f"{where(node)}: answered for less than its clock's uncertainty "
                                     f"({2 * node.clock_uncertainty * 1000:.0f} ms): no moment is sure"))
             continue
         if not node.started or interval is None:
-            verdicts.append(not_run(node) or (False, f"{where(node)}: never answered: {unanswered(node)}"))
+            findings.append(not_run(node) or (False, f"{where(node)}: never answered: {unanswered(node)}"))
             continue
         begin, end = interval
         best = max(open_at(moment) for moment in starts if begin <= moment <= end)
         if best >= need:
-            verdicts.append((True, f"{best} clients connected and answered at once (need {need})"))
+            findings.append((True, f"{best} clients connected and answered at once (need {need})"))
         else:
             why = overlap_evidence(node.name, known, nodes, need)
             detail = f"at most {best} client(s) connected and answered at once (need {need}){why}"
-            verdicts.append((False, detail))
-    return verdicts
+            findings.append((False, detail))
+    return findings
 
 
 def unanswered(node: NodeOutcome) -> str:

@@ -20,7 +20,7 @@ def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, clust
     with SignalGuard(then=signal.SIG_IGN) as guard:
         from lab import orchestrator
         from lab.backends import Options
-        from lab.report import table
+        from lab.reports.terminal import table
         from lab.scenario import load_scenario
 
         loaded = load_scenario(scenario)
@@ -50,8 +50,8 @@ def cmd_validate(scenarios: Sequence[str]) -> int:
 
 def cmd_graph(scenario: str, out: str | None = None) -> int:
     """The scenario's topology as SVG (networks, nodes, addresses), to a file or stdout."""
-    from lab.html_report import topology_svg
     from lab.plan import make_plan
+    from lab.reports.html_report import topology_svg
     from lab.scenario import load_scenario
 
     svg = topology_svg(make_plan(load_scenario(scenario))) + "\n"
@@ -64,7 +64,7 @@ def cmd_graph(scenario: str, out: str | None = None) -> int:
 
 def cmd_clean(everything: bool = False) -> int:
     from lab import backends
-    from lab.journal import journals
+    from lab.journal import drop_empty_state, journals
 
     found, failed = 0, False
     for j in journals():
@@ -87,6 +87,7 @@ def cmd_clean(everything: bool = False) -> int:
             failed = True
             continue
         print(f"cleaned lab {j.lab_id} ({name}): removed {len(removed)} resource(s)")
+    drop_empty_state()
     if not found:
         print("nothing to clean")
     return 1 if failed else 0

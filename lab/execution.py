@@ -1,5 +1,8 @@
-"""The orchestrator: up -> start in `after` order, each waiting for readiness -> wait for the tasks
-(bounded by the scenario's timeout) -> stop -> collect -> check -> down, always.
+"""A plan executed on a backend that is already up: start in `after` order, each waiting for
+readiness -> wait for the tasks (bounded by the scenario's timeout) -> stop the services; for a
+kept lab, every node brought up, then watched until it is stopped. Each node's `NodeState` records
+how its run went. Bringing the backend up and down, checking and reporting are the orchestrator's
+(lab/orchestrator.py), around this.
 
 Single-threaded on purpose: the netns backend forks role processes from this process, which is
 only safe while no other thread exists. Every wait has a deadline and every failure names what
@@ -14,8 +17,8 @@ from dataclasses import dataclass, field
 
 from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Backend, Event
 from lab.barrier import Barrier
-from lab.checks import exit_words
 from lab.plan import STARTED, TCP, NodePlan, Plan
+from lab.signals import exit_words
 
 Progress = Callable[[str], None]
 CLOCK_SLACK = 0.05  # s added to the clocks' measured uncertainty when nodes run on several hosts

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
+from lab.outcome import CheckResult
+from lab.reports import Report, load_report
 from lab.scenario import load_scenario
 from lab.scenario.model import Node, Scenario
 
@@ -38,7 +40,9 @@ class GradingError(LabError):
 
 
 @dataclass
-class Verdict:
+class GradedExpectation:
+    """One expectation of one submission: the points it earned, why, and the hint if it failed."""
+
     expectation: str
     passed: bool
     points: float
@@ -55,7 +59,7 @@ class Grade:
     run: str
     exit_code: int
     duration_s: float
-    checks: list[Verdict] = field(default_factory=list)
+    checks: list[GradedExpectation] = field(default_factory=list)
     note: str = ""
 
 
@@ -145,31 +149,41 @@ def _run(scenario: Path, out: Path, backend: str, wall: float) -> subprocess.Com
 
 
 def _grade(name: str, scenario: Scenario, run: Path, done: subprocess.CompletedProcess[str]) -> Grade:
-    try:
-        report: dict[str, Any] = json.loads((run / "report.json").read_text())
-    except (OSError, ValueError):
-        report = {"checks": [], "duration_s": 0.0, "error": (done.stderr.strip().splitlines() or ["no report"])[-1]}
+    report = _report(run, done)
     plan = json.loads((run / "plan.json").read_text()) if (run / "plan.json").exists() else {"expect": []}
-    starts = [c["detail"] for c in report["checks"] if c["check"] == "start"]
-    verdicts = []
-    for e in plan["expect"]:
-        results = [c for c in report["checks"] if c.get("expectation") == e["label"]]
-        bad = [c for c in results if not c["passed"]]
-        passed = bool(results) and not bad
-        reason = (f"{bad[0]['node']}: {bad[0]['detail']}" if bad else
-                  f"{len(results)} node(s) passed" if results else report.get("error") or "not checked")
-        verdicts.append(Verdict(e["label"], passed, e["points"], e["points"] if passed else 0.0, reason,
-                                e["hint"] if own_fault(bad) else ""))
+    starts = [e.result.detail for e in report.results if e.result.check == "start"]
+    graded = [_graded(e, report) for e in plan["expect"]]
     total = sum(e.points for e in scenario.expect)
-    note = report.get("error") or (starts[0] if starts else "")
-    return Grade(name, sum(v.earned for v in verdicts), total, str(run), done.returncode,
-                 float(report.get("duration_s", 0.0)), verdicts, note[:200])
+    note = report.error or (starts[0] if starts else "")
+    return Grade(name, sum(g.earned for g in graded), total, str(run), done.returncode, report.duration, graded,
+                 note[:200])
 
 
-def own_fault(bad: list[dict[str, Any]]) -> bool:
+def _report(run: Path, done: subprocess.CompletedProcess[str]) -> Report:
+    """The submission's report; without one (the run died), a failed run whose error is its last words."""
+    try:
+        return load_report(run)
+    except (OSError, ValueError):
+        error = (done.stderr.strip().splitlines() or ["no report"])[-1]
+        return Report(passed=False, error=error)
+
+
+def _graded(expectation: dict[str, Any], report: Report) -> GradedExpectation:
+    """An expectation (as in plan.json) scored from the report: all its points if every node passed."""
+    results = [e.result for e in report.results if e.expectation == expectation["label"]]
+    bad = [r for r in results if not r.passed]
+    passed = bool(results) and not bad
+    reason = (f"{bad[0].node}: {bad[0].detail}" if bad else
+              f"{len(results)} node(s) passed" if results else report.error or "not checked")
+    points = expectation["points"]
+    return GradedExpectation(expectation["label"], passed, points, points if passed else 0.0, reason,
+                             expectation["hint"] if own_fault(bad) else "")
+
+
+def own_fault(bad: list[CheckResult]) -> bool:
     """A hint addresses an expectation's own fault: not nodes that did not run at all because
     another node failed to start (the start failure's reason says what to fix)."""
-    return any(c.get("ran", True) for c in bad)
+    return any(r.ran for r in bad)
 
 
 def _write(root: Path, scenario: Scenario, grades: list[Grade]) -> None:

@@ -143,3 +143,13 @@ def journals(state: Path | None = None) -> list[Journal]:
         return []
     # Every folder here is a lab's (a lab whose teardown was cut short may have lost its meta.json).
     return [Journal(state, p.name) for p in sorted(state.iterdir()) if p.is_dir()]
+
+
+def drop_empty_state(state: Path | None = None) -> None:
+    """Remove the state folder when no lab is left in it. A lab killed (SIGKILL) as it opened its
+    journal, between creating the state folder and its own folder in it, leaves the state folder
+    empty and no journal to find it by: `lab clean` removes it, so the host is left as found."""
+    state = state or state_dir()
+    if state.is_dir():
+        with state_lock(state):
+            _rmdir_if_empty(state)

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from lab import backends, watch
-from lab.checks import CheckResult, NodeOutcome, evaluate
+from lab.checks import evaluate
 from lab.errors import EnvironmentProblem, LabError
 from lab.execution import Execution
 from lab.journal import Journal, journals, process_start, state_dir
-from lab.orchestrator import output_limit, read_log, read_transcript
+from lab.outcome import ExpectationResult, NodeOutcome, node_outcome
 from lab.plan import make_plan
+from lab.reports import load_report
+from lab.reports.terminal import expectation_table
 from lab.roles import shell_code
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
@@ -301,22 +303,14 @@ def logs(ref: str, node: str | None = None, follow: bool = False) -> int:
 
 
 def check(ref: str) -> int:
-    """Evaluate the scenario's expectations against the running lab, now."""
-    from lab.report import MAX_FAILURES_SHOWN
-
-    failed = 0
-    for label, results in check_now(ref):
-        bad = [r for r in results if not r.passed]
-        failed += len(bad)
-        summary = results[0].detail if len(results) == 1 else f"{len(results) - len(bad)}/{len(results)} passed"
-        print(f"{label:<28} {'pass' if not bad else 'FAIL':<5} {summary}")
-        for r in bad[:MAX_FAILURES_SHOWN] if len(results) > 1 else []:
-            print(f"{'':<28} {'':<5} {r.node}: {r.detail}")
-    return 0 if failed == 0 else 1
+    """Evaluate the scenario's expectations against the running lab, now (the table `lab run` prints)."""
+    results = check_now(ref)
+    print("\n".join(expectation_table(results)))
+    return 0 if all(e.result.passed for e in results) else 1
 
 
-def check_now(ref: str) -> list[tuple[str, list[CheckResult]]]:
-    """Each expectation's label and its results per node, evaluated against the running lab now."""
+def check_now(ref: str) -> list[ExpectationResult]:
+    """Every expectation's result per node (and every crashed service's), against the running lab now."""
     j = find(ref)
     plan = _plan_json(j)
     rundir = RunDir(Path(j.meta()["run_dir"]))
@@ -324,10 +318,11 @@ def check_now(ref: str) -> list[tuple[str, list[CheckResult]]]:
     outcomes, crashed = watch.judge({n["name"]: _outcome(rundir, n["name"], status.get(n["name"], {}))
                                      for n in plan["nodes"]}, watch.runs_from_status(plan, status),
                                     ((e["check"], e["nodes"]) for e in plan["expect"]))
-    checked = [(f"service {r.node}", [r]) for r in crashed]
+    results = [ExpectationResult(f"service {r.node}", r) for r in crashed]
     for e in plan["expect"]:
-        checked.append((str(e["label"]), evaluate(e["check"], e["params"], [outcomes[n] for n in e["nodes"]])))
-    return checked
+        checked = evaluate(e["check"], e["params"], [outcomes[n] for n in e["nodes"]])
+        results += [ExpectationResult(str(e["label"]), r) for r in checked]
+    return results
 
 
 def node_status(ref: str) -> dict[str, Any]:
@@ -344,10 +339,9 @@ def _status(j: Journal) -> dict[str, Any]:
 
 
 def _outcome(rundir: RunDir, name: str, st: dict[str, Any]) -> NodeOutcome:
-    return NodeOutcome(name=name, started=bool(st.get("started", True)), exit_code=st.get("exit_code"),
-                       stopped_by_lab=False, note=str(st.get("note", "")),
-                       transcript=read_transcript(rundir.transcript(name)), log=read_log(rundir.log(name)),
-                       cause=output_limit(rundir, name))
+    """A node's outcome from the keeper's status file (a kept lab runs on this host's clock)."""
+    return node_outcome(rundir, name, started=bool(st.get("started", True)), exit_code=st.get("exit_code"),
+                        stopped_by_lab=False, note=str(st.get("note", "")))
 
 
 def stop_owner(j: Journal) -> bool:
@@ -387,13 +381,12 @@ def down(ref: str) -> int:
         stop_owner(j)
     if j.folder.exists():  # the keeper is gone (or stuck): remove from the journal alone
         backends.clean(j)
-    report = Path(run_dir) / "report.json"
-    if report.exists():
-        data = json.loads(report.read_text())
-        verdict = "PASSED" if data["passed"] else "FAILED"
-        bad = [f"{c['check']} {c['node']}" for c in data["checks"] if not c["passed"]]
-        print(f"lab {j.lab_id} is down: {verdict}" + (f" ({', '.join(bad[:5])})" if bad else "")
-              + f" -> {run_dir}")
-    else:
+    try:
+        report = load_report(Path(run_dir))
+    except FileNotFoundError:
         print(f"lab {j.lab_id} is down")
+        return 0
+    bad = [f"{e.result.check} {e.result.node}" for e in report.results if not e.result.passed]
+    print(f"lab {j.lab_id} is down: {'PASSED' if report.passed else 'FAILED'}"
+          + (f" ({', '.join(bad[:5])})" if bad else "") + f" -> {run_dir}")
     return 0

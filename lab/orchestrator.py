@@ -1,7 +1,9 @@
 """One lab run, end to end: scenario -> plan -> backend up -> execution -> down -> checks -> report.
 
 Teardown sits in `finally` and runs with signals deferred; logs and transcripts are written by the
-nodes straight into the run folder, so they survive every failure path, Ctrl-C included.
+nodes straight into the run folder, so they survive every failure path, Ctrl-C included. The run
+returns its `RunResult` (lab/outcome.py) and renders nothing: it only has the reports written
+(lab/reports), from one `finally`, so every run that created its folder leaves a report in it.
 """
 
 from __future__ import annotations
@@ -12,61 +14,21 @@ import resource
 import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from lab import backends, watch
-from lab.backends import Placement
-from lab.checks import CheckResult, NodeOutcome, evaluate
+from lab.backends import Backend, Placement
+from lab.checks import evaluate
 from lab.errors import Interrupted, LabError
 from lab.execution import Execution, NodeState, Progress
 from lab.journal import Journal, new_lab_id, state_dir
+from lab.outcome import CheckResult, ExpectationResult, RunResult, log_tail, outcome_of_state
 from lab.plan import Plan, make_plan
-from lab.report import write_reports
-from lab.rundir import MAX_OUTPUT, RunDir
+from lab.reports import write_reports
+from lab.rundir import RunDir
 from lab.scenario.model import Scenario
 from lab.signals import STARTED, SignalGuard
-
-LOG_READ_LIMIT = 16 * 1024 * 1024  # checks read at most this much of a node's log (a flood is cut)
-OUTPUT_LIMITED = f"stopped at the output limit of {MAX_OUTPUT // 2**20} MiB"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One check's result for one node, with the expectation it came from ("echo client")."""
-
-    expectation: str
-    result: CheckResult
-
-
-@dataclass
-class RunResult:
-    plan: Plan
-    rundir: RunDir
-    backend: str
-    lab_id: str
-    started: float
-    duration: float = 0.0
-    states: dict[str, NodeState] = field(default_factory=dict)
-    results: list[Verdict] = field(default_factory=list)
-    error: str = ""
-    timed_out: bool = False
-    interrupted: int = 0  # the signal number, or 0
-    placements: dict[str, Placement] = field(default_factory=dict)  # node -> host (multi-host backends)
-    clock: float = 0.0  # the lab's clock: time.monotonic() when the nodes' run began (NodeState times)
-
-    @property
-    def passed(self) -> bool:
-        return not self.error and not self.interrupted and all(v.result.passed for v in self.results)
-
-    @property
-    def exit_code(self) -> int:
-        if self.interrupted:
-            return 128 + self.interrupted
-        if self.error:
-            return 3
-        return 0 if self.passed else 1
 
 
 def stderr_progress(line: str) -> None:
@@ -84,14 +46,15 @@ class Holder(Protocol):
 def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None,
         progress: Progress = stderr_progress, hold: Holder | None = None,
         options: backends.Options | None = None, guard: SignalGuard | None = None) -> RunResult:
-    """Run a validated scenario; always tears down; returns the result (reports already written).
+    """Run a validated scenario; always tears down; returns the result, its reports written.
 
     With `hold`, the lab is brought up, announced, and kept running until SIGINT/SIGTERM; the
     expectations are then checked against what happened, and everything is torn down.
 
     `guard`: the caller's, already in place (`lab run` installs it before its imports); without
     one, the run installs its own once it starts creating things. A signal the caller's guard
-    recorded before anything exists raises `Interrupted` here: nothing to tear down or report."""
+    recorded before anything exists raises `Interrupted` here: nothing to tear down or report.
+    Once the run folder exists, its reports are written however the run ends."""
     plan = make_plan(scenario)
     journal = Journal(state_dir(), new_lab_id())
     backend = backends.create(backend_name, journal, options)
@@ -103,54 +66,74 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     rundir.file("scenario.yaml").write_text(scenario.source)
     rundir.file("plan.json").write_text(json.dumps(plan.to_json(), indent=2))
     result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time())
+    try:
+        execution = _execute(result, str(scenario.path), backend, journal, progress, hold, guard)
+        result.placements = backend.placements()
+        if execution is not None:
+            _collect(result, execution, backend)
+        result.results = check(plan, result.states, rundir, result.placements, result.clock)
+    finally:
+        write_reports(result)
+    return result
+
+
+def _execute(result: RunResult, scenario_path: str, backend: Backend, journal: Journal, progress: Progress,
+             hold: Holder | None, guard: SignalGuard | None) -> Execution | None:
+    """Up, execute (or hold), down: always down, with signals deferred. How it ended goes into
+    `result` (error, interrupted, duration); the execution, if it began, holds what the nodes did."""
+    plan, name, t0 = result.plan, result.plan.name, time.monotonic()
     execution: Execution | None = None
-    t0 = time.monotonic()
     with _guarded(guard) as guard:
-        progress(STARTED.format(name=plan.name, backend=backend_name, pid=os.getpid()))
-        journal.open(backend=backend_name, scenario=str(scenario.path), run_dir=str(rundir.root),
-                     name=plan.name, kept=hold is not None)
+        progress(STARTED.format(name=name, backend=result.backend, pid=os.getpid()))
+        journal.open(backend=result.backend, scenario=scenario_path, run_dir=str(result.rundir.root),
+                     name=name, kept=hold is not None)
         try:
-            backend.up(plan, rundir)
+            backend.up(plan, result.rundir)
             guard.check()
-            progress(f"lab {plan.name}: {len(plan.networks)} network(s), {len(plan.nodes)} node(s) up "
-                     f"in {time.monotonic() - t0:.2f}s ({backend_name}, lab {journal.lab_id})")
-            execution = Execution(plan, backend, progress, lambda n: log_tail(rundir, n), guard.check)
+            progress(f"lab {name}: {len(plan.networks)} network(s), {len(plan.nodes)} node(s) up "
+                     f"in {time.monotonic() - t0:.2f}s ({result.backend}, lab {journal.lab_id})")
+            execution = Execution(plan, backend, progress, lambda n: log_tail(result.rundir, n), guard.check)
             if hold is None:
                 execution.run()
             else:
                 _hold(execution, hold, journal.lab_id, guard)
         except Interrupted as e:
             result.interrupted = e.signum
-            progress(f"lab {plan.name}: interrupted (signal {e.signum}), tearing down")
+            progress(f"lab {name}: interrupted (signal {e.signum}), tearing down")
         except LabError as e:
             result.error = str(e)
-            progress(f"lab {plan.name}: error: {e}")
+            progress(f"lab {name}: error: {e}")
         except Exception as e:  # noqa: BLE001 - a bug must still end in teardown and a report
             result.error = f"internal error: {type(e).__name__}: {e}"
-            progress(f"lab {plan.name}: {result.error} (please report it)")
+            progress(f"lab {name}: {result.error} (please report it)")
         finally:
-            try:
-                backend.down()
-            except Exception as e:  # noqa: BLE001 - the reports are still written
-                why = str(e) if isinstance(e, LabError) else f"internal error: {type(e).__name__}: {e}"
-                result.error = result.error or f"teardown incomplete: {why} (run `lab clean`)"
-                progress(f"lab {plan.name}: teardown incomplete: {why}; `lab clean` will finish it")
+            _down(result, backend, progress)
         if guard.seen and not result.interrupted:
             result.interrupted = guard.seen[0]
     result.duration = time.monotonic() - t0
-    result.placements = backend.placements()
-    if execution is not None:
-        result.states, result.timed_out, result.clock = execution.states, execution.timed_out, execution.t0
-        for s in result.states.values():
-            if result.interrupted and s.running:  # stopped by the teardown
-                s.exited, s.stopped_by_lab, s.note = True, True, "stopped: the run was interrupted"
-            elif result.error and s.running:
-                s.exited, s.stopped_by_lab, s.note = True, True, f"stopped: {_cut(result.error, 100)}"
-            if s.exited and s.exit_code is None and s.plan.runs_something:
-                s.exit_code = backend.exit_code(s.plan.name)
-    result.results = check(plan, result.states, rundir, result.placements, result.clock)
-    write_reports(result)
-    return result
+    return execution
+
+
+def _down(result: RunResult, backend: Backend, progress: Progress) -> None:
+    try:
+        backend.down()
+    except Exception as e:  # noqa: BLE001 - the reports are still written
+        why = str(e) if isinstance(e, LabError) else f"internal error: {type(e).__name__}: {e}"
+        result.error = result.error or f"teardown incomplete: {why} (run `lab clean`)"
+        progress(f"lab {result.plan.name}: teardown incomplete: {why}; `lab clean` will finish it")
+
+
+def _collect(result: RunResult, execution: Execution, backend: Backend) -> None:
+    """What the nodes did, from the execution: a node still running when the run ended was stopped
+    by the teardown, and says why; a node that exited has its code, if the backend knows it."""
+    result.states, result.timed_out, result.clock = execution.states, execution.timed_out, execution.t0
+    for s in result.states.values():
+        if result.interrupted and s.running:
+            s.exited, s.stopped_by_lab, s.note = True, True, "stopped: the run was interrupted"
+        elif result.error and s.running:
+            s.exited, s.stopped_by_lab, s.note = True, True, f"stopped: {_cut(result.error, 100)}"
+        if s.exited and s.exit_code is None and s.plan.runs_something:
+            s.exit_code = backend.exit_code(s.plan.name)
 
 
 def _guarded(guard: SignalGuard | None) -> AbstractContextManager[SignalGuard]:
@@ -185,7 +168,7 @@ def raise_fd_limit() -> None:
 
 
 def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir,
-          placements: dict[str, Placement] | None = None, clock: float = 0.0) -> list[Verdict]:
+          placements: dict[str, Placement] | None = None, clock: float = 0.0) -> list[ExpectationResult]:
     """Evaluate every expectation (and every start failure, timeout and crashed service) from what
     the nodes left behind; `clock` is the run's start (the states' times are measured from it).
 
@@ -193,79 +176,18 @@ def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir,
     that host's clock, and `concurrent` compares moments across nodes (knowing each clock only to
     within its measured uncertainty)."""
     placements = placements or {}
-    outcomes = {n.name: outcome(rundir, n.name, states.get(n.name), placements.get(n.name)) for n in plan.nodes}
+    outcomes = {n.name: outcome_of_state(rundir, n.name, states.get(n.name), placements.get(n.name))
+                for n in plan.nodes}
     outcomes, crashed = watch.judge(outcomes, watch.runs_from_states(states, clock),
                                     ((e.check, e.nodes) for e in plan.expect))
     results = [
-        Verdict(f"start {s.plan.name}", CheckResult("start", s.plan.name, False, s.note))
+        ExpectationResult(f"start {s.plan.name}", CheckResult("start", s.plan.name, False, s.note))
         for s in states.values() if s.failed_start
     ] + [
-        Verdict(f"timeout {s.plan.name}", CheckResult("timeout", s.plan.name, False, s.note))
+        ExpectationResult(f"timeout {s.plan.name}", CheckResult("timeout", s.plan.name, False, s.note))
         for s in states.values() if s.killed_at_deadline
-    ] + [Verdict(f"service {r.node}", r) for r in crashed]
+    ] + [ExpectationResult(f"service {r.node}", r) for r in crashed]
     for e in plan.expect:
-        results += [Verdict(e.label, r) for r in evaluate(e.check, e.params, [outcomes[n] for n in e.nodes])]
+        checked = evaluate(e.check, e.params, [outcomes[n] for n in e.nodes])
+        results += [ExpectationResult(e.label, r) for r in checked]
     return results
-
-
-def outcome(rundir: RunDir, name: str, state: NodeState | None, placed: Placement | None = None) -> NodeOutcome:
-    clock_offset = placed.clock_offset if placed else 0.0
-    return NodeOutcome(
-        name=name,
-        started=state is not None and state.started_at is not None and not state.blocked,
-        exit_code=state.exit_code if state else None,
-        stopped_by_lab=state.stopped_by_lab if state else False,
-        note=(state.note if state else "not started: the lab did not come up"),
-        transcript=on_lab_clock(read_transcript(rundir.transcript(name)), clock_offset),
-        log=read_log(rundir.log(name)),
-        cause=output_limit(rundir, name),
-        clock_uncertainty=placed.uncertainty if placed else 0.0,
-    )
-
-
-def output_limit(rundir: RunDir, name: str) -> str:
-    """A program stopped at the output limit gets EFBIG or SIGXFSZ: its output cannot say why."""
-    try:
-        return OUTPUT_LIMITED if rundir.log(name).stat().st_size >= MAX_OUTPUT else ""
-    except OSError:
-        return ""
-
-
-def read_transcript(path: Path) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    try:
-        with open(path, errors="replace") as f:
-            for line in f:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short when the node was killed
-                if isinstance(event, dict):
-                    events.append(event)
-    except FileNotFoundError:
-        pass
-    return events
-
-
-def on_lab_clock(events: list[dict[str, Any]], clock_offset: float) -> list[dict[str, Any]]:
-    """Events stamped by a host whose clock is `clock_offset` s ahead, with times on the lab's clock."""
-    if not clock_offset:
-        return events
-    return [{**e, "t": e["t"] - clock_offset} if isinstance(e.get("t"), (int, float)) else e for e in events]
-
-
-def read_log(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read(LOG_READ_LIMIT).decode(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
-def log_tail(rundir: RunDir, name: str) -> str:
-    """Evidence for start failures: the exception a node died of, else the last line it printed."""
-    log = read_log(rundir.log(name))
-    last = watch.last_log_line(log)
-    if output_limit(rundir, name):
-        return f"{OUTPUT_LIMITED}; last: {last[:80]}"
-    return watch.last_error_line(log) or last

@@ -3,7 +3,7 @@
 `pytest scenarios/` collects every scenario file (YAML whose top level has `name`, `nodes` and
 `networks`) and makes each expectation a test item (`scenarios/echo.yaml::echo client`). The
 scenario runs once, when its first item runs, through the same orchestrator as `lab run`; each item
-then passes or fails from its expectation's verdicts, with the reason and a transcript excerpt.
+then passes or fails from its expectation's results, with the reason and a transcript excerpt.
 
 Which YAML files are collected (the plugin is active in every pytest run of the environment, so it
 must never take YAML it was not asked for):
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import subprocess
 import sys
@@ -35,19 +34,17 @@ import pytest
 import yaml
 
 from lab.backends import Options
-from lab.checks import CheckResult
 from lab.errors import LabError, ScenarioError
-from lab.orchestrator import RunResult, Verdict, read_log, read_transcript
+from lab.outcome import CheckResult, RunResult, read_log, read_transcript
 from lab.plan import Plan, make_plan
-from lab.roles.common import event_bytes
+from lab.reports import load_report
+from lab.reports.terminal import failure_text
 from lab.rundir import RunDir
 
 BACKENDS = ("netns", "docker", "swarm")
 SCENARIO_KEYS = {"name", "nodes", "networks"}
 SUFFIXES = (".yaml", ".yml")
 PEEK_LIMIT = 1024 * 1024  # a YAML file larger than this is not looked into for the scenario keys
-EXCERPT_EVENTS = 10
-DATA_PREVIEW = 80
 
 
 # -- options and markers ---------------------------------------------------------------------------
@@ -233,8 +230,8 @@ class ExpectationItem(_LabItem):
 
     def runtest(self) -> None:
         result = self.scenario_file.result()
-        mine = [v for v in result.results if v.expectation == self.label]
-        bad = [v.result for v in mine if not v.result.passed]
+        mine = [e.result for e in result.results if e.expectation == self.label]
+        bad = [r for r in mine if not r.passed]
         problem = ""
         if result.interrupted:
             problem = f"the run was interrupted (signal {result.interrupted})"
@@ -247,52 +244,6 @@ class ExpectationItem(_LabItem):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.label
-
-
-def failure_text(result: RunResult, label: str, bad: list[CheckResult], problem: str = "") -> str:
-    total = sum(1 for v in result.results if v.expectation == label)
-    lines = [f"{label}: " + (problem if problem and not bad else f"{len(bad)}/{total} node(s) failed")]
-    if problem and bad:
-        lines.append(problem)
-    for r in bad:
-        lines.append(f"  {r.node}: {r.detail}")
-        lines += [f"      {line}" for line in excerpt(result.rundir, r.node)]
-    starts = [v.result for v in result.results if v.result.check in ("start", "timeout")]
-    for r in starts:
-        lines.append(f"  {r.check} {r.node}: {r.detail}")
-    lines.append(f"run folder: {result.rundir.root} ({result.backend}, lab {result.lab_id})")
-    return "\n".join(lines)
-
-
-def excerpt(rundir: RunDir, node: str, count: int = EXCERPT_EVENTS) -> list[str]:
-    """The node's last events (sent, received, errors; data escaped), else the end of its log."""
-    events = read_transcript(rundir.transcript(node))
-    if events:
-        t0 = float(events[0].get("t", 0.0))
-        shown = [e for e in events if e.get("event") in ("connected", "sent", "received", "error", "closed")]
-        lines = [f"nodes/{node}.jsonl (last {min(count, len(shown))} of {len(shown)} events):"]
-        for e in shown[-count:]:
-            lines.append(f"+{float(e.get('t', t0)) - t0:.3f}s {_event_text(e)}")
-        return lines
-    log = [ln for ln in read_log(rundir.log(node))[-8192:].splitlines() if ln.strip()]
-    if not log:
-        return []
-    return [f"nodes/{node}.log (last {min(count, len(log))} lines):"] + [_clip(repr(ln)[1:-1]) for ln in log[-count:]]
-
-
-def _event_text(e: dict[str, Any]) -> str:
-    kind = str(e.get("event"))
-    if kind in ("sent", "received"):
-        return f"{kind:<8} {_clip(repr(event_bytes(e).decode('utf-8', 'replace')))}"
-    if kind == "error":
-        return f"error    {e.get('kind')} during {e.get('during')}: {_clip(str(e.get('message', '')))}"
-    if kind == "connected":
-        return f"connected {e.get('peer', e.get('target', ''))}"
-    return f"closed   by {e.get('by', '?')}"
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= DATA_PREVIEW else text[:DATA_PREVIEW] + "..."
 
 
 # -- run folders -----------------------------------------------------------------------------------
@@ -391,7 +342,7 @@ class RunningLab:
         """Every expectation evaluated against the lab now (one result per expectation per node)."""
         from lab.lifecycle import check_now
 
-        return [r for _, results in check_now(self.id) for r in results]
+        return [e.result for e in check_now(self.id)]
 
     def down(self) -> RunResult:
         """Check, write the report, tear down (as `lab down`); idempotent."""
@@ -408,16 +359,12 @@ class RunningLab:
 def _result_from_report(kept: RunningLab) -> RunResult:
     result = RunResult(kept.plan, kept.rundir, kept.backend, kept.id, kept.started)
     try:
-        report = json.loads(kept.rundir.file("report.json").read_text())
+        report = load_report(kept.rundir.root)
     except (OSError, ValueError) as e:
         result.error = f"no report from the lab's keeper ({e}); see {kept.rundir.file('keeper.log')}"
         return result
-    result.duration = float(report.get("duration_s", 0.0))
-    result.error = str(report.get("error", ""))
-    result.timed_out = bool(report.get("timed_out"))
-    result.interrupted = int(report.get("interrupted", 0))
-    result.results = [Verdict(c["expectation"], CheckResult(c["check"], c["node"], c["passed"], c["detail"]))
-                      for c in report.get("checks", [])]
+    result.duration, result.error, result.results = report.duration, report.error, report.results
+    result.timed_out, result.interrupted = report.timed_out, report.interrupted
     return result
 
 

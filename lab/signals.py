@@ -6,6 +6,9 @@ line, once the scenario is valid and the environment fit, as it begins to create
 line on, SIGINT and SIGTERM end the run in order (exit 130 / 143). `lab run` has the guard in place
 earlier still, while it imports and loads; a signal before that (while the interpreter itself
 starts) has the interpreter's default effect, outside the contract.
+
+The same convention words a node's exit: a process killed by signal N exits 128+N (`exit_words`),
+on every backend, as in the shell and docker; execution, the checks and the reports all say it so.
 """
 
 from __future__ import annotations
@@ -56,3 +59,18 @@ class SignalGuard:
         """Raise `Interrupted` if a signal came (called at safe points)."""
         if self.seen:
             raise Interrupted(self.seen[0])
+
+
+def exit_words(code: int | None) -> str:
+    """`code 3`, `code 143 (SIGTERM)`: every backend reports a process killed by signal N as 128+N,
+    as the shell and docker do."""
+    if code is None:
+        return "unknown status"
+    if code < 0:  # a raw wait status, from a caller that did not convert it
+        code = 128 - code
+    if code > 128:
+        try:
+            return f"code {code} ({signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"code {code}"

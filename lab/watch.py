@@ -13,46 +13,16 @@ from a kept lab's status file, so `lab run`, `lab down` and `lab check` judge al
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from lab.checks import CheckResult, NodeOutcome
-from lab.checks import exit_words as code_words
 from lab.execution import NodeState
-
-TRACEBACK = "Traceback (most recent call last):"
-ERROR_LINE = re.compile(r"[A-Za-z_][\w.]*(?:Error|Exception|error)(?:: .*)?")  # socket.gaierror too
-ERROR_SCAN = 64 * 1024  # characters at the end of a log searched for a bare `SomethingError: ...` line
-LINE_LIMIT = 200
+from lab.outcome import ERROR_SCAN, TRACEBACK, CheckResult, NodeOutcome, last_error_line, last_log_line
+from lab.signals import exit_words as code_words
 
 Evidence = Callable[[str], str]  # node name -> the line of its log that says how it ended ("" if none)
-
-
-def last_error_line(log: str) -> str:
-    """The exception line that ends the last traceback of a log, else the last line that looks like
-    `SomethingError: ...` (a SyntaxError has no traceback header), else "": what a Python program
-    died of, or what killed one of its serving threads (`Exception in thread ...`)."""
-    start = log.rfind(TRACEBACK)
-    pos = start + len(TRACEBACK) if start >= 0 else len(log)
-    while pos < len(log):  # line by line: the traceback may sit early in a long log
-        end = log.find("\n", pos)
-        end = len(log) if end < 0 else end
-        line = log[pos:end]
-        if line.strip() and not line[0].isspace():
-            return line.strip()[:LINE_LIMIT]
-        pos = end + 1
-    for line in reversed(log[-ERROR_SCAN:].splitlines()):
-        if ERROR_LINE.fullmatch(line.strip()):
-            return line.strip()[:LINE_LIMIT]
-    return ""
-
-
-def last_log_line(log: str) -> str:
-    lines = [ln.strip() for ln in log[-4096:].splitlines() if ln.strip()]
-    return lines[-1][:LINE_LIMIT] if lines else ""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from lab.checks import CheckResult, NodeOutcome, evaluate
+from lab.checks import evaluate
+from lab.outcome import CheckResult, NodeOutcome
 
 PEER = "10.0.1.10:9999"
 WHERE = f"client-1 -> {PEER} (server:9999)"

@@ -70,3 +70,18 @@ def test_unknown_backend_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[s
     code = main(["run", str(ROOT / "scenarios" / "echo.yaml"), "--backend", "nope", "--out", str(tmp_path / "r")])
     assert code == 3
     assert "unknown backend 'nope'" in capsys.readouterr().err
+
+
+def test_clean_drops_a_state_folder_a_killed_lab_left_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL between the state folder's creation and the lab's own folder's leaves it empty, with no
+    journal to find it by: `lab clean` still leaves the host as it was."""
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "state").mkdir()
+    assert main(["clean"]) == 0
+    assert capsys.readouterr().out.strip() == "nothing to clean"
+    assert not (tmp_path / "state").exists()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "netns-dir-created").write_text("mounted\n")  # not empty: not ours to drop here
+    main(["clean"])
+    assert (tmp_path / "state" / "netns-dir-created").exists()

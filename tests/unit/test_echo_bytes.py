@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from lab.checks import NodeOutcome, evaluate
+from lab.checks import evaluate
 from lab.lines import escape
+from lab.outcome import NodeOutcome
 from lab.roles.common import encode_bytes
 
 WHERE = "client-1 -> 10.0.1.10:9999 (server:9999)"

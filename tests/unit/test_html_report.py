@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.checks import CheckResult
 from lab.cli import main
-from lab.html_report import LOG_SHOW_LIMIT, topology_svg, write_html
-from lab.orchestrator import RunResult, Verdict
+from lab.outcome import CheckResult, ExpectationResult, RunResult
 from lab.plan import make_plan
+from lab.reports.html_report import LOG_SHOW_LIMIT, topology_svg, write_html
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
 
@@ -72,8 +71,8 @@ def _fake_run(tmp_path: Path) -> RunResult:
     rundir.transcript("client-1").write_text("".join(json.dumps(e) + "\n" for e in events) + '{"cut')
     rundir.log("client-1").write_text("<img src=x onerror=alert(1)>\n")
     rundir.log("server").write_text("x" * (LOG_SHOW_LIMIT + 50_000))
-    results = [Verdict("echo client", CheckResult("echo", "client-1", False, f"got {HOSTILE!r}")),
-               Verdict("echo client", CheckResult("echo", "client-2", True, "ok"))]
+    results = [ExpectationResult("echo client", CheckResult("echo", "client-1", False, f"got {HOSTILE!r}")),
+               ExpectationResult("echo client", CheckResult("echo", "client-2", True, "ok"))]
     return RunResult(plan, rundir, "netns", "abcd1234", t, duration=1.5, results=results)
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from lab.checks import CheckResult, NodeOutcome, evaluate
+from lab.checks import evaluate
+from lab.outcome import CheckResult, NodeOutcome
 from lab.roles.common import Transcript
 from lab.roles.http_get import complete, exchange, parse_response, report
 

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from lab import checks
+from lab.outcome import NodeOutcome
 from lab.roles import run_role
 from lab.roles.common import Transcript, announce_ready, encode_bytes, error_kind, event_bytes
 
@@ -149,8 +150,8 @@ def getter(port: int, path: str, timeout: float = 5.0) -> dict[str, Any]:
     }
 
 
-def outcome(name: str, code: int, events: list[dict[str, Any]]) -> checks.NodeOutcome:
-    return checks.NodeOutcome(name, True, code, False, "", events, "")
+def outcome(name: str, code: int, events: list[dict[str, Any]]) -> NodeOutcome:
+    return NodeOutcome(name, True, code, False, "", events, "")
 
 
 @contextmanager

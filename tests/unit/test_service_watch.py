@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 
 from lab.backends import EXITED, READY, Event
-from lab.checks import CheckResult, NodeOutcome, evaluate
+from lab.checks import evaluate
 from lab.execution import Execution, _code
 from lab.grading import own_fault
-from lab.html_report import node_state
 from lab.orchestrator import check
+from lab.outcome import CheckResult, NodeOutcome, last_error_line
 from lab.plan import NodePlan, make_plan
+from lab.reports import load_report
+from lab.reports.html_report import node_state
 from lab.rundir import RunDir
 from lab.scenario import load_scenario_text
-from lab.watch import NodeRun, last_error_line, peer_note, peer_of, runs_from_status, service_results
+from lab.watch import NodeRun, peer_note, peer_of, runs_from_status, service_results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -218,10 +220,16 @@ def test_failing_details_carry_the_cause_and_the_peer_note_and_say_whether_the_n
     assert passed.passed and "server's log" not in passed.detail
 
 
-def test_hints_only_for_an_expectation_s_own_fault() -> None:
-    assert own_fault([{"passed": False, "ran": True}, {"passed": False, "ran": False}])
-    assert not own_fault([{"passed": False, "ran": False}])
-    assert own_fault([{"passed": False}])  # a report from before `ran` existed
+def test_hints_only_for_an_expectation_s_own_fault(tmp_path: Path) -> None:
+    def failed(ran: bool) -> CheckResult:
+        return CheckResult("echo", "client", False, "no reply", ran)
+
+    assert own_fault([failed(True), failed(False)])
+    assert not own_fault([failed(False)])
+    old = {"passed": False, "checks": [{"check": "echo", "node": "client", "passed": False, "detail": "no reply",
+                                        "expectation": "echo client"}]}  # a report from before `ran` existed
+    (tmp_path / "report.json").write_text(json.dumps(old))
+    assert own_fault([e.result for e in load_report(tmp_path).results])
 
 
 SCENARIO = """

@@ -14,14 +14,12 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lab.checks import exit_words
+from lab.execution import NodeState
+from lab.outcome import ExpectationResult, RunResult, read_log, read_transcript
 from lab.plan import NodePlan, Plan
-
-if TYPE_CHECKING:
-    from lab.execution import NodeState
-    from lab.orchestrator import RunResult
+from lab.signals import exit_words
 
 LOG_SHOW_LIMIT = 256 * 1024  # bytes of each node's log shown on the page
 DATA_SHOW_LIMIT = 2000  # characters of one sent/received payload shown
@@ -126,10 +124,11 @@ def topology_svg(plan: Plan, verdicts: Mapping[str, str] | None = None) -> str:
 # ------------------------------------------------------------------------------------------- report
 
 def node_verdicts(result: RunResult) -> dict[str, str]:
+    """node -> pass|fail, the colour of its box: fail when any of its results failed."""
     verdicts: dict[str, str] = {}
-    for v in result.results:
-        node = v.result.node
-        verdicts[node] = "fail" if not v.result.passed or verdicts.get(node) == "fail" else "pass"
+    for e in result.results:
+        node = e.result.node
+        verdicts[node] = "fail" if not e.result.passed or verdicts.get(node) == "fail" else "pass"
     return verdicts
 
 
@@ -167,6 +166,13 @@ def _nodes_table(result: RunResult, verdicts: Mapping[str, str]) -> str:
         for n in result.plan.nodes)
     return ('<table id="nodes"><thead><tr><th>node</th><th>runs</th><th>addresses</th><th>state</th></tr></thead>'
             f"<tbody>{rows}</tbody></table>")
+
+
+def _check_row(e: ExpectationResult) -> str:
+    r = e.result
+    return (f'<tr class="check {"pass" if r.passed else "fail"}" data-node="{esc(r.node)}">'
+            f"<td>{esc(e.expectation)}</td><td>{esc(r.check)}</td><td>{esc(r.node)}</td>"
+            f'<td class="verdict">{"pass" if r.passed else "FAIL"}</td><td>{esc(r.detail)}</td></tr>')
 
 
 def _show_data(event: Mapping[str, Any]) -> str:
@@ -212,8 +218,8 @@ def _sequence(name: str, events: list[dict[str, Any]]) -> str:
             f"<tbody>{''.join(rows)}</tbody></table></section>")
 
 
-def _log(name: str, path: Path, read_log: Any) -> str:
-    text: str = read_log(path)
+def _log(name: str, path: Path) -> str:
+    text = read_log(path)
     if not text:
         return (f'<details class="log" id="log-{esc(name)}" data-node="{esc(name)}"><summary>{esc(name)} '
                 f"(empty)</summary></details>")
@@ -262,10 +268,7 @@ document.documentElement.setAttribute('data-script', 'ok');
 
 
 def render(result: RunResult) -> str:
-    from lab.orchestrator import read_log, read_transcript  # not at import: orchestrator imports reports
-
-    plan, rundir = result.plan, result.rundir
-    status = "PASSED" if result.passed else ("INTERRUPTED" if result.interrupted else "FAILED")
+    plan, rundir, status = result.plan, result.rundir, result.status
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.started))
     notes = []
     if result.error:
@@ -274,14 +277,10 @@ def render(result: RunResult) -> str:
         notes.append('<p class="error">the run hit its timeout</p>')
     if result.interrupted:
         notes.append(f'<p class="error">interrupted by signal {result.interrupted}</p>')
-    checks = "".join(
-        f'<tr class="check {"pass" if v.result.passed else "fail"}" data-node="{esc(v.result.node)}">'
-        f"<td>{esc(v.expectation)}</td><td>{esc(v.result.check)}</td><td>{esc(v.result.node)}</td>"
-        f'<td class="verdict">{"pass" if v.result.passed else "FAIL"}</td><td>{esc(v.result.detail)}</td></tr>'
-        for v in result.results)
+    checks = "".join(_check_row(e) for e in result.results)
     order = sorted(plan.nodes, key=lambda n: n.service)  # clients first, then the servers
     sequences = "".join(_sequence(n.name, read_transcript(rundir.transcript(n.name))) for n in order)
-    logs = "".join(_log(n.name, rundir.log(n.name), read_log) for n in plan.nodes if n.runs_something)
+    logs = "".join(_log(n.name, rundir.log(n.name)) for n in plan.nodes if n.runs_something)
     hosts = "".join(
         f"<tr><td>{esc(n)}</td><td>{esc(p.host)}</td><td>{esc(p.endpoint)}</td>"
         f"<td>{p.clock_offset * 1000:+.1f} ms &plusmn; {p.uncertainty * 1000:.1f}</td></tr>"

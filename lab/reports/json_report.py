@@ -1,0 +1,117 @@
+"""report.json: a run's result as data, written here and read back here alone (`load_report`).
+
+Grading, `lab down` and the pytest fixture learn how a finished run went from this file (the run
+may have been another process's: a graded submission's `lab run`, a kept lab's keeper), so the
+format is written and parsed side by side: a field added to one is seen missing from the other.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.outcome import CheckResult, ExpectationResult, RunResult
+from lab.plan import NodePlan
+
+REPORT_JSON = "report.json"
+
+
+def to_json(result: RunResult) -> dict[str, Any]:
+    return {
+        "scenario": result.plan.name,
+        "backend": result.backend,
+        "lab_id": result.lab_id,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started)),
+        "duration_s": round(result.duration, 3),
+        "passed": result.passed,
+        "exit_code": result.exit_code,
+        "timed_out": result.timed_out,
+        "interrupted": result.interrupted,
+        "error": result.error,
+        "checks": [
+            {"check": e.result.check, "node": e.result.node, "passed": e.result.passed,
+             "detail": e.result.detail, "expectation": e.expectation, "ran": e.result.ran}
+            for e in result.results
+        ],
+        "nodes": [node_json(result, n) for n in result.plan.nodes],
+    }
+
+
+def node_json(result: RunResult, n: NodePlan) -> dict[str, Any]:
+    """A node as planned (addresses, what it runs, where its files are) and as it ran (`states`)."""
+    s = result.states.get(n.name)
+    return {
+        "name": n.name,
+        "group": n.group,
+        "addresses": {i.network: str(i.address) for i in n.interfaces},
+        "interfaces": {i.name: i.network for i in n.interfaces},
+        "role": n.role,
+        "run": list(n.argv) if n.argv else None,
+        "started": bool(s and s.started_at is not None and not s.blocked),
+        "ready_s": round(s.ready_at - s.started_at, 4) if s and s.ready_at and s.started_at else None,
+        "exit_code": s.exit_code if s else None,
+        "exited_at_s": round(s.exited_at - result.clock, 4) if s and s.exited_at is not None else None,
+        "stopped_by_lab": bool(s and s.stopped_by_lab),
+        "note": s.note if s else "",
+        "log": f"nodes/{n.name}.log" if n.runs_something else None,
+        "transcript": f"nodes/{n.name}.jsonl" if n.role else None,
+        **placement_json(result, n.name),
+    }
+
+
+def placement_json(result: RunResult, node: str) -> dict[str, Any]:
+    """Where the node ran (multi-host backends): host, endpoint, and that host's clock offset."""
+    p = result.placements.get(node)
+    if p is None:
+        return {}
+    return {"host": p.host, "endpoint": p.endpoint, "clock_offset_s": round(p.clock_offset, 6),
+            "clock_uncertainty_s": round(p.uncertainty, 6)}
+
+
+def write_json(result: RunResult) -> Path:
+    """Atomically: a reader never sees half a report."""
+    path = result.rundir.file(REPORT_JSON)
+    tmp = result.rundir.file(f".{REPORT_JSON}.tmp")
+    tmp.write_text(json.dumps(to_json(result), indent=2) + "\n")
+    tmp.rename(path)
+    return path
+
+
+@dataclass(frozen=True)
+class Report:
+    """report.json read back: how a finished run went, for those that did not run it."""
+
+    passed: bool
+    error: str = ""
+    duration: float = 0.0
+    timed_out: bool = False
+    interrupted: int = 0
+    results: list[ExpectationResult] = field(default_factory=list)
+    scenario: str = ""
+    backend: str = ""
+    lab_id: str = ""
+
+
+def load_report(run_dir: Path) -> Report:
+    """The report in a run folder. Raises OSError when there is none, ValueError when the file is
+    not a report. A report from before `ran` existed reads as every node having run."""
+    path = Path(run_dir) / REPORT_JSON
+    data = json.loads(path.read_text())
+    try:
+        return Report(
+            passed=bool(data["passed"]), error=str(data.get("error", "")),
+            duration=float(data.get("duration_s", 0.0)), timed_out=bool(data.get("timed_out")),
+            interrupted=int(data.get("interrupted", 0)),
+            results=[_expectation_result(c) for c in data.get("checks", [])],
+            scenario=str(data.get("scenario", "")), backend=str(data.get("backend", "")),
+            lab_id=str(data.get("lab_id", "")))
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: not a lab report ({type(e).__name__}: {e})") from e
+
+
+def _expectation_result(c: dict[str, Any]) -> ExpectationResult:
+    return ExpectationResult(str(c["expectation"]), CheckResult(
+        str(c["check"]), str(c["node"]), bool(c["passed"]), str(c["detail"]), bool(c.get("ran", True))))
