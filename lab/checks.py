@@ -1,4 +1,5 @@
-"""The `expect:` checks: pure functions from what nodes recorded to one verdict per node.
+"""The `expect:` checks: pure functions from what nodes recorded to one verdict per node, and their
+catalogue (`CHECKS`, at the end: each check declared once, read by validation, the plan and the docs).
 
 No I/O and no backend knowledge: the orchestrator collects each node's outcome (transcript events,
 log text, exit status) and hands them here, which keeps every branch testable on literal data.
@@ -12,10 +13,24 @@ import re
 import signal
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from lab.lines import difference, escape, lines_of, quote, through_line_ends, without_eol
+from lab.lines import (
+    difference,
+    error_phrase,
+    escape,
+    last_lines,
+    lines_of,
+    one_line,
+    quote,
+    seconds,
+    strip_eol,
+    text_of,
+    through_line_ends,
+    without_eol,
+)
+from lab.roles.catalogue import ROLES, Param
 from lab.roles.common import event_bytes
 
 Verdict = tuple[bool, str]
@@ -47,13 +62,11 @@ class CheckResult:
 
 
 def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[CheckResult]:
-    """One result per node, in the order given. Raises ValueError for an unknown check."""
-    if check == "concurrent":
-        verdicts = concurrent(params, nodes)
-    elif check in PER_NODE:
-        verdicts = [not_run(node) or PER_NODE[check](node, params) for node in nodes]
-    else:
+    """One result per node, in the order given (CHECKS says how it is judged). Raises ValueError for
+    an unknown check."""
+    if check not in CHECKS:
         raise ValueError(f"unknown check {check!r}")
+    verdicts = CHECKS[check].judge(params, nodes)
     return [
         CheckResult(check, node.name, passed, one_line(with_causes(node, passed, with_note(node, passed, detail))),
                     node.started)
@@ -61,20 +74,7 @@ def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]
     ]
 
 
-# ----------------------------------------------------------------------------- formatting helpers
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.splitlines())
-
-
-def strip_eol(text: str) -> str:
-    """A line as the user typed it: without the final CRLF (or LF)."""
-    return text.removesuffix("\n").removesuffix("\r")
-
-
-def seconds(value: Any) -> str:
-    return f" within {float(value)}s" if isinstance(value, int | float) else ""
+# ----------------------------------------------------------------------------- verdicts in words
 
 
 def not_run(node: NodeOutcome) -> Verdict | None:
@@ -137,10 +137,6 @@ def received_bytes(node: NodeOutcome, start: int = 0, stop: int | None = None) -
     return b"".join(event_bytes(event) for event in window if event.get("event") == "received")
 
 
-def text_of(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
 def ending(node: NodeOutcome, last_sent: str | None, start: int = 0) -> str:
     """Why the conversation ended without what was expected: an error, the peer closing, or nothing."""
     error = first(node, "error", start)
@@ -153,28 +149,6 @@ def ending(node: NodeOutcome, last_sent: str | None, start: int = 0) -> str:
     if not node.transcript:
         return "no transcript (this check needs a built-in client role)"
     return prefix + "no reply"
-
-
-def error_phrase(error: Mapping[str, Any], last_sent: str | None) -> str:
-    """An `error` event in words: refused / reset / timeout / unreachable, with what was sent."""
-    kind, during, message = error.get("kind"), error.get("during"), error.get("message", "")
-    if kind == "refused":
-        return "connection refused"
-    if kind == "unreachable":
-        return f"unreachable ({message})"
-    if kind == "timeout":
-        if during == "connect":
-            return f"connect: no answer{seconds(error.get('timeout'))} (timeout)"
-        if during == "greeting":
-            return f"no greeting{seconds(error.get('timeout'))} (timeout)"
-        if during == "reply" and last_sent is not None:
-            return f"sent {quote(last_sent)}: no reply{seconds(error.get('timeout'))} (timeout)"
-        return f"{message or 'no reply'} (timeout)"
-    if kind == "reset":
-        if last_sent is not None:
-            return f"connection reset after sending {quote(last_sent)}"
-        return f"connection reset during {during}"
-    return f"error during {during}: {message}"
 
 
 def connection_failure(node: NodeOutcome) -> str | None:
@@ -323,23 +297,6 @@ def output(node: NodeOutcome, params: Mapping[str, Any]) -> Verdict:
     return False, f"output does not contain {quote(wanted)} ({last_lines(node.log, 3)})"
 
 
-def last_lines(log: str, count: int) -> str:
-    lines = [line for line in log.splitlines() if line.strip()][-count:]
-    if not lines:
-        return "no output"
-    label = "last log line" if count == 1 else "last lines"
-    return f"{label}: {quote(chr(10).join(lines))}"
-
-
-PER_NODE: dict[str, Callable[[NodeOutcome, Mapping[str, Any]], Verdict]] = {
-    "echo": echo,
-    "greeting": greeting,
-    "http": http,
-    "exit": exit_status,
-    "output": output,
-}
-
-
 # ----------------------------------------------------------------------------- concurrent
 
 
@@ -437,3 +394,51 @@ def overlap_evidence(
     if after:
         return f"; {min(after)[1]} was answered only after {name} closed"
     return ""
+
+
+# ----------------------------------------------------------------------------- the catalogue
+
+Judge = Callable[[Mapping[str, Any], Sequence[NodeOutcome]], list[Verdict]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One kind of expectation, declared once: validation (lab/scenario/expect.py), the plan, the
+    runtime, the README's table and `lab --help` read it. Parameters use the roles' `Param` types."""
+
+    name: str  # as written in `expect:`
+    judge: Judge  # one verdict per node, in the order given (`each` makes one of a per-node check)
+    doc: str  # what holds when it passes, in one line (README, `lab --help`)
+    params: dict[str, Param] = field(default_factory=dict)  # besides `nodes`, in the order checked
+    evidence: str | None = None  # the roles it judges (Role.evidence); None: any node that runs something
+    long_form: str = ""  # how it is written when `- NAME: NODES` cannot be ("": that short form is fine)
+    one_of: tuple[str, ...] = ()  # exactly one of these parameters must be given
+    syncs: bool = False  # its clients stay connected until all of them were answered (the plan's sync groups)
+    covers_exit: bool = False  # it judges how its nodes exited: a crashed service it names is no extra failure
+
+    def roles(self) -> list[str] | None:
+        """The roles it judges (whose transcripts give its evidence); None: any node that runs something."""
+        return None if self.evidence is None else [r.name for r in ROLES.values() if r.evidence == self.evidence]
+
+
+def each(check: Callable[[NodeOutcome, Mapping[str, Any]], Verdict]) -> Judge:
+    """A judge from a check of one node at a time; a node that did not run fails with why."""
+    return lambda params, nodes: [not_run(node) or check(node, params) for node in nodes]
+
+
+CHECKS: dict[str, Check] = {check.name: check for check in (
+    Check("echo", each(echo), "every line sent came back unchanged, byte for byte, as the reply to that line",
+          evidence="conversation"),
+    Check("greeting", each(greeting), "the text arrived in what the client received",
+          {"text": Param("text", required=True)}, evidence="conversation", long_form="{nodes: ..., text: ...}"),
+    Check("http", each(http), "the last response has the status, and its body contains the text if one is given",
+          {"status": Param("status", default=200), "body_contains": Param("text")}, evidence="http"),
+    Check("concurrent", concurrent, "at one moment while each client was connected and answered, at least "
+          "`at_least` clients were", {"at_least": Param("hosts", required=True)}, evidence="conversation",
+          long_form="{nodes: ..., at_least: N}", syncs=True),
+    Check("exit", each(exit_status), "the node exited on its own with the code",
+          {"code": Param("code", default=0)}, covers_exit=True),
+    Check("output", each(output), "the node's output (stdout and stderr) contains the text, or matches the regex",
+          {"contains": Param("text"), "regex": Param("regex")},
+          long_form="{nodes: ..., contains: ...} or {nodes: ..., regex: ...}", one_of=("contains", "regex")),
+)}

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from lab.checks import CheckResult, NodeOutcome
+from lab.checks import CHECKS, CheckResult, NodeOutcome
 from lab.checks import exit_words as code_words
 from lab.execution import NodeState
 
@@ -141,8 +141,8 @@ def evidence(o: NodeOutcome) -> str:
 
 
 def exit_covered(expect: Iterable[tuple[str, Sequence[str]]]) -> set[str]:
-    """Nodes an `exit:` expectation covers (check, nodes): their exits are judged there."""
-    return {node for check, nodes in expect if check == "exit" for node in nodes}
+    """Nodes an `exit:` expectation (a check that covers exits) covers: their exits are judged there."""
+    return {node for check, nodes in expect if CHECKS[check].covers_exit for node in nodes}
 
 
 STOP_CODES = (128 + 15, 128 + 9)  # SIGTERM, SIGKILL: what the lab's stop makes of a running process
