@@ -3,8 +3,8 @@
 Adding a role is one module and one catalogue entry: a toy role, whose module is this file and whose
 entry is `TOY`, is registered for a test and is then accepted by validation (and named in its
 messages), planned (its `connect` resolved to an address, `{node}` filled in its lines), run by the
-runtime on loopback as the netns backend runs roles (`run_role` in a forked child) and judged
-by the `echo` check.
+runtime on loopback as the netns backend runs roles (`run_role` in a forked child), judged by the
+`echo` check, and listed by `lab --help`. The README's tables are the catalogue's.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from lab import cli, docs
 from lab.checks import CHECKS, NodeOutcome, evaluate
 from lab.errors import ScenarioError
 from lab.plan import make_plan
@@ -172,6 +173,34 @@ def test_the_runtime_runs_the_toy_role_on_loopback_and_echo_judges_it(toy: Role,
     [result] = evaluate("echo", {}, [outcome])
     assert result.passed, result.detail
     assert result.detail == f"client-1 -> 127.0.0.1:{port} (server:{port}): 1/1 lines echoed"
+
+
+def test_lab_help_lists_every_role_and_check_from_the_catalogues(toy: Role, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.endswith(docs.help_text())
+    for name in [*ROLES, *CHECKS]:
+        assert f"\n  {name} " in out
+    assert "toy-client" in docs.help_text() and "`toy-client`" in docs.readme_tables()
+
+
+def test_the_readme_tables_are_the_catalogue() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert docs.BEGIN in readme and docs.END in readme
+    assert docs.readme_section(readme) == docs.readme_tables(), \
+        "README.md's tables of roles and checks differ from their catalogues: run `.venv/bin/inv docs`"
+
+
+def test_inv_docs_rewrites_only_the_generated_tables(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\nbefore\n{docs.BEGIN}\n| stale |\n{docs.END}", encoding="utf-8")
+    assert docs.update_readme(readme) and not docs.update_readme(readme)
+    assert readme.read_text(encoding="utf-8") == f"# t\n\nbefore\n{docs.BEGIN}\n{docs.readme_tables()}\n{docs.END}"
+    readme.write_text("# no markers\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="markers"):
+        docs.update_readme(readme)
 
 
 def test_every_parameter_type_is_described_and_validated() -> None:
