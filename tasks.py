@@ -62,6 +62,17 @@ def bench(c: Context, sizes: str = "", rounds: int = 3, peers: str | None = None
     _exit(run_bench([int(n) for n in sizes.split(",")] if sizes else None, rounds, peers, backends.split(",")))
 
 
+@task
+def docs(c: Context) -> None:
+    """Rewrite the README's tables of roles, checks and parameter types from their catalogues."""
+    from pathlib import Path
+
+    from lab.docs import update_readme
+
+    readme = Path(__file__).resolve().parent / "README.md"
+    print(f"{readme}: {'updated' if update_readme(readme) else 'up to date'}")
+
+
 NO_TESTS = 5  # pytest's exit code when a selection is empty
 
 

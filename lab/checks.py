@@ -1,4 +1,5 @@
-"""The `expect:` checks: pure functions from what nodes recorded to one result per node.
+"""The `expect:` checks: pure functions from what nodes recorded to one result per node (`JUDGES`,
+at the end; the checks themselves are declared in lab/scenario/checks.py).
 
 No I/O and no backend knowledge: lab/outcome.py collects each node's outcome (transcript events,
 log text, exit status) and hands them here, which keeps every branch testable on literal data.
@@ -13,7 +14,20 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lab.lines import difference, escape, lines_of, quote, through_line_ends, without_eol
+from lab.lines import (
+    difference,
+    error_phrase,
+    escape,
+    last_lines,
+    lines_of,
+    one_line,
+    quote,
+    seconds,
+    strip_eol,
+    text_of,
+    through_line_ends,
+    without_eol,
+)
 from lab.outcome import CheckResult, NodeOutcome
 from lab.roles.common import event_bytes
 from lab.signals import exit_words
@@ -22,13 +36,11 @@ Finding = tuple[bool, str]  # (passed, detail): what a check found for one node,
 
 
 def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[CheckResult]:
-    """One result per node, in the order given. Raises ValueError for an unknown check."""
-    if check == "concurrent":
-        findings = concurrent(params, nodes)
-    elif check in PER_NODE:
-        findings = [not_run(node) or PER_NODE[check](node, params) for node in nodes]
-    else:
+    """One result per node, in the order given (JUDGES says how each check is judged). Raises
+    ValueError for an unknown check."""
+    if check not in JUDGES:
         raise ValueError(f"unknown check {check!r}")
+    findings = JUDGES[check](params, nodes)
     return [
         CheckResult(check, node.name, passed, one_line(with_causes(node, passed, with_note(node, passed, detail))),
                     node.started)
@@ -36,20 +48,7 @@ def evaluate(check: str, params: Mapping[str, Any], nodes: Sequence[NodeOutcome]
     ]
 
 
-# ----------------------------------------------------------------------------- formatting helpers
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.splitlines())
-
-
-def strip_eol(text: str) -> str:
-    """A line as the user typed it: without the final CRLF (or LF)."""
-    return text.removesuffix("\n").removesuffix("\r")
-
-
-def seconds(value: Any) -> str:
-    return f" within {float(value)}s" if isinstance(value, int | float) else ""
+# ----------------------------------------------------------------------------- verdicts in words
 
 
 def not_run(node: NodeOutcome) -> Finding | None:
@@ -112,10 +111,6 @@ def received_bytes(node: NodeOutcome, start: int = 0, stop: int | None = None) -
     return b"".join(event_bytes(event) for event in window if event.get("event") == "received")
 
 
-def text_of(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
 def ending(node: NodeOutcome, last_sent: str | None, start: int = 0) -> str:
     """Why the conversation ended without what was expected: an error, the peer closing, or nothing."""
     error = first(node, "error", start)
@@ -128,28 +123,6 @@ def ending(node: NodeOutcome, last_sent: str | None, start: int = 0) -> str:
     if not node.transcript:
         return "no transcript (this check needs a built-in client role)"
     return prefix + "no reply"
-
-
-def error_phrase(error: Mapping[str, Any], last_sent: str | None) -> str:
-    """An `error` event in words: refused / reset / timeout / unreachable, with what was sent."""
-    kind, during, message = error.get("kind"), error.get("during"), error.get("message", "")
-    if kind == "refused":
-        return "connection refused"
-    if kind == "unreachable":
-        return f"unreachable ({message})"
-    if kind == "timeout":
-        if during == "connect":
-            return f"connect: no answer{seconds(error.get('timeout'))} (timeout)"
-        if during == "greeting":
-            return f"no greeting{seconds(error.get('timeout'))} (timeout)"
-        if during == "reply" and last_sent is not None:
-            return f"sent {quote(last_sent)}: no reply{seconds(error.get('timeout'))} (timeout)"
-        return f"{message or 'no reply'} (timeout)"
-    if kind == "reset":
-        if last_sent is not None:
-            return f"connection reset after sending {quote(last_sent)}"
-        return f"connection reset during {during}"
-    return f"error during {during}: {message}"
 
 
 def connection_failure(node: NodeOutcome) -> str | None:
@@ -283,23 +256,6 @@ def output(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
     return False, f"output does not contain {quote(wanted)} ({last_lines(node.log, 3)})"
 
 
-def last_lines(log: str, count: int) -> str:
-    lines = [line for line in log.splitlines() if line.strip()][-count:]
-    if not lines:
-        return "no output"
-    label = "last log line" if count == 1 else "last lines"
-    return f"{label}: {quote(chr(10).join(lines))}"
-
-
-PER_NODE: dict[str, Callable[[NodeOutcome, Mapping[str, Any]], Finding]] = {
-    "echo": echo,
-    "greeting": greeting,
-    "http": http,
-    "exit": exit_status,
-    "output": output,
-}
-
-
 # ----------------------------------------------------------------------------- concurrent
 
 
@@ -397,3 +353,25 @@ def overlap_evidence(
     if after:
         return f"; {min(after)[1]} was answered only after {name} closed"
     return ""
+
+
+# ----------------------------------------------------------------------------- the judges
+
+Judge = Callable[[Mapping[str, Any], Sequence[NodeOutcome]], list[Finding]]
+
+
+def each(check: Callable[[NodeOutcome, Mapping[str, Any]], Finding]) -> Judge:
+    """A judge from a check of one node at a time; a node that did not run fails with why."""
+    return lambda params, nodes: [not_run(node) or check(node, params) for node in nodes]
+
+
+# How each check of the catalogue (lab/scenario/checks.py) is judged: the same names, kept equal by
+# tests/unit/test_catalogue.py.
+JUDGES: dict[str, Judge] = {
+    "echo": each(echo),
+    "greeting": each(greeting),
+    "http": each(http),
+    "concurrent": concurrent,
+    "exit": each(exit_status),
+    "output": each(output),
+}

@@ -143,9 +143,19 @@ def _lifecycle(name: str) -> Any:
 LIFECYCLE = {name: _lifecycle(name) for name in ("up", "keep", "ps", "shell", "exec", "logs", "check", "down")}
 
 
+class _Parser(argparse.ArgumentParser):
+    """`lab --help` ends with the built-in roles and checks, read from their catalogues only when help is
+    shown (`lab run` puts its signal guard in before it imports anything of the lab)."""
+
+    def format_help(self) -> str:
+        from lab.docs import help_text
+
+        return f"{super().format_help()}\n{help_text()}"
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lab", description="Reproducible network-programming labs.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="lab", description="Reproducible network-programming labs.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=argparse.ArgumentParser)
     r = sub.add_parser("run", help="bring a scenario up, run it, check it, tear it down")
     r.add_argument("scenario")
     r.add_argument("--backend", default="netns", help="where hosts live: netns (default), docker or swarm")

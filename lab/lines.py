@@ -1,4 +1,5 @@
-"""Lines and bytes as the checks speak of them: where a reply ends, and how bytes are shown.
+"""Lines and bytes as the checks speak of them: where a reply ends, how bytes are shown, and the
+words of a verdict (an error event, the last lines of a log, a detail kept to one line).
 
 Line protocols end a line with LF, CRLF being the same line end; nothing else ends a line (not the
 `\\v`, `\\f`, `\\x1c`, `\\x85` or `\\u2028` that `str.splitlines` breaks on). Bytes are shown in an
@@ -7,6 +8,9 @@ identical strings. Pure functions, no I/O.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 QUOTE_LIMIT = 60
 
@@ -68,3 +72,50 @@ def difference(sent: bytes, reply: bytes) -> str:
     lead = "..." if start else ""
     return (f"sent {lead}{escape(mine[start:])}, got {lead}{escape(theirs[start:])} "
             f"(first difference at byte {at})")
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+def strip_eol(text: str) -> str:
+    """A line as the user typed it: without the final CRLF (or LF)."""
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def seconds(value: Any) -> str:
+    return f" within {float(value)}s" if isinstance(value, int | float) else ""
+
+
+def text_of(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def last_lines(log: str, count: int) -> str:
+    lines = [line for line in log.splitlines() if line.strip()][-count:]
+    if not lines:
+        return "no output"
+    label = "last log line" if count == 1 else "last lines"
+    return f"{label}: {quote(chr(10).join(lines))}"
+
+
+def error_phrase(error: Mapping[str, Any], last_sent: str | None) -> str:
+    """An `error` event in words: refused / reset / timeout / unreachable, with what was sent."""
+    kind, during, message = error.get("kind"), error.get("during"), error.get("message", "")
+    if kind == "refused":
+        return "connection refused"
+    if kind == "unreachable":
+        return f"unreachable ({message})"
+    if kind == "timeout":
+        if during == "connect":
+            return f"connect: no answer{seconds(error.get('timeout'))} (timeout)"
+        if during == "greeting":
+            return f"no greeting{seconds(error.get('timeout'))} (timeout)"
+        if during == "reply" and last_sent is not None:
+            return f"sent {quote(last_sent)}: no reply{seconds(error.get('timeout'))} (timeout)"
+        return f"{message or 'no reply'} (timeout)"
+    if kind == "reset":
+        if last_sent is not None:
+            return f"connection reset after sending {quote(last_sent)}"
+        return f"connection reset during {during}"
+    return f"error during {during}: {message}"

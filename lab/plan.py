@@ -16,7 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lab.errors import Location
-from lab.scenario.model import SERVER_ROLES, Node, Route, Scenario
+from lab.roles.catalogue import ROLES
+from lab.scenario.checks import CHECKS
+from lab.scenario.model import Node, Route, Scenario
 
 # How a node's readiness is observed: a role announces it, a program is ready when something
 # listens on a TCP port, anything else is ready as soon as it is started (or created).
@@ -227,7 +229,7 @@ def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],
                after: tuple[str, ...]) -> NodePlan:
     if node.role is not None:
         ready = Readiness(ANNOUNCE, timeout=node.ready_timeout)
-        service = node.role in SERVER_ROLES
+        service = ROLES[node.role].service
     elif node.run is not None and node.ready_tcp is not None:
         ready, service = Readiness(TCP, node.ready_tcp, node.ready_timeout), True
     else:
@@ -243,13 +245,14 @@ def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],
 
 
 def sync_groups(plan: Plan) -> list[tuple[str, ...]]:
-    """Clients the lab keeps connected until all of them were answered: those of `concurrent`
-    expectations, joined where expectations share a node (each group is released at once)."""
+    """Clients the lab keeps connected until all of them were answered: those of expectations whose
+    check syncs (`concurrent`) that run a role able to wait (telnet-client), joined where expectations
+    share a node (each group is released at once)."""
     groups: list[set[str]] = []
     for e in plan.expect:
-        if e.check != "concurrent":
+        if not CHECKS[e.check].syncs:
             continue
-        members = {n for n in e.nodes if plan.node(n).role == "telnet-client"}
+        members = {n for n in e.nodes if _role_syncs(plan.node(n).role)}
         touching = [g for g in groups if g & members]
         for g in touching:
             members |= g
@@ -259,21 +262,28 @@ def sync_groups(plan: Plan) -> list[tuple[str, ...]]:
     return [tuple(sorted(g, key=order.__getitem__)) for g in groups if g]
 
 
+def _role_syncs(role: str | None) -> bool:
+    return role is not None and ROLES[role].sync
+
+
 def _resolve_params(plan: Plan, node: NodePlan, synced: bool = False) -> NodePlan:
-    """Role parameters with node names replaced by the addresses this node should use."""
+    """Role parameters as the role takes them, by their types (catalogue.TYPES): node names replaced
+    by the addresses this node should use, `{node}` in lines by its name; `sync` for a synced client."""
+    if node.role is None:
+        return node
     p = dict(node.params)
-    if node.role == "telnet-client":
-        if synced:
-            p["sync"] = True
-        name, _, port_text = str(p.pop("connect")).rpartition(":")
-        p.update(host=_address(plan, node, name), port=int(port_text), target=f"{name}:{port_text}")
-        p["send"] = [line.replace("{node}", node.name) for line in p.get("send", [])]
-    elif node.role == "http-get":
-        url = urlsplit(str(p["url"]))
-        host = url.hostname or ""
-        port = url.port or 80
-        p.update(host=_address(plan, node, host), port=port, path=_path(url.path, url.query),
-                 host_header=url.netloc)
+    if synced:
+        p["sync"] = True
+    for key, param in ROLES[node.role].params.items():
+        if param.type == "connect":
+            name, _, port_text = str(p.pop(key)).rpartition(":")
+            p.update(host=_address(plan, node, name), port=int(port_text), target=f"{name}:{port_text}")
+        elif param.type == "url":
+            url = urlsplit(str(p[key]))
+            p.update(host=_address(plan, node, url.hostname or ""), port=url.port or 80,
+                     path=_path(url.path, url.query), host_header=url.netloc)
+        elif param.type == "lines":
+            p[key] = [line.replace("{node}", node.name) for line in p.get(key, [])]
     return replace(node, params=p)
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from lab.execution import NodeState
 from lab.outcome import ERROR_SCAN, TRACEBACK, CheckResult, NodeOutcome, last_error_line, last_log_line
+from lab.scenario.checks import CHECKS
 from lab.signals import exit_words as code_words
 
 Evidence = Callable[[str], str]  # node name -> the line of its log that says how it ended ("" if none)
@@ -111,8 +112,8 @@ def evidence(o: NodeOutcome) -> str:
 
 
 def exit_covered(expect: Iterable[tuple[str, Sequence[str]]]) -> set[str]:
-    """Nodes an `exit:` expectation covers (check, nodes): their exits are judged there."""
-    return {node for check, nodes in expect if check == "exit" for node in nodes}
+    """Nodes an `exit:` expectation (a check that covers exits) covers: their exits are judged there."""
+    return {node for check, nodes in expect if CHECKS[check].covers_exit for node in nodes}
 
 
 STOP_CODES = (128 + 15, 128 + 9)  # SIGTERM, SIGKILL: what the lab's stop makes of a running process

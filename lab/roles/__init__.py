@@ -1,4 +1,4 @@
-"""The built-in roles and the one way to run them: `run_role`.
+"""The built-in roles (declared in `catalogue.ROLES`) and the one way to run them: `run_role`.
 
 `run_role` is called in a freshly forked child of the orchestrator (no exec, to save an interpreter
 start per node) or by `python3 -m lab.roles` in a container. So it sets up everything it needs
@@ -16,27 +16,22 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from lab.roles.catalogue import ROLES
 from lab.roles.common import Transcript, describe, error_kind
 
-Role = Callable[[dict[str, Any], Transcript], int]
-
-# Role name -> module (imported on first use: a container that runs a telnet client should not pay
-# for importing http.server; fifty nodes starting at once on two cores feel every millisecond).
-ROLES: dict[str, str] = {
-    "echo-server": "echo_server",
-    "greeting-server": "greeting_server",
-    "http-server": "http_server",
-    "telnet-client": "telnet_client",
-    "http-get": "http_get",
-}
+Runner = Callable[[dict[str, Any], Transcript], int]  # a role module's main(params, transcript)
 
 
-def load_role(name: str) -> Role | None:
-    module = ROLES.get(name)
-    if module is None:
+def load_role(name: str) -> Runner | None:
+    """The runner of role `name` (catalogue.ROLES), its module imported on first use: a container that
+    runs a telnet client should not pay for importing http.server (fifty nodes starting at once on two
+    cores feel every millisecond). None for a name the catalogue does not know."""
+    role = ROLES.get(name)
+    if role is None:
         return None
-    main: Role = importlib.import_module(f"lab.roles.{module}").main
+    main: Runner = importlib.import_module(role.module).main
     return main
+
 
 STOP_SIGNALS: dict[int, str] = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
 
@@ -48,7 +43,7 @@ def run_role(name: str, params: dict[str, Any], transcript_path: str) -> int:
     role finished, {"reason": "terminated"} when the lab stopped it (SIGTERM; the process then
     exits at once with 128 + signal, since the orchestrator SIGKILLs ~1 s later anyway).
     """
-    transcript = Transcript(transcript_path)
+    transcript = Transcript(transcript_path, role=name)
     install_stop_handlers(transcript)
     ignore_sigpipe()
     transcript.event("start", role=name, pid=os.getpid(), params=params)
@@ -66,7 +61,7 @@ def run_role(name: str, params: dict[str, Any], transcript_path: str) -> int:
     return code
 
 
-def run_guarded(role: Role, params: dict[str, Any], transcript: Transcript) -> int:
+def run_guarded(role: Runner, params: dict[str, Any], transcript: Transcript) -> int:
     """Run the role; a crash (e.g. port already in use) is recorded and becomes exit code 1."""
     try:
         return int(role(params, transcript))
@@ -136,4 +131,4 @@ def flush_stdio() -> None:
             pass
 
 
-__all__ = ["ROLES", "Role", "default_signals", "run_role", "shell_code"]
+__all__ = ["ROLES", "Runner", "default_signals", "load_role", "run_role", "shell_code"]

@@ -32,7 +32,8 @@ class Transcript:
     (which runs in the main thread, between any two bytecodes) writes the final event too.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, role: str = ""):
+        self.role = role  # the name the role runs under (its catalogue entry's), for its messages
         self._file = open(path, "wb", buffering=0)  # one transcript per run: truncate
         self._lock = threading.RLock()
         self._recorded = 0  # bytes of data recorded so far

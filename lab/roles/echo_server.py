@@ -21,7 +21,7 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     port = int(params["port"])
     server = listening_socket(port)
     transcript.event("listening", address=f"0.0.0.0:{port}", port=port)
-    announce_ready("echo-server", f"listening on 0.0.0.0:{port}")
+    announce_ready(transcript.role, f"listening on 0.0.0.0:{port}")
     conn_id = 0
     while True:
         try:

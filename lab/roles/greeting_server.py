@@ -20,7 +20,7 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     greeting = (str(params["text"]) + "\r\n").encode("utf-8")
     server = listening_socket(port)
     transcript.event("listening", address=f"0.0.0.0:{port}", port=port)
-    announce_ready("greeting-server", f"listening on 0.0.0.0:{port}")
+    announce_ready(transcript.role, f"listening on 0.0.0.0:{port}")
     conn_id = 0
     while True:
         try:

@@ -35,7 +35,7 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     timeout = float(params.get("timeout", 5.0))
     peer = f"{host}:{port}"
     url = str(params.get("url") or f"http://{host_header}{path}")
-    announce_ready("http-get", f"fetching {url}")
+    announce_ready(transcript.role, f"fetching {url}")
     transcript.event("connecting", conn=CONN, peer=peer, target=host_header, url=url, path=path)
     deadline = time.monotonic() + timeout
     try:

@@ -41,7 +41,7 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     pages = {str(path): str(body) for path, body in dict(params.get("pages") or {}).items()}
     server = LabHTTPServer(("0.0.0.0", port), make_handler(pages, transcript))
     transcript.event("listening", address=f"0.0.0.0:{port}", port=port, pages=sorted(pages))
-    announce_ready("http-server", f"listening on 0.0.0.0:{port}")
+    announce_ready(transcript.role, f"listening on 0.0.0.0:{port}")
     server.serve_forever(poll_interval=0.5)
     return 0
 

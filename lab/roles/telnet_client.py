@@ -128,7 +128,7 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     target = str(params.get("target") or f"{host}:{port}")
     timeout = float(params.get("timeout", 5.0))
     peer = f"{host}:{port}"
-    announce_ready("telnet-client", f"connecting to {target}")
+    announce_ready(transcript.role, f"connecting to {target}")
     transcript.event("connecting", conn=CONN, peer=peer, target=target)
     say(f"Trying {peer} ({target})...")
     try:

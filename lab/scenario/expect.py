@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from lab.roles.catalogue import ROLES
 from lab.scenario.checker import Checker, NodeInfo, Refs
-from lab.scenario.model import CHECKS, ROLES, Expectation
-from lab.scenario.params import CHECK_PARAMS, CHECK_ROLES, LONG_FORM, SHORT_FORM, check_params
+from lab.scenario.checks import CHECKS, Check
+from lab.scenario.model import Expectation
+from lab.scenario.params import check_params
 from lab.scenario.source import KeyPath
 from lab.scenario.values import kind, show, suggest
 
@@ -40,16 +42,17 @@ def _item(c: Checker, path: KeyPath, item: Any, refs: Refs) -> Expectation | Non
     if check not in CHECKS:
         c.error(here, f"unknown check {show(check)} {suggest(check, CHECKS, 'checks')}", at_key=True)
         return None
-    split = _split(c, here, check, body)
+    spec = CHECKS[check]
+    split = _split(c, here, spec, body)
     if split is None:
         return None
     nodes_path, nodes_value, given = split
     grading = _grading(c, here, given)
-    targets = _targets(c, nodes_path, nodes_value, refs, check)
-    params = check_params(c, here, given, CHECK_PARAMS[check], refs, f"check {check}", here)
+    targets = _targets(c, nodes_path, nodes_value, refs, spec)
+    params = check_params(c, here, given, spec.params, refs, f"check {check}", here)
     if targets is None or params is None or grading is None:
         return None
-    if not _consistent(c, here, check, params, targets):
+    if not _consistent(c, here, spec, params, targets):
         return None
     return Expectation(check, targets[0], params, c.source.value_loc(path), *grading)
 
@@ -67,15 +70,15 @@ def _grading(c: Checker, here: KeyPath, given: dict[str, Any]) -> tuple[float, s
     return (float(points), hint) if ok else None
 
 
-def _split(c: Checker, here: KeyPath, check: str, body: Any) -> tuple[KeyPath, Any, dict[str, Any]] | None:
+def _split(c: Checker, here: KeyPath, check: Check, body: Any) -> tuple[KeyPath, Any, dict[str, Any]] | None:
     """(where the nodes are, the nodes, the other parameters) for the short and the long form."""
-    schema = CHECK_PARAMS[check]
     if isinstance(body, (str, list)):
-        if check not in SHORT_FORM:
-            c.error(here, f"{check} needs parameters: {LONG_FORM[check]}")
+        if check.long_form:
+            c.error(here, f"{check.name} needs parameters: {check.long_form}")
             return None
         return here, body, {}
-    body = c.mapping(here, body, ("nodes", *schema, "points", "hint"), required=("nodes",), what="parameter")
+    body = c.mapping(here, body, ("nodes", *check.params, "points", "hint"), required=("nodes",),
+                     what="parameter")
     if body is None or "nodes" not in body:
         return None
     given = {k: v for k, v in body.items() if k != "nodes"}
@@ -83,7 +86,7 @@ def _split(c: Checker, here: KeyPath, check: str, body: Any) -> tuple[KeyPath, A
 
 
 def _targets(c: Checker, path: KeyPath, value: Any, refs: Refs,
-             check: str) -> tuple[tuple[str, ...], int] | None:
+             check: Check) -> tuple[tuple[str, ...], int] | None:
     """The node names as written and how many hosts they name, if all exist and fit the check."""
     if isinstance(value, str):
         entries: list[tuple[KeyPath, Any]] = [(path, value)]
@@ -102,37 +105,38 @@ def _targets(c: Checker, path: KeyPath, value: Any, refs: Refs,
     return (tuple(names), hosts) if len(names) == len(entries) else None
 
 
-def _fits(c: Checker, where: KeyPath, check: str, ref: str, info: NodeInfo) -> bool:
+def _fits(c: Checker, where: KeyPath, check: Check, ref: str, info: NodeInfo) -> bool:
     """Does this node produce what the check judges (a transcript of the right kind, or a log)?"""
     if info.role is not None and info.role not in ROLES:
         return False  # an unknown role is reported on the node already
-    roles = CHECK_ROLES[check]
+    roles = check.roles()
     if roles is None:
         if info.role is None and not info.runs:
-            c.error(where, f"{check} needs nodes with a role or run; {ref!r} is {info.describe()}")
+            c.error(where, f"{check.name} needs nodes with a role or run; {ref!r} is {info.describe()}")
             return False
         return True
     if info.role not in roles:
-        c.error(where, f"{check} needs {' or '.join(roles)} nodes; {ref!r} is {info.describe()}")
+        c.error(where, f"{check.name} needs {' or '.join(roles)} nodes; {ref!r} is {info.describe()}")
         return False
     return True
 
 
-def _consistent(c: Checker, here: KeyPath, check: str, params: dict[str, Any],
+def _consistent(c: Checker, here: KeyPath, check: Check, params: dict[str, Any],
                 targets: tuple[tuple[str, ...], int]) -> bool:
-    """Rules across parameters: at_least within the group, exactly one of contains/regex."""
+    """Rules across parameters: a number of hosts within the nodes named, exactly one of `one_of`."""
     names, hosts = targets
-    if check == "concurrent" and params["at_least"] > hosts:
-        who = repr(names[0]) if len(names) == 1 else ", ".join(names)
-        c.error(here + ("at_least",), f"at_least {params['at_least']} but {who} names only "
-                f"{hosts} host{'s' if hosts != 1 else ''}")
-        return False
-    if check == "output":
-        if params["contains"] is None and params["regex"] is None:
-            c.error(here, "output needs contains or regex", at_key=True)
+    for key, param in check.params.items():
+        if param.type == "hosts" and params[key] > hosts:
+            who = repr(names[0]) if len(names) == 1 else ", ".join(names)
+            c.error(here + (key,), f"{key} {params[key]} but {who} names only "
+                    f"{hosts} host{'s' if hosts != 1 else ''}")
             return False
-        if params["contains"] is not None and params["regex"] is not None:
-            c.error(here + ("regex",), "output takes contains or regex, not both", at_key=True)
+    if check.one_of:
+        given = [key for key in check.one_of if params[key] is not None]
+        if not given:
+            c.error(here, f"{check.name} needs {' or '.join(check.one_of)}", at_key=True)
+            return False
+        if len(given) > 1:
+            c.error(here + (given[1],), f"{check.name} takes {' or '.join(check.one_of)}, not both", at_key=True)
             return False
     return True
-

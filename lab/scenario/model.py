@@ -15,10 +15,6 @@ from typing import Any
 
 from lab.errors import Location
 
-CHECKS = ("echo", "greeting", "http", "concurrent", "exit", "output")
-ROLES = ("echo-server", "greeting-server", "http-server", "telnet-client", "http-get")
-SERVER_ROLES = ("echo-server", "greeting-server", "http-server")
-
 
 @dataclass(frozen=True)
 class Network:

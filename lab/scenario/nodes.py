@@ -14,9 +14,10 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from lab.roles.catalogue import ROLES
 from lab.scenario.checker import Checker, Refs
-from lab.scenario.model import ROLES, Attachment, Network, Node, Route
-from lab.scenario.params import ROLE_PARAMS, check_params
+from lab.scenario.model import Attachment, Network, Node, Route
+from lab.scenario.params import check_params
 from lab.scenario.source import KeyPath
 from lab.scenario.values import (
     Invalid,
@@ -188,7 +189,7 @@ def _program(s: Scope, path: KeyPath, body: dict[str, Any]) -> tuple[str | None,
         given = body.get("with")
         missing_at = path + ("with",) if "with" in body else path + ("role",)
         if given is None or isinstance(given, dict):
-            params = check_params(c, path + ("with",), given or {}, ROLE_PARAMS[role], s.refs, role,
+            params = check_params(c, path + ("with",), given or {}, ROLES[role].params, s.refs, role,
                                   missing_at) or {}
         else:
             c.error(path + ("with",), f"expected a mapping of parameters, got {kind(given)}")

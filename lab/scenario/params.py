@@ -1,19 +1,19 @@
-"""Parameter schemas of the built-in roles (`with:`) and of the checks (`expect:`).
+"""Parameters of the built-in roles (`with:`) and of the checks (`expect:`), checked against their
+schemas in the catalogues (lab/roles/catalogue.py, lab/checks.py): one converter per parameter type.
 
-One table per role and per check: type (a converter), required or default. Validation fills the
-defaults in, so roles and checks never guess. Converters get the node references because some
-parameters name nodes (`connect: server:9999`, `url: http://web/`).
+Validation fills the defaults in, so roles and checks never guess. Converters get the node
+references because some parameters name nodes (`connect: server:9999`, `url: http://web/`).
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
 from typing import Any
 
+from lab.roles.catalogue import Param
 from lab.scenario.checker import Checker, Refs
 from lab.scenario.source import KeyPath
 from lab.scenario.values import (
@@ -32,15 +32,6 @@ Convert = Callable[[Any, Refs], Any]
 _IPV4_LIKE = re.compile(r"[0-9.]+")
 _URL_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>[^/:?#\s]*)"
                      r"(?::(?P<port>[^/?#\s]*))?(?P<path>[/?][^#\s]*)?")
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter: how to convert it, and whether it is required or what it defaults to."""
-
-    convert: Convert
-    required: bool = False
-    default: Any = None
 
 
 def _plain(convert: Callable[[Any], Any]) -> Convert:
@@ -121,61 +112,25 @@ def regex(value: Any) -> str:
     return text
 
 
-ROLE_PARAMS: dict[str, dict[str, Param]] = {
-    "echo-server": {"port": Param(_plain(port), required=True)},
-    "greeting-server": {
-        "port": Param(_plain(port), required=True),
-        "text": Param(_plain(string), default="Thank you for connecting"),
-    },
-    "http-server": {
-        "port": Param(_plain(port), default=80),
-        "pages": Param(_plain(pages), default={"/": "<h1>It works</h1>"}),
-    },
-    "telnet-client": {
-        "connect": Param(connect, required=True),
-        "send": Param(_plain(text_list), default=[]),
-        "read_greeting": Param(_plain(boolean), default=False),
-        "hold": Param(_duration(), default=0.0),
-        "interval": Param(_duration(), default=0.0),
-        "quiet": Param(_duration(positive=True), default=0.25),
-        "timeout": Param(_duration(positive=True), default=5.0),
-    },
-    "http-get": {
-        "url": Param(url, required=True),
-        "timeout": Param(_duration(positive=True), default=5.0),
-    },
-}
-
-CHECK_PARAMS: dict[str, dict[str, Param]] = {
-    "echo": {},
-    "greeting": {"text": Param(_plain(string), required=True)},
-    "http": {"status": Param(_int(100, 599), default=200), "body_contains": Param(_plain(string))},
-    "concurrent": {"at_least": Param(_int(1, 1_000_000), required=True)},
-    "exit": {"code": Param(_int(0, 255), default=0)},
-    "output": {"contains": Param(_plain(string)), "regex": Param(_plain(regex))},
-}
-
-# Checks that may be written `- echo: client` (their parameters all have defaults), and how the
-# others are written (for the message when the short form is used for them).
-SHORT_FORM = ("echo", "http", "exit")
-LONG_FORM = {
-    "greeting": "{nodes: ..., text: ...}",
-    "concurrent": "{nodes: ..., at_least: N}",
-    "output": "{nodes: ..., contains: ...} or {nodes: ..., regex: ...}",
-}
-
-# Which roles a check can judge (None: any node that runs something, a role or a program).
-CHECK_ROLES: dict[str, tuple[str, ...] | None] = {
-    "echo": ("telnet-client",),
-    "greeting": ("telnet-client",),
-    "concurrent": ("telnet-client",),
-    "http": ("http-get",),
-    "exit": None,
-    "output": None,
+# How a value of each parameter type (lab.roles.catalogue.TYPES) is checked.
+CONVERTERS: dict[str, Convert] = {
+    "port": _plain(port),
+    "text": _plain(string),
+    "lines": _plain(text_list),
+    "bool": _plain(boolean),
+    "duration": _duration(),
+    "timeout": _duration(positive=True),
+    "pages": _plain(pages),
+    "connect": connect,
+    "url": url,
+    "status": _int(100, 599),
+    "code": _int(0, 255),
+    "hosts": _int(1, 1_000_000),  # at most as many as the check's nodes name: expect.py compares
+    "regex": _plain(regex),
 }
 
 
-def check_params(c: Checker, path: KeyPath, given: dict[str, Any], schema: dict[str, Param],
+def check_params(c: Checker, path: KeyPath, given: dict[str, Any], schema: Mapping[str, Param],
                  refs: Refs, label: str, missing_at: KeyPath) -> dict[str, Any] | None:
     """Validate `given` against `schema` and fill defaults; None if anything was wrong."""
     before = len(c.problems)
@@ -184,7 +139,7 @@ def check_params(c: Checker, path: KeyPath, given: dict[str, Any], schema: dict[
     c.unknown_keys(path, given, list(schema), f"unknown parameter {{key}} for {label}")
     for key, param in schema.items():
         if key in given:
-            result[key] = c.check(path + (key,), given[key], param.convert, refs)
+            result[key] = c.check(path + (key,), given[key], CONVERTERS[param.type], refs)
         elif param.required:
             c.missing(path, key, f"missing required parameter {key!r} for {label}", at=missing_at)
             complete = False
