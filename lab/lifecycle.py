@@ -240,7 +240,7 @@ def exec_in(ref: str, node: str, argv: list[str], interactive: bool = False) -> 
             raise UnknownLab(f"node {node!r} of lab {j.lab_id} has finished, and its container with it: "
                              "on the docker backend, exec and shell work in running nodes")
         tty = ["-it"] if interactive and sys.stdin.isatty() else ["-i"]
-        from lab.backends.docker import container_name
+        from lab.backends.containers.docker import container_name
 
         os.execvp("docker", ["docker", "exec", *tty, "-w", cwd, container_name(j.lab_id, node), *argv])
     from lab.backends.fabric import Fabric

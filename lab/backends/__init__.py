@@ -82,8 +82,8 @@ class Backend(Protocol):
 
 BACKENDS: dict[str, str] = {
     "netns": "lab.backends.netns:NetnsBackend",
-    "docker": "lab.backends.docker:DockerBackend",
-    "swarm": "lab.backends.swarm:SwarmBackend",
+    "docker": "lab.backends.containers.docker:DockerBackend",
+    "swarm": "lab.backends.containers.swarm:SwarmBackend",
 }
 
 

@@ -30,9 +30,9 @@ from typing import Any
 import docker.types
 
 import lab
-from lab import images
 from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Event, Options, Placement
-from lab.backends.engine import api_error, connect
+from lab.backends.containers import images
+from lab.backends.containers.engine import api_error, connect
 from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
 from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal

@@ -30,12 +30,12 @@ from typing import Any
 import docker.tls
 import docker.types
 
-from lab import images
 from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Event, Options, Placement
-from lab.backends.docker import LABEL_ID, agent_container, agent_spec, container_name
-from lab.backends.engine import api_error, connect, remote
-from lab.backends.remote import Channel, clock_offset, extract, open_channel, ship_image, tar_files
-from lab.cluster import Cluster, Host, load_cluster, place
+from lab.backends.containers import images
+from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
+from lab.backends.containers.docker import LABEL_ID, agent_container, agent_spec, container_name
+from lab.backends.containers.engine import api_error, connect, remote
+from lab.backends.containers.remote import Channel, clock_offset, extract, open_channel, ship_image, tar_files
 from lab.errors import BackendError, EnvironmentProblem, LabError
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for, start_order
