@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.backends import Options
+from lab.backends import BACKENDS, Options
 from lab.checks import CheckResult
 from lab.errors import LabError, ScenarioError
 from lab.orchestrator import RunResult, Verdict, read_log, read_transcript
@@ -42,7 +42,6 @@ from lab.plan import Plan, make_plan
 from lab.roles.common import event_bytes
 from lab.rundir import RunDir
 
-BACKENDS = ("netns", "docker", "swarm")
 SCENARIO_KEYS = {"name", "nodes", "networks"}
 SUFFIXES = (".yaml", ".yml")
 PEEK_LIMIT = 1024 * 1024  # a YAML file larger than this is not looked into for the scenario keys
@@ -53,7 +52,7 @@ DATA_PREVIEW = 80
 # -- options and markers ---------------------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lab", "network labs: scenario files as tests")
-    group.addoption("--lab-backend", choices=BACKENDS, default="netns",
+    group.addoption("--lab-backend", choices=tuple(BACKENDS), default="netns",
                     help="where scenario hosts live: netns (default), docker or swarm")
     group.addoption("--lab-cluster", default=None, metavar="FILE",
                     help="cluster file for --lab-backend swarm (hosts' Docker endpoints)")

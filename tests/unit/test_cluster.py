@@ -12,9 +12,9 @@ import pytest
 
 from lab.backends import Placement
 from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
+from lab.backends.containers.overlay import docker_block
 from lab.backends.containers.remote import Channel, parse_time, tar_files
 from lab.backends.containers.simcluster import cluster_file
-from lab.backends.containers.swarm import docker_block
 from lab.checks import NodeOutcome, evaluate
 from lab.errors import ScenarioError
 from lab.orchestrator import on_lab_clock

@@ -19,74 +19,52 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import selectors
-import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker.types
-
 import lab
-from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Event, Options, Placement
+from lab.backends import ANSWERED, READY, Event, NodeRef, Options, Placement
 from lab.backends.containers import images
+from lab.backends.containers.base import (
+    FILES,
+    OUT,
+    Box,
+    ContainerBackend,
+    agent_spec,
+    container_name,
+    remove_containers,
+)
 from lab.backends.containers.engine import api_error, connect
-from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
-from lab.errors import BackendError, EnvironmentProblem
+from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
+from lab.errors import BackendError, EnvironmentProblem, UnknownLab
 from lab.journal import Journal
-from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for, start_order
+from lab.plan import ANNOUNCE, TCP, Plan
 from lab.roles.common import listening_tcp_ports
-from lab.rundir import MAX_OUTPUT, RunDir
-
-CONTAINER = "container"  # journal kind
-WORKERS = 16  # concurrent API calls (the engine serialises some work; more does not help)
-LABEL_ID = "lab.id"
+from lab.rundir import RunDir
 
 
 @dataclass
-class _Box:
-    node: NodePlan
-    name: str
-    id: str = ""
+class _Box(Box):
     pid: int = 0
-    pidfd: int = -1
-    ready: bool = False
-    code: int | None = None
-    exited: bool = False
+    pidfd: int = -1  # the container's init process: readable once it has ended
     go: int = -1  # write end of the node's go FIFO
-    wired: bool = False  # container running, wired into the fabric, watched
-    go_asked: bool = False  # the lab asked to start it
-    launched: bool = False  # told to go
-    log_collected: bool = False
     answered: bool = False  # a synced client told the lab it was answered
-    future: Future[None] | None = None
 
 
-class DockerBackend:
+class DockerBackend(ContainerBackend[_Box]):
     name = "docker"
 
-    def __init__(self, journal: Journal, options: Options | None = None):
-        self.journal = journal
+    def __init__(self, journal: Journal, options: Options | None = None) -> None:
+        super().__init__(journal, options)
         self.fabric = Fabric(journal)
         self.client: Any = None
-        self.image = images.node_tag()
-        self.boxes: dict[str, _Box] = {}
-        self.rundir: RunDir | None = None
-        self.selector = selectors.DefaultSelector()
-        self.pending: list[Event] = []
-        self.pool: ThreadPoolExecutor | None = None
-        self.joined: queue.SimpleQueue[_Box] = queue.SimpleQueue()  # wired by a worker, to watch
-        self.closing = False
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
-        if os.geteuid() != 0:
-            raise EnvironmentProblem("the docker backend needs root (it wires containers into the lab's "
-                                     "own namespaces): run as root")
-        if shutil.which("ip") is None:
-            raise EnvironmentProblem("'ip' (iproute2) is not installed: apt-get install iproute2")
+        check_machine("the docker backend needs root (it wires containers into the lab's own namespaces): "
+                      "run as root")
         self.client = connect()
         if not images.exists(self.client, self.image):
             raise EnvironmentProblem(f"the lab image {self.image} is missing: build it with `lab images` "
@@ -96,102 +74,68 @@ class DockerBackend:
                 raise EnvironmentProblem(f"image {image!r} (from a node's `image:`) is missing: "
                                          f"docker build or docker load it first")
 
+    @classmethod
+    def check_kept(cls) -> None:
+        pass
+
+    def placements(self) -> dict[str, Placement]:
+        return {}  # every node runs on this machine
+
     # -- topology ----------------------------------------------------------------------------
     def up(self, plan: Plan, rundir: RunDir) -> None:
-        """Create the fabric, then bring containers up in the background, in start order.
-
-        Containers are the slow part (the engine starts about ten per second here), so the lab
-        does not wait for all of them: each is wired as soon as it runs, and a node the lab has
-        already asked to start goes at once. A server is up and answering while the last clients'
-        containers are still being created.
-        """
+        """Create the fabric, then bring the containers up in the background (`_launch`)."""
         self.rundir = rundir
         self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name)) for n in plan.nodes}
-        self.journal.record_many(CONTAINER, [b.name for b in self.boxes.values()])
         self.fabric.create_bridges(plan)
-        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lab-docker")
-        for name in start_order(plan):
-            box = self.boxes[name]
-            box.future = self.pool.submit(self._bring_up, plan, box)
+        self._launch(plan)
 
     def _bring_up(self, plan: Plan, box: _Box) -> None:
-        if self.closing:
-            return
-        self._create(plan, box)
-        self.fabric.join(plan, box.node, box.pid)
-        box.pidfd = os.pidfd_open(box.pid)
-        self.joined.put(box)
-
-    def _create(self, plan: Plan, box: _Box) -> None:
         node = box.node
         ctl = self.journal.folder / "ctl" / node.name
         ctl.mkdir(parents=True, exist_ok=True)
-        (ctl / "spec.json").write_text(json.dumps(self._spec(node)))
+        spec = {"go": "/lab/ctl/go", "facts": f"{OUT}/{node.name}.{{fact}}", "exit": f"{OUT}/{node.name}.exit",
+                **agent_spec(node)}
+        (ctl / "spec.json").write_text(json.dumps(spec))
         if node.runs_something:  # held open read-write by the lab: the agent blocks on it until "go"
             os.mkfifo(ctl / "go", 0o600)
             box.go = os.open(ctl / "go", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         assert self.rundir is not None
-        volumes = {str(self.rundir.root / "nodes"): {"bind": "/lab/out", "mode": "rw"},
+        volumes = {str(self.rundir.root / "nodes"): {"bind": OUT, "mode": "rw"},
                    str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
         if node.cwd:
-            volumes[str(node.cwd)] = {"bind": "/lab/files", "mode": "rw"}
+            volumes[str(node.cwd)] = {"bind": FILES, "mode": "rw"}
         if node.image:  # a user's image: run the agent from the host's copy of the role programs
             volumes[str(Path(lab.__file__).parent)] = {"bind": "/opt/lab/lab", "mode": "ro"}
-        extra, env, limits = agent_container(self.journal.lab_id, node)
+        container, host = self._container(plan, node)
         api = self.client.api
         try:
-            host = api.create_host_config(
-                network_mode="none", cap_drop=["ALL"], cap_add=["NET_BIND_SERVICE"],
-                security_opt=["no-new-privileges"], binds=volumes, ulimits=limits,
-                extra_hosts={n.name: str(address_for(node, n)) for n in plan.nodes})
-            box.id = api.create_container(
-                node.image or self.image, name=box.name, hostname=node.name, environment=env,
-                labels={LABEL_ID: self.journal.lab_id, "lab.node": node.name, "lab.scenario": plan.name},
-                working_dir="/lab/files" if node.cwd else "/", host_config=host, **extra)["Id"]
+            host_config = api.create_host_config(network_mode="none", binds=volumes, **host)
+            box.id = api.create_container(name=box.name, host_config=host_config, **container)["Id"]
             api.start(box.id)
             box.pid = int(api.inspect_container(box.id)["State"]["Pid"])
         except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
             raise api_error(f"start container for {node.name}", e) from None
         if not box.pid:
             raise BackendError(f"container for {node.name} exited at once: {self._logs(box)[-300:]!r}")
+        self.fabric.join(plan, node, box.pid)
+        box.pidfd = os.pidfd_open(box.pid)
 
-    def _spec(self, node: NodePlan) -> dict[str, Any]:
-        out = "/lab/out"
-        return {"go": "/lab/ctl/go", "facts": f"{out}/{node.name}.{{fact}}", "exit": f"{out}/{node.name}.exit",
-                **agent_spec(node)}
+    def _engine(self, box: _Box) -> Any:
+        return self.client
 
     # -- processes ---------------------------------------------------------------------------
-    def start(self, node: NodePlan) -> bool:
-        """Nodes asked to start together go together, once all their containers are wired.
+    def _watched(self, box: _Box) -> int | None:
+        return box.pidfd if box.pidfd >= 0 else None
 
-        So clients released by the same server's readiness run at the same moment, as on the netns
-        backend, however long the engine takes to create their containers.
-        """
-        self.boxes[node.name].go_asked = True
-        return False
+    def _send(self, box: _Box, data: bytes) -> None:
+        if box.go >= 0:
+            os.write(box.go, data)  # the go FIFO (once "go" is read, the agent hands it to the role)
 
-    def _release(self) -> list[Event]:
-        asked = [b for b in self.boxes.values() if b.go_asked and not b.launched]
-        if not asked or not all(b.wired for b in asked):
-            return []
-        for b in asked:
-            if b.go >= 0:
-                os.write(b.go, b"go\n")
-            b.launched = True
-        return [Event(b.node.name, LAUNCHED) for b in asked]
-
-    def poll(self, timeout: float) -> list[Event]:
-        pending, self.pending = self.pending, []
-        return pending + self._observe(0 if pending else timeout)
-
-    def _observe(self, timeout: float) -> list[Event]:
+    def _wait(self, timeout: float) -> list[Event]:
         assert self.rundir is not None
-        self._register_joined()
-        self._raise_failed()
-        launched = self._release()
         waiting = [b for b in self.boxes.values()
                    if b.wired and not b.ready and not b.exited and b.node.runs_something]
-        events: list[Event] = launched
+        events: list[Event] = []
         for b in waiting:
             if self._is_ready(b):
                 b.ready = True
@@ -210,26 +154,7 @@ class DockerBackend:
                 events.append(Event(b.node.name, READY))
         return events + self._reap(done)
 
-    def _register_joined(self) -> None:
-        """Watch the containers wired since the last look (registered here, in the main thread)."""
-        while True:
-            try:
-                box = self.joined.get_nowait()
-            except queue.Empty:
-                return
-            self.selector.register(box.pidfd, selectors.EVENT_READ, box.node.name)
-            box.wired = True
-
-    def _raise_failed(self) -> None:
-        for b in self.boxes.values():
-            if b.future is not None and b.future.done() and b.future.exception() is not None:
-                error = b.future.exception()
-                if isinstance(error, BackendError):
-                    raise error
-                raise api_error(f"start {b.name}", Exception(str(error)))
-
     def _is_ready(self, b: _Box) -> bool:
-        assert self.rundir is not None
         if b.node.ready.kind == ANNOUNCE:
             return self._fact(b, "ready")
         if b.node.ready.kind == TCP:
@@ -246,98 +171,31 @@ class DockerBackend:
             return False
         return True
 
-    def release(self, nodes: list[str]) -> None:
-        for name in nodes:
-            b = self.boxes.get(name)
-            if b is not None and b.go >= 0 and not b.exited:
-                os.write(b.go, b"release\n")  # the go FIFO: the agent handed it to the role
-
-    def _reap(self, boxes: list[_Box]) -> list[Event]:
-        """Exit codes of containers whose init process is gone (asked of the engine in parallel)."""
-        for b in boxes:
-            self.selector.unregister(b.pidfd)
-            os.close(b.pidfd)
-            b.pidfd, b.exited = -1, True
-
-        asked = [b for b in boxes if not self._exit_file(b)]
-        if asked:  # the agent was killed before it could say, or never ran: ask the engine
-            with ThreadPoolExecutor(WORKERS) as pool:
-                list(pool.map(self._inspect_code, asked))
-            if not self.closing:  # its own output goes into the log now: it is the evidence
-                for b in asked:
-                    self._collect_log(b)
-        return [Event(b.node.name, EXITED, b.code) for b in boxes]
-
-    def _exit_file(self, b: _Box) -> bool:
+    def _unwatch(self, b: _Box) -> None:
+        self.selector.unregister(b.pidfd)
+        os.close(b.pidfd)
+        b.pidfd = -1
         assert self.rundir is not None
-        path = self.rundir.root / "nodes" / f"{b.node.name}.exit"
+        path = self.rundir.root / "nodes" / f"{b.node.name}.exit"  # the agent's last word (consumed)
         try:
-            b.code = int(path.read_text().strip())
+            b.told = int(path.read_text().strip())
         except (OSError, ValueError):
-            return False
+            return
         path.unlink()
-        return True
 
-    def _inspect_code(self, b: _Box) -> None:
-        try:
-            b.code = int(self.client.api.inspect_container(b.id)["State"]["ExitCode"])
-        except Exception:  # noqa: BLE001 - an unknown code is reported as such
-            b.code = None
+    def _evidence(self, ended: list[_Box], unspoken: list[_Box]) -> None:
+        for b in unspoken:  # what the container printed goes into the log now: it is the evidence
+            self._collect(b)
 
-    def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
-        running = [self.boxes[n] for n in nodes if n in self.boxes and not self.boxes[n].exited and self.boxes[n].id]
-
-        def halt(b: _Box) -> None:
-            try:
-                self.client.api.stop(b.id, timeout=max(1, round(grace)))
-            except Exception:  # noqa: BLE001 - gone already; removal follows anyway
-                pass
-
-        with ThreadPoolExecutor(WORKERS) as pool:
-            list(pool.map(halt, running))
-        self.pending += [e for e in self._observe(0) if e.node not in nodes]
-        self._reap([b for b in running if not b.exited and b.pidfd >= 0 and b.wired])
-        return {n: self.boxes[n].code for n in nodes if n in self.boxes}
-
-    def placements(self) -> dict[str, Placement]:
-        return {}  # every node runs on this machine
-
-    def exit_code(self, node: str) -> int | None:
-        b = self.boxes.get(node)
-        return b.code if b else None
+    def _exit_status(self, b: _Box) -> int:
+        return int(self.client.api.inspect_container(b.id)["State"]["ExitCode"])
 
     # -- teardown ----------------------------------------------------------------------------
-    def down(self) -> None:
-        self.closing = True
-        if self.pool is not None:  # let in-flight creations finish (each API call is bounded)
-            self.pool.shutdown(wait=True, cancel_futures=True)
-        self._register_joined()
-        try:
-            if self.client is not None:
-                self.stop([n for n, b in self.boxes.items() if b.node.runs_something], grace=1.0)
-                self._collect_logs()
-        finally:
-            self.selector.close()
-            for b in self.boxes.values():
-                if b.go >= 0:
-                    os.close(b.go)
-                    b.go = -1
-            _remove_containers(self.client, self.journal)
-            self.fabric.remove()
-            self.journal.close()
-            if self.client is not None:
-                self.client.close()
-
-    def _collect_logs(self) -> None:
-        """What containers printed before their agent took over their output (or instead of it)."""
-        for b in self.boxes.values():
-            if b.id and not b.log_collected:
-                self._collect_log(b)
-
-    def _collect_log(self, b: _Box) -> None:
-        if self.rundir is None:
+    def _collect(self, b: _Box) -> None:
+        """What the container printed before its agent took over its output (or instead of it)."""
+        if b.collected or not b.id or self.rundir is None:
             return
-        b.log_collected = True
+        b.collected = True
         text = self._logs(b)
         if text.strip():
             with open(self.rundir.log(b.node.name), "a") as f:
@@ -349,6 +207,17 @@ class DockerBackend:
             return raw.decode(errors="replace")
         except Exception:  # noqa: BLE001
             return ""
+
+    def _remove(self) -> None:
+        for b in self.boxes.values():
+            if b.go >= 0:
+                os.close(b.go)
+                b.go = -1
+        _remove_containers(self.client, self.journal)
+        self.fabric.remove()
+        self.journal.close()
+        if self.client is not None:
+            self.client.close()
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:
@@ -365,54 +234,22 @@ class DockerBackend:
                 client.close()
         return removed
 
+    # -- a running lab -----------------------------------------------------------------------
+    @classmethod
+    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
+        if node.exited:
+            raise UnknownLab(f"node {node.name!r} of lab {journal.lab_id} has finished, and its container with it: "
+                             "on the docker backend, exec and shell work in running nodes")
+        tty = ["-it"] if interactive and sys.stdin.isatty() else ["-i"]
+        os.execvp("docker", ["docker", "exec", *tty, "-w", FILES if node.cwd else "/",
+                             container_name(journal.lab_id, node.name), *argv])
+
 
 def _remove_containers(client: Any, journal: Journal) -> list[str]:
     """Remove every container labelled with this lab's id (the label is the mark, not the name)."""
     if client is None:
         return []
     try:
-        found = client.api.containers(all=True, filters={"label": f"{LABEL_ID}={journal.lab_id}"})
+        return remove_containers(client, journal.lab_id)
     except Exception as e:  # noqa: BLE001
         raise api_error("list the lab's containers", e) from None
-
-    def remove(c: dict[str, Any]) -> str:
-        try:
-            client.api.remove_container(c["Id"], force=True, v=True)
-        except Exception:  # noqa: BLE001 - already being removed
-            pass
-        names: list[str] = c.get("Names") or [c["Id"][:12]]
-        return names[0].lstrip("/")
-
-    with ThreadPoolExecutor(WORKERS) as pool:
-        return list(pool.map(remove, found))
-
-
-def agent_spec(node: NodePlan, out: str = "/lab/out") -> dict[str, Any]:
-    """The agent's spec keys every container backend shares: where the node's log and transcript
-    go, its folder, and what it runs (a role, a program with its scripted input, or nothing)."""
-    spec: dict[str, Any] = {"log": f"{out}/{node.name}.log", "transcript": f"{out}/{node.name}.jsonl",
-                            "cwd": "/lab/files" if node.cwd else "/"}
-    if node.role:
-        spec.update(role=node.role, params=node.params)
-    elif node.argv:
-        spec.update(argv=list(node.argv))
-        if node.stdin is not None:
-            spec.update(stdin=[list(step) for step in node.stdin])
-    else:
-        spec.update(idle=True)
-    return spec
-
-
-def agent_container(lab_id: str, node: NodePlan) -> tuple[dict[str, Any], dict[str, str], list[Any]]:
-    """(extra create arguments, environment, ulimits) of a node's container, on any engine: the
-    agent is the entry point of a user's image too, and programs get the output limit."""
-    extra: dict[str, Any] = {"entrypoint": ["python3", "-S", "-m", "lab.roles.agent"]} if node.image else {}
-    env = {"LAB_NODE": node.name, "LAB_ID": lab_id, "LAB_SPEC": "/lab/ctl/spec.json",
-           "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", **node.env}
-    limits = [docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT)] if node.argv else []
-    return extra, env, limits
-
-
-def container_name(lab_id: str, node: str) -> str:
-    """The container of a lab's node (its `lab.id` label, not this name, marks it as the lab's)."""
-    return f"lab-{lab_id}-{node}"

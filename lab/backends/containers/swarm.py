@@ -12,15 +12,13 @@ container before it starts; the agent reports readiness and its exit code on the
 (remote.Channel); its log and transcript are copied back when it ends, and again at teardown.
 
 Every container and network carries the label lab.id; teardown and `lab clean` remove by that
-label on every host of the cluster recorded in the journal. A host that stops answering
-mid-run is a failure naming it; the rest of the lab is still removed everywhere else.
+label on every host of the cluster recorded in the journal (overlay.py). A host that stops
+answering mid-run is a failure naming it; the rest of the lab is still removed everywhere else.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import selectors
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,46 +26,31 @@ from pathlib import Path
 from typing import Any
 
 import docker.tls
-import docker.types
 
-from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Event, Options, Placement
+from lab.backends import ANSWERED, READY, Event, NodeRef, Options, Placement
 from lab.backends.containers import images
+from lab.backends.containers.base import FILES, OUT, WORKERS, Box, ContainerBackend, agent_spec, container_name
 from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
-from lab.backends.containers.docker import LABEL_ID, agent_container, agent_spec, container_name
 from lab.backends.containers.engine import api_error, connect, remote
+from lab.backends.containers.overlay import (
+    TEARDOWN_TIMEOUT,
+    Block,
+    create_networks,
+    docker_block,
+    network_name,
+    remove_lab,
+    rescue_logs,
+)
 from lab.backends.containers.remote import Channel, clock_offset, extract, open_channel, ship_image, tar_files
 from lab.errors import BackendError, EnvironmentProblem, LabError
 from lab.journal import Journal
-from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, address_for, start_order
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
 from lab.rundir import MAX_OUTPUT, RunDir
 
-WORKERS = 16
 PROBE_EVERY = 1.0  # seconds between liveness probes of each host during a run
 PROBE_TIMEOUT = 3.0  # a host that does not answer a ping within this is gone
-TEARDOWN_TIMEOUT = 20.0  # per API call while tearing down
-OUT = "/lab/out"
-
-
-def network_name(lab_id: str, network: str) -> str:
-    return f"lab-{lab_id}-{network}"
-
-
-def docker_block(subnet: ipaddress.IPv4Network, used: set[ipaddress.IPv4Address],
-                 hosts: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address] | None:
-    """(ip_range, gateway) for docker's own addresses on an overlay: a block of the subnet, from
-    the top, holding no node's address, big enough for a gateway and one endpoint per host."""
-    size = 4
-    while size < hosts + 3:
-        size *= 2
-    prefix = 32 - (size.bit_length() - 1)
-    if prefix < subnet.prefixlen:
-        return None
-    usable = set(subnet.hosts())
-    for block in reversed(list(subnet.subnets(new_prefix=prefix))):
-        mine = [a for a in block if a in usable]
-        if len(mine) >= hosts + 2 and not any(a in used for a in block):
-            return block, mine[-1]
-    return None
+NOT_KEPT = ("kept labs (lab up) run on the netns or docker backend; on a cluster, "
+            "use `lab run SCENARIO --backend swarm --cluster FILE`")
 
 
 @dataclass
@@ -83,45 +66,26 @@ class _Engine:
 
 
 @dataclass
-class _Box:
-    node: NodePlan
-    host: str
-    name: str
-    id: str = ""
-    channel: Channel | None = None
-    wired: bool = False  # created, started, channel watched
-    go_asked: bool = False
-    launched: bool = False
-    ready: bool = False
-    exited: bool = False
-    code: int | None = None
-    collected: bool = False
-    future: Future[None] | None = None
-    fetch: Future[None] | None = None
-    told: int | None = None  # the exit code the agent reported
+class _Box(Box):
+    host: str = ""
+    channel: Channel | None = None  # the agent's attach stream
+    fetch: Future[None] | None = None  # its files, being copied back
 
 
-class SwarmBackend:
+class SwarmBackend(ContainerBackend[_Box]):
     name = "swarm"
 
-    def __init__(self, journal: Journal, options: Options | None = None):
+    def __init__(self, journal: Journal, options: Options | None = None) -> None:
         if options is None or options.cluster is None:
             raise EnvironmentProblem("--backend swarm needs --cluster FILE (the cluster's hosts: "
                                      "`lab cluster up` writes one for a simulated cluster; README: real hosts)")
-        self.journal = journal
+        super().__init__(journal, options)
         self.cluster: Cluster = load_cluster(options.cluster)
         self.engines: dict[str, _Engine] = {h.name: _Engine(h) for h in self.cluster.hosts}
-        self.image = images.node_tag()
         self.placement: dict[str, str] = {}
-        self.boxes: dict[str, _Box] = {}
-        self.rundir: RunDir | None = None
-        self.selector = selectors.DefaultSelector()
-        self.pool: ThreadPoolExecutor | None = None
         self.probes = ThreadPoolExecutor(len(self.engines), thread_name_prefix="lab-probe")
-        self.closing = False
         self.missing: dict[str, list[str]] = {}  # image -> hosts to send it to (found by check)
-        self.pending: list[Event] = []  # observed while stopping other nodes, handed out by the next poll
-        self.blocks: dict[str, tuple[ipaddress.IPv4Network, ipaddress.IPv4Address]] = {}
+        self.blocks: dict[str, Block] = {}
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
@@ -129,10 +93,7 @@ class SwarmBackend:
         try:
             self._check(plan)
         except Exception as e:
-            for engine in self.engines.values():
-                for client in (engine.client, engine.probe):
-                    if client is not None:
-                        client.close()
+            self._close_clients()
             if isinstance(e, LabError):
                 raise
             raise EnvironmentProblem(f"swarm: cannot use the cluster {self.cluster.path}: {e}") from None
@@ -194,6 +155,10 @@ class SwarmBackend:
             if local is not None:
                 local.close()
 
+    @classmethod
+    def check_kept(cls) -> None:
+        raise EnvironmentProblem(NOT_KEPT)
+
     def placements(self) -> dict[str, Placement]:
         out: dict[str, Placement] = {}
         for node, host in self.placement.items():
@@ -207,11 +172,10 @@ class SwarmBackend:
         used = {self.cluster.manager.name, *self.placement.values()}  # what `lab clean` must reach
         in_use = Cluster(self.cluster.path, tuple(h for h in self.cluster.hosts if h.name in used))
         self.journal.record_many("cluster", [json.dumps(in_use.to_json())])
-        self.boxes = {n.name: _Box(n, self.placement[n.name], container_name(self.journal.lab_id, n.name))
+        self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name), host=self.placement[n.name])
                       for n in plan.nodes}
-        self.journal.record_many("container", [b.name for b in self.boxes.values()])
         self.journal.record_many("network", [network_name(self.journal.lab_id, n.name) for n in plan.networks])
-        self._create_networks(plan)
+        create_networks(self.engines[self.cluster.manager.name].client, plan, self.journal.lab_id, self.blocks)
         if self.missing:
             local = connect()
             try:
@@ -219,45 +183,21 @@ class SwarmBackend:
                     ship_image(local, tag, {h: self.engines[h].client for h in hosts})
             finally:
                 local.close()
-        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="lab-swarm")
-        for name in start_order(plan):
-            box = self.boxes[name]
-            box.future = self.pool.submit(self._bring_up, plan, box)
-
-    def _create_networks(self, plan: Plan) -> None:
-        api = self.engines[self.cluster.manager.name].client.api
-        for net in plan.networks:
-            block, gateway = self.blocks[net.name]
-            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(
-                subnet=str(net.subnet), iprange=str(block), gateway=str(gateway))])
-            try:
-                api.create_network(network_name(self.journal.lab_id, net.name), driver="overlay",
-                                   attachable=True, internal=True, ipam=ipam, check_duplicate=True,
-                                   labels={LABEL_ID: self.journal.lab_id, "lab.network": net.name})
-            except Exception as e:  # noqa: BLE001
-                raise api_error(f"create overlay network for {net.name}", e) from None
+        self._launch(plan)
 
     def _bring_up(self, plan: Plan, box: _Box) -> None:
-        if self.closing:
-            return
         node, api = box.node, self.engines[box.host].client.api
         first, *rest = node.interfaces
         nets = {i.network: network_name(self.journal.lab_id, i.network) for i in node.interfaces}
-        caps = ["NET_BIND_SERVICE"] + (["NET_ADMIN", "SETPCAP"] if node.routes else [])
-        extra, env, limits = agent_container(self.journal.lab_id, node)  # a user's image: files come in _files
-        try:
-            host_config = api.create_host_config(
-                network_mode=nets[first.network], cap_drop=["ALL"], cap_add=caps,
-                security_opt=["no-new-privileges"], ulimits=limits,
-                sysctls={"net.ipv4.ip_forward": "1" if node.forwarding else "0"},
-                extra_hosts={n.name: str(address_for(node, n)) for n in plan.nodes})
+        container, host = self._container(plan, node, ("NET_ADMIN", "SETPCAP") if node.routes else ())
+        try:  # (a user's image: the role programs come in _files)
+            host_config = api.create_host_config(network_mode=nets[first.network],
+                                                 sysctls={"net.ipv4.ip_forward": "1" if node.forwarding else "0"},
+                                                 **host)
             networking = api.create_networking_config(
                 {nets[first.network]: api.create_endpoint_config(ipv4_address=str(first.address.ip))})
-            config = api.create_container_config(
-                node.image or self.image, None, hostname=node.name, environment=env,
-                labels={LABEL_ID: self.journal.lab_id, "lab.node": node.name, "lab.scenario": plan.name},
-                working_dir="/lab/files" if node.cwd else "/", host_config=host_config,
-                networking_config=networking, stdin_open=True, **extra)
+            config = api.create_container_config(command=None, host_config=host_config, networking_config=networking,
+                                                 stdin_open=True, **container)
             config["StdinOnce"] = True  # the agent sees EOF if the lab goes away before "go"
             box.id = api.create_container_from_config(config, box.name)["Id"]
             for i in rest:
@@ -269,7 +209,7 @@ class SwarmBackend:
             raise api_error(f"start container for {node.name} on host {box.host}", e) from None
 
     def _files(self, node: NodePlan) -> bytes:
-        spec = {"channel": "stdio", **agent_spec(node, OUT)}
+        spec = {"channel": "stdio", **agent_spec(node)}
         if node.argv and node.ready.kind == TCP:
             spec.update(ready_tcp=node.ready.port)
         if node.routes:
@@ -277,64 +217,30 @@ class SwarmBackend:
         files = [("lab/ctl/spec.json", json.dumps(spec).encode()), (f"lab/out/{node.name}.log", b"")]
         if node.image:
             files += [(f"opt/lab/{name}", data) for name, data in images.payload()]
-        return tar_files(files, [("lab/files", node.cwd)] if node.cwd else [])
+        return tar_files(files, [(FILES.lstrip("/"), node.cwd)] if node.cwd else [])
+
+    def _engine(self, box: _Box) -> Any:
+        e = self.engines[box.host]
+        return None if e.lost else e.client
 
     # -- processes ---------------------------------------------------------------------------
-    def start(self, node: NodePlan) -> bool:
-        """Deferred like the docker backend's: nodes asked together go together, once all exist."""
-        self.boxes[node.name].go_asked = True
-        return False
-
-    def poll(self, timeout: float) -> list[Event]:
-        self._watch_new()
-        self._raise_failed()
-        self._probe_hosts()
-        events, self.pending = self.pending + self._release(), []
-        unwired = any(not b.wired for b in self.boxes.values())
-        wait = 0.0 if events else (min(timeout, 0.02) if unwired else min(timeout, PROBE_EVERY))
-        for key, _ in self.selector.select(wait):
-            events += self._read(self.boxes[key.data])
-        return events
-
-    def _watch_new(self) -> None:
-        for b in self.boxes.values():
-            if (not b.wired and b.future is not None and b.future.done() and not b.future.cancelled()
-                    and b.future.exception() is None
-                    and b.channel is not None):  # (no channel: its creation was skipped at teardown)
-                self.selector.register(b.channel, selectors.EVENT_READ, b.node.name)
-                b.wired = True
+    def _watched(self, box: _Box) -> Channel | None:
+        return box.channel
 
     def _raise_failed(self) -> None:
-        for b in self.boxes.values():
-            done = b.future is not None and b.future.done() and not b.future.cancelled()
-            error = b.future.exception() if done and b.future is not None else None
-            if error is not None:
-                lost = self._lost_now(b.host)
-                if lost is not None:
-                    raise lost
-                raise error if isinstance(error, BackendError) else api_error(f"start {b.name}", Exception(error))
+        super()._raise_failed()
+        self._probe_hosts()
 
-    def _release(self) -> list[Event]:
-        asked = [b for b in self.boxes.values() if b.go_asked and not b.launched]
-        if not asked or not all(b.wired for b in asked):
-            return []
-        for b in asked:
-            if b.node.runs_something and b.channel is not None and not b.exited and not b.channel.closed:
-                try:
-                    b.channel.send(b"go\n")
-                except OSError as e:
-                    raise self._lost_now(b.host) or BackendError(f"start {b.node.name}: {e}") from None
-            b.launched = True
-        return [Event(b.node.name, LAUNCHED) for b in asked]
+    def _send(self, box: _Box, data: bytes) -> None:
+        if box.channel is not None and not box.channel.closed:
+            box.channel.send(data)  # the agent's stdin (once "go" is read, it hands it to the role)
 
-    def release(self, nodes: list[str]) -> None:
-        for name in nodes:
-            b = self.boxes.get(name)
-            if b is not None and b.channel is not None and not b.exited and not b.channel.closed:
-                try:
-                    b.channel.send(b"release\n")  # the agent's stdin, which it handed to the role
-                except OSError:  # its host is gone: the probe says so
-                    pass
+    def _wait(self, timeout: float) -> list[Event]:
+        unwired = any(not b.wired for b in self.boxes.values())
+        events: list[Event] = []
+        for key, _ in self.selector.select(min(timeout, 0.02) if unwired else min(timeout, PROBE_EVERY)):
+            events += self._read(self.boxes[key.data])
+        return events
 
     def _read(self, b: _Box) -> list[Event]:
         assert b.channel is not None
@@ -348,28 +254,22 @@ class SwarmBackend:
             elif fact.startswith("exit "):
                 b.told = int(fact.split()[1])
         if b.channel.closed:
-            self.selector.unregister(b.channel)
-            events.append(self._exited(b))
+            events += self._reap([b])
         return events
 
-    def _exited(self, b: _Box) -> Event:
-        """The node's agent is done: its code (told, or asked of the engine), its files fetched."""
-        b.exited = True
-        if b.told is not None:
-            b.code = b.told
-        elif not self.closing and (lost := self._lost_now(b.host)) is not None:
-            raise lost  # the stream ended because the host did
-        else:
-            try:
-                api = self.engines[b.host].client.api
-                b.code = int(api.wait(b.id, timeout=10)["StatusCode"])
-            except Exception:  # noqa: BLE001 - unknown is reported as such
-                b.code = None
-        if not b.ready and self.pool is not None:  # a start failure: its log is the evidence, now
-            self._collect(b)
-        elif self.pool is not None:
-            b.fetch = self.pool.submit(self._collect, b)
-        return Event(b.node.name, EXITED, b.code)
+    def _unwatch(self, b: _Box) -> None:
+        if b.channel is not None:
+            self.selector.unregister(b.channel)
+
+    def _evidence(self, ended: list[_Box], unspoken: list[_Box]) -> None:
+        for b in ended:
+            if not b.ready:  # a start failure: its log is the evidence, now
+                self._collect(b)
+            elif self.pool is not None:  # its files are copied back in the background
+                b.fetch = self.pool.submit(self._collect, b)
+
+    def _exit_status(self, b: _Box) -> int:
+        return int(self.engines[b.host].client.api.wait(b.id, timeout=10)["StatusCode"])
 
     def _collect(self, b: _Box) -> None:
         """Copy the node's log and transcript into the run folder (once), then its own output."""
@@ -411,6 +311,9 @@ class SwarmBackend:
                 e.last_probe = now
                 e.probing = self.probes.submit(e.probe.ping)
 
+    def _lost(self, box: _Box) -> BackendError | None:
+        return self._lost_now(box.host)
+
     def _lost_now(self, host: str) -> BackendError | None:
         """If `host` is gone (a quick ping fails), the error that says so; else None."""
         e = self.engines[host]
@@ -429,69 +332,38 @@ class SwarmBackend:
         return BackendError(f"host {host} ({e.host.endpoint}) went away during the run ({e.lost}); "
                             f"its node(s) {shown} were lost")
 
-    # -- stop and teardown -------------------------------------------------------------------
-    def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
-        running = [self.boxes[n] for n in nodes
-                   if n in self.boxes and self.boxes[n].id and not self.boxes[n].exited
-                   and not self.engines[self.boxes[n].host].lost]
+    def _close_clients(self) -> None:
+        for e in self.engines.values():
+            for client in (e.client, e.probe):
+                if client is not None:
+                    client.close()
 
-        def halt(b: _Box) -> None:
-            try:
-                self.engines[b.host].client.api.stop(b.id, timeout=max(1, round(grace)))
-            except Exception:  # noqa: BLE001 - gone already; removal follows anyway
-                pass
-
-        with ThreadPoolExecutor(WORKERS) as pool:
-            list(pool.map(halt, running))
-        deadline = time.monotonic() + 5
-        while any(b.wired and not b.exited for b in running) and time.monotonic() < deadline:
-            for key, _ in self.selector.select(0.1):
-                self.pending += [e for e in self._read(self.boxes[key.data]) if e.node not in nodes]
-        for b in running:
-            if not b.exited and b.wired and b.channel is not None:
-                self.selector.unregister(b.channel)
-                self._exited(b)
-        return {n: self.boxes[n].code for n in nodes if n in self.boxes}
-
-    def exit_code(self, node: str) -> int | None:
-        b = self.boxes.get(node)
-        return b.code if b else None
-
+    # -- teardown ----------------------------------------------------------------------------
     def down(self) -> None:
         self.closing = True
         in_use = [n for n, e in self.engines.items() if e.client is not None and not e.lost]
         if in_use:  # a host that hangs now is skipped, not waited on call after call
             with ThreadPoolExecutor(len(in_use)) as pool:
                 list(pool.map(self._lost_now, in_use))
+        super().down()
+
+    def _remove(self) -> None:
+        for b in self.boxes.values():
+            if b.channel is not None:
+                b.channel.close()
+        self.probes.shutdown(wait=False, cancel_futures=True)
+        lost = {n: e.lost for n, e in self.engines.items() if e.lost}
         try:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True, cancel_futures=True)
-                self.pool = None
-            self._watch_new()
-            self.stop([n for n, b in self.boxes.items() if b.node.runs_something], grace=1.0)
-            with ThreadPoolExecutor(WORKERS) as pool:
-                list(pool.map(self._collect, [b for b in self.boxes.values() if b.id]))
+            _, left = remove_lab(self.cluster, self.journal.lab_id, {n: e.client for n, e in self.engines.items()
+                                                                  if e.client is not None and not e.lost},
+                                 wait=not lost)
         finally:
-            for b in self.boxes.values():
-                if b.channel is not None:
-                    b.channel.close()
-            self.selector.close()
-            self.probes.shutdown(wait=False, cancel_futures=True)
-            lost = {n: e.lost for n, e in self.engines.items() if e.lost}
-            try:
-                _, left = remove_lab(self.cluster, self.journal.lab_id, {n: e.client for n, e in self.engines.items()
-                                                                      if e.client is not None and not e.lost},
-                                  wait=not lost)
-            finally:
-                for e in self.engines.values():
-                    for client in (e.client, e.probe):
-                        if client is not None:
-                            client.close()
-            if lost:  # kept in the journal: `lab clean` finishes once the host answers again
-                held = f" (and network(s) {', '.join(left)}, which its containers still hold)" if left else ""
-                raise BackendError(f"host(s) {', '.join(lost)} unreachable: what the lab has there{held} is "
-                                   "removed by `lab clean` once they answer again")
-            self.journal.close()
+            self._close_clients()
+        if lost:  # kept in the journal: `lab clean` finishes once the host answers again
+            held = f" (and network(s) {', '.join(left)}, which its containers still hold)" if left else ""
+            raise BackendError(f"host(s) {', '.join(lost)} unreachable: what the lab has there{held} is "
+                               "removed by `lab clean` once they answer again")
+        self.journal.close()
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:
@@ -510,7 +382,7 @@ class SwarmBackend:
         try:
             run_dir = journal.meta().get("run_dir")
             if run_dir:
-                _rescue_logs(clients, journal.lab_id, Path(str(run_dir)))
+                rescue_logs(clients, journal.lab_id, Path(str(run_dir)))
             removed, _ = remove_lab(cluster, journal.lab_id, clients, wait=not unreachable)
         finally:
             for c in clients.values():
@@ -521,107 +393,17 @@ class SwarmBackend:
         journal.close()
         return removed
 
+    # -- a running lab -----------------------------------------------------------------------
+    @classmethod
+    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
+        raise EnvironmentProblem(NOT_KEPT)  # (issue 17: exec and shell through the engines' API)
+
 
 def tls_config(host: Host) -> Any:
     if host.tls is None:
         return None
     return docker.tls.TLSConfig(client_cert=(str(host.tls.cert), str(host.tls.key)), ca_cert=str(host.tls.ca),
                                 verify=True)
-
-
-def remove_lab(cluster: Cluster, lab_id: str, clients: dict[str, Any],
-               wait: bool = True) -> tuple[list[str], list[str]]:
-    """Remove the lab's containers from every reachable host, then its networks (by label).
-
-    Returns (removed, networks left in place): without `wait`, a network is tried once (an
-    unreachable host's container may hold it until that host answers again)."""
-    label = {"label": f"{LABEL_ID}={lab_id}"}
-
-    def containers(item: tuple[str, Any]) -> list[str]:
-        host, client = item
-        found = client.api.containers(all=True, filters=label)
-        for c in found:
-            try:
-                client.api.remove_container(c["Id"], force=True, v=True)
-            except Exception:  # noqa: BLE001 - already being removed
-                pass
-        return [f"{c['Names'][0].lstrip('/')}@{host}" for c in found]
-
-    try:
-        with ThreadPoolExecutor(max(1, len(clients))) as pool:
-            removed = [name for names in pool.map(containers, clients.items()) for name in names]
-    except Exception as e:  # noqa: BLE001
-        raise api_error("remove the lab's containers", e) from None
-    manager = clients.get(cluster.manager.name)
-    if manager is None:
-        return removed, []
-    networks = [n["Name"] for n in manager.api.networks(filters=label)]
-    left = _remove_networks(manager, label, TEARDOWN_TIMEOUT if wait else 0.0)
-    if not left:
-        _wait_networks_gone(clients, label)
-    return removed + [n for n in networks if n not in left], left
-
-
-def _wait_networks_gone(clients: dict[str, Any], label: dict[str, str]) -> None:
-    """Each host drops its copy of a removed overlay network a moment later: the lab is only gone
-    once no host lists it (observed, bounded)."""
-    deadline = time.monotonic() + TEARDOWN_TIMEOUT
-    pending = dict(clients)
-    while pending and time.monotonic() < deadline:
-        for host, client in list(pending.items()):
-            try:
-                if not client.api.networks(filters=label):
-                    del pending[host]
-            except Exception:  # noqa: BLE001 - asked again until the deadline
-                pass
-        if pending:
-            time.sleep(0.1)
-
-
-def _remove_networks(manager: Any, label: dict[str, str], patience: float) -> list[str]:
-    """Overlay networks, once the hosts have let go of them (an endpoint lingers briefly).
-    Returns the names of those still in use after `patience` seconds."""
-    deadline = time.monotonic() + patience
-    pending = manager.api.networks(filters=label)
-    while pending:
-        left = []
-        for n in pending:
-            try:
-                manager.api.remove_network(n["Id"])
-            except Exception as e:  # noqa: BLE001
-                if "No such network" in str(e) or "not found" in str(e):
-                    continue
-                if patience and time.monotonic() > deadline:
-                    raise api_error(f"remove network {n['Name']}", e) from None
-                left.append(n)
-        if not patience:
-            return [n["Name"] for n in left]
-        pending = left
-        if pending:
-            time.sleep(0.2)  # the engines detach endpoints asynchronously; nothing to watch
-    return []
-
-
-def _rescue_logs(clients: dict[str, Any], lab_id: str, run_dir: Path) -> None:
-    """Before `lab clean` removes a dead lab's containers: copy their logs into its run folder."""
-    nodes = run_dir / "nodes"
-    if not nodes.is_dir():
-        return
-    for client in clients.values():
-        try:
-            found = client.api.containers(all=True, filters={"label": f"{LABEL_ID}={lab_id}"})
-        except Exception:  # noqa: BLE001 - best effort: removal (which reports) matters more
-            continue
-        for c in found:
-            node = (c.get("Labels") or {}).get("lab.node", "")
-            if not node or (nodes / f"{node}.jsonl").exists():
-                continue
-            try:
-                stream, _ = client.api.get_archive(c["Id"], OUT)
-                extract(stream, {f"{node}.log": nodes / f"{node}.log", f"{node}.jsonl": nodes / f"{node}.jsonl"},
-                        MAX_OUTPUT)
-            except Exception:  # noqa: BLE001 - best effort: removal matters more
-                continue
 
 
 def _append(path: Path, text: str) -> None:
