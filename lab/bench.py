@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.backends import load as load_backend
+
 SCENARIO = """\
 name: bench-{n}
 timeout: 120s
@@ -92,10 +94,7 @@ def bench(sizes: list[int] | None = None, rounds: int = 3, peers: str | None = N
         have_peer = script.exists() and all(shutil.which(c) for c in pairing.needs)
         if not have_peer:
             print(f"{pairing.peer} peer unavailable ({script}; {pairing.install})")
-        if backend == "docker":
-            from lab.cli import cmd_images
-
-            cmd_images()
+        load_backend(backend).prepare()  # the node image, for a container backend
         for n in sizes or DEFAULT_SIZES[backend]:
             lab_t, peer_t, good = _compare(backend, pairing, script if have_peer else None, n, rounds)
             ok &= good

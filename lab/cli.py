@@ -94,7 +94,7 @@ def cmd_clean(everything: bool = False) -> int:
 
 
 def cmd_images(base: str = "debootstrap") -> int:
-    from lab.images import build
+    from lab.backends.containers.images import build
 
     build(base)
     return 0
@@ -102,7 +102,7 @@ def cmd_images(base: str = "debootstrap") -> int:
 
 def cmd_cluster(action: str, hosts: int = 3, name: str = "sim", file: str = "cluster.yaml") -> int:
     """`lab cluster up|down`: a simulated cluster of Docker engines on this machine."""
-    from lab import simcluster
+    from lab.backends.containers import simcluster
 
     if action == "up":
         simcluster.up(hosts, name, Path(file))

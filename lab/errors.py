@@ -61,6 +61,12 @@ class EnvironmentProblem(LabError):
     exit_code = 3
 
 
+class UnknownLab(LabError):
+    """No such lab, or no such node in it, or the node cannot be entered (saying why)."""
+
+    exit_code = 2
+
+
 class BackendError(LabError):
     """A backend operation failed; carries the command and what it printed."""
 

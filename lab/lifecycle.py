@@ -22,23 +22,18 @@ from typing import Any
 
 from lab import backends, watch
 from lab.checks import evaluate
-from lab.errors import EnvironmentProblem, LabError
+from lab.errors import EnvironmentProblem, LabError, UnknownLab
 from lab.execution import Execution
 from lab.journal import Journal, journals, process_start, state_dir
 from lab.outcome import ExpectationResult, NodeOutcome, node_outcome
 from lab.plan import make_plan
 from lab.reports import load_report
 from lab.reports.terminal import expectation_table
-from lab.roles import shell_code
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
 
 UP_MARGIN = 60.0  # beyond the scenario's timeout, for the keeper to start and report
 DOWN_TIMEOUT = 60.0
-
-
-class UnknownLab(LabError):
-    exit_code = 2
 
 
 # -- up / keep -------------------------------------------------------------------------------------
@@ -51,9 +46,7 @@ def up(scenario_path: str, backend: str = "netns", out: str | None = None) -> in
 def bring_up(scenario_path: str, backend: str = "netns", out: str | None = None) -> tuple[dict[str, Any], RunDir]:
     """`lab up` as a library call: the keeper's status ({"id", "ok", "failures", "backend", "nodes"})
     and the run folder. A lab that did not come up (`ok` false) is already torn down."""
-    if backend == "swarm":
-        raise EnvironmentProblem("kept labs (lab up) run on the netns or docker backend; on a cluster, "
-                                 "use `lab run SCENARIO --backend swarm --cluster FILE`")
+    backends.load(backend).check_kept()
     scenario = load_scenario(scenario_path)
     plan = make_plan(scenario)
     backends.create(backend, Journal(state_dir(), "check")).check(plan)  # before anything exists
@@ -235,39 +228,8 @@ def exec_in(ref: str, node: str, argv: list[str], interactive: bool = False) -> 
     """Run a command inside a node (a shell when `interactive`), attached to this terminal."""
     j = find(ref)
     info = _node(j, node)
-    backend = j.meta().get("backend", "netns")
-    cwd = "/lab/files" if backend == "docker" and info.get("cwd") else (info.get("cwd") or "/")
-    if backend == "docker":
-        if _status(j).get(node, {}).get("exited"):
-            raise UnknownLab(f"node {node!r} of lab {j.lab_id} has finished, and its container with it: "
-                             "on the docker backend, exec and shell work in running nodes")
-        tty = ["-it"] if interactive and sys.stdin.isatty() else ["-i"]
-        from lab.backends.docker import container_name
-
-        os.execvp("docker", ["docker", "exec", *tty, "-w", cwd, container_name(j.lab_id, node), *argv])
-    from lab.backends.fabric import Fabric
-    from lab.backends.netns import enter_node
-
-    netns = Fabric(j).path(node)
-    if not os.path.exists(netns):
-        raise UnknownLab(f"lab {j.lab_id} has no running node {node!r}")
-    env = {**os.environ, "LAB_NODE": node, "LAB_ID": j.lab_id, "HOSTNAME": node}
-    if interactive:
-        env["PS1"] = f"[lab {j.lab_id}] {node}:\\w# "
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child execs or exits
-        try:
-            enter_node(netns, j.folder / "hosts" / node, node, cwd)
-            os.execvpe(argv[0], argv, env)
-        except BaseException as e:  # noqa: BLE001
-            print(f"lab: {node}: {argv[0]}: {e}", file=sys.stderr, flush=True)
-        os._exit(127)
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the command, like in a shell
-    try:
-        _, status = os.waitpid(pid, 0)
-    finally:
-        signal.signal(signal.SIGINT, old)
-    return shell_code(status)
+    at = backends.NodeRef(node, info.get("cwd"), bool(_status(j).get(node, {}).get("exited")))
+    return backends.of(j).exec(j, at, argv, interactive)
 
 
 def shell(ref: str, node: str) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.backends import Options
+from lab.backends import BACKENDS, Options
 from lab.errors import LabError, ScenarioError
 from lab.outcome import CheckResult, RunResult, read_log, read_transcript
 from lab.plan import Plan, make_plan
@@ -41,7 +41,6 @@ from lab.reports import load_report
 from lab.reports.terminal import failure_text
 from lab.rundir import RunDir
 
-BACKENDS = ("netns", "docker", "swarm")
 SCENARIO_KEYS = {"name", "nodes", "networks"}
 SUFFIXES = (".yaml", ".yml")
 PEEK_LIMIT = 1024 * 1024  # a YAML file larger than this is not looked into for the scenario keys
@@ -50,7 +49,7 @@ PEEK_LIMIT = 1024 * 1024  # a YAML file larger than this is not looked into for 
 # -- options and markers ---------------------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lab", "network labs: scenario files as tests")
-    group.addoption("--lab-backend", choices=BACKENDS, default="netns",
+    group.addoption("--lab-backend", choices=tuple(BACKENDS), default="netns",
                     help="where scenario hosts live: netns (default), docker or swarm")
     group.addoption("--lab-cluster", default=None, metavar="FILE",
                     help="cluster file for --lab-backend swarm (hosts' Docker endpoints)")

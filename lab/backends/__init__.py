@@ -1,7 +1,13 @@
-"""Backends: where a lab's hosts live. Each implements the small `Backend` protocol.
+"""Backends: where a lab's hosts live. Each implements the `Backend` protocol, and nothing outside
+this package asks which backend it holds.
 
-Chosen from an explicit dict; a backend is imported only when used, so that the netns backend
-never needs the Docker SDK.
+Two wings on this one seam:
+- `lab.backends.netns`: every node a network namespace of this machine (`fabric.py` wires them,
+  `linux.py` holds the system calls);
+- `lab.backends.containers`: every node a container (`base.py` is what docker and swarm share).
+
+A new backend is one class implementing `Backend` and one entry in `BACKENDS`; a backend is
+imported only when used, so that the netns backend never needs the Docker SDK.
 """
 
 from __future__ import annotations
@@ -45,8 +51,24 @@ class Placement:
     uncertainty: float = 0.0  # seconds (half the round trip of the best measurement)
 
 
-class Backend(Protocol):
+@dataclass(frozen=True)
+class NodeRef:
+    """A node of a running lab, as its journal and run folder tell it: what `exec` needs."""
+
     name: str
+    cwd: str | None  # the node's files (`files:`) on this machine, when it has some
+    exited: bool  # its role or program has finished
+
+
+class Backend(Protocol):
+    """A run, on an instance made with (journal, options): check, up, start / poll / release, stop,
+    exit_code, down, placements. A lab known by its journal alone (running, kept or dead), on the
+    class: prepare, check_kept, exec (and shell: exec, interactive), clean."""
+
+    name: str
+
+    def __init__(self, journal: Journal, options: Options | None = None) -> None:
+        """Nothing is created yet: the lab's resources are recorded in `journal` as they are."""
 
     def check(self, plan: Plan) -> None:
         """Raise EnvironmentProblem if this machine cannot run the plan (before creating anything)."""
@@ -79,27 +101,54 @@ class Backend(Protocol):
     def placements(self) -> dict[str, Placement]:
         """Node -> where it ran; empty when every node ran on this machine."""
 
+    @classmethod
+    def prepare(cls) -> None:
+        """Make this machine ready for runs ahead of time (build the node image); may print progress."""
+
+    @classmethod
+    def check_kept(cls) -> None:
+        """Raise EnvironmentProblem if a lab on this backend cannot be kept running (`lab up`) and
+        entered (`lab exec`, `lab shell`); before anything exists."""
+
+    @classmethod
+    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
+        """Run `argv` inside a node of the running lab of `journal`, attached to this terminal;
+        returns its exit code (128+N: killed by signal N). `interactive`: a shell, on a terminal
+        when there is one. Raise UnknownLab when the node cannot be entered (saying why)."""
+
+    @classmethod
+    def clean(cls, journal: Journal) -> list[str]:
+        """Remove what a (dead) lab left behind, from its journal alone; returns what was removed."""
+
 
 BACKENDS: dict[str, str] = {
     "netns": "lab.backends.netns:NetnsBackend",
-    "docker": "lab.backends.docker:DockerBackend",
-    "swarm": "lab.backends.swarm:SwarmBackend",
+    "docker": "lab.backends.containers.docker:DockerBackend",
+    "swarm": "lab.backends.containers.swarm:SwarmBackend",
 }
+DEFAULT = "netns"
 
 
-def create(name: str, journal: Journal, options: Options | None = None) -> Backend:
+def load(name: str) -> type[Backend]:
+    """The backend class called `name` (its module imported now)."""
     try:
         module, _, cls = BACKENDS[name].partition(":")
     except KeyError:
         raise EnvironmentProblem(f"unknown backend {name!r} (backends: {', '.join(BACKENDS)})") from None
-    factory = getattr(importlib.import_module(module), cls)
-    backend: Backend = factory(journal, options or Options())
-    return backend
+    kind: type[Backend] = getattr(importlib.import_module(module), cls)
+    return kind
+
+
+def create(name: str, journal: Journal, options: Options | None = None) -> Backend:
+    return load(name)(journal, options or Options())
+
+
+def of(journal: Journal) -> type[Backend]:
+    """The backend class of the lab that `journal` records (labs from before backends: netns)."""
+    name = str(journal.meta().get("backend", DEFAULT))
+    return load(name if name in BACKENDS else DEFAULT)
 
 
 def clean(journal: Journal) -> list[str]:
     """Remove what a (dead) lab left behind, from its journal alone; returns what was removed."""
-    name = str(journal.meta().get("backend", "netns"))
-    module, _, cls = BACKENDS.get(name, BACKENDS["netns"]).partition(":")
-    removed: list[str] = getattr(importlib.import_module(module), cls).clean(journal)
-    return removed
+    return of(journal).clean(journal)

@@ -14,19 +14,29 @@ node (in parallel) for addresses and routes.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 from lab.backends import linux
-from lab.errors import BackendError
+from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal, state_lock
 from lab.plan import NodePlan, Plan
 
 NETNS_DIR = "/run/netns"
 IP_TIMEOUT = 30.0
 NETNS = "netns"  # journal kind
+
+
+def check_machine(needs_root: str) -> None:
+    """Raise EnvironmentProblem unless this process can build a fabric: it is root (`needs_root`
+    tells the user why) and iproute2 is installed."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(needs_root)
+    if shutil.which("ip") is None:
+        raise EnvironmentProblem("'ip' (iproute2) is not installed: apt-get install iproute2")
 
 
 class Fabric:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import resource
 import selectors
-import shutil
 import signal
 import sys
 import time
@@ -18,9 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.backends import ANSWERED, EXITED, READY, Event, Options, Placement, linux
-from lab.backends.fabric import Fabric, journal_namespaces, remove_namespaces
-from lab.errors import EnvironmentProblem
+from lab.backends import ANSWERED, EXITED, READY, Event, NodeRef, Options, Placement, linux
+from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
+from lab.errors import UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
 from lab.roles import default_signals, run_role, shell_code
@@ -47,7 +46,7 @@ class _Proc:
 class NetnsBackend:
     name = "netns"
 
-    def __init__(self, journal: Journal, options: Options | None = None):
+    def __init__(self, journal: Journal, options: Options | None = None) -> None:
         self.journal = journal
         self.fabric = Fabric(journal)
         self.plan: Plan | None = None
@@ -59,11 +58,15 @@ class NetnsBackend:
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
-        if os.geteuid() != 0:
-            raise EnvironmentProblem("the netns backend needs root (network namespaces): "
-                                     "run as root, e.g. sudo lab run ...")
-        if shutil.which("ip") is None:
-            raise EnvironmentProblem("'ip' (iproute2) is not installed: apt-get install iproute2")
+        check_machine("the netns backend needs root (network namespaces): run as root, e.g. sudo lab run ...")
+
+    @classmethod
+    def prepare(cls) -> None:
+        pass  # nothing to build: the roles run from this installation
+
+    @classmethod
+    def check_kept(cls) -> None:
+        pass
 
     # -- topology ----------------------------------------------------------------------------
     def up(self, plan: Plan, rundir: RunDir) -> None:
@@ -261,6 +264,31 @@ class NetnsBackend:
         removed = remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
         journal.close()
         return removed
+
+    # -- a running lab -----------------------------------------------------------------------
+    @classmethod
+    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
+        """A child enters the node (as a program of the lab would) and execs `argv`; Ctrl-C is its."""
+        netns = Fabric(journal).path(node.name)
+        if not os.path.exists(netns):
+            raise UnknownLab(f"lab {journal.lab_id} has no running node {node.name!r}")
+        env = {**os.environ, "LAB_NODE": node.name, "LAB_ID": journal.lab_id, "HOSTNAME": node.name}
+        if interactive:
+            env["PS1"] = f"[lab {journal.lab_id}] {node.name}:\\w# "
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child execs or exits
+            try:
+                enter_node(netns, journal.folder / "hosts" / node.name, node.name, node.cwd or "/")
+                os.execvpe(argv[0], argv, env)
+            except BaseException as e:  # noqa: BLE001
+                print(f"lab: {node.name}: {argv[0]}: {e}", file=sys.stderr, flush=True)
+            os._exit(127)
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the command, like in a shell
+        try:
+            _, status = os.waitpid(pid, 0)
+        finally:
+            signal.signal(signal.SIGINT, old)
+        return shell_code(status)
 
 
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = True) -> None:

@@ -118,7 +118,7 @@ def test_verdicts_are_the_same_across_hosts(cluster: SimCluster, tmp_path: Path,
 
 
 def test_the_image_reaches_hosts_without_a_registry(cluster: SimCluster, tmp_path: Path) -> None:
-    tag = json.loads(subprocess.run([sys.executable, "-c", "import json; from lab import images; "
+    tag = json.loads(subprocess.run([sys.executable, "-c", "import json; from lab.backends.containers import images; "
                                      "print(json.dumps(images.node_tag()))"],
                                     capture_output=True, text=True, cwd=ROOT, check=True).stdout)
     for host in cluster.hosts:

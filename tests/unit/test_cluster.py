@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from lab.backends import Placement
-from lab.backends.remote import Channel, parse_time, tar_files
-from lab.backends.swarm import docker_block
+from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
+from lab.backends.containers.overlay import docker_block
+from lab.backends.containers.remote import Channel, parse_time, tar_files
+from lab.backends.containers.simcluster import cluster_file
 from lab.checks import evaluate
-from lab.cluster import Cluster, Host, load_cluster, place
 from lab.errors import ScenarioError
 from lab.outcome import NodeOutcome, on_lab_clock
 from lab.plan import make_plan
 from lab.scenario import load_scenario, load_scenario_text
-from lab.simcluster import cluster_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "scenarios"
 THREE = """\

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.backends import ANSWERED, EXITED, READY, Event, Placement
+from lab.backends import ANSWERED, EXITED, READY, Event
 from lab.barrier import Barrier
 from lab.execution import Execution
 from lab.plan import NodePlan, Plan, make_plan, sync_groups
 from lab.scenario import load_scenario_text
+from tests.backend_double import ScriptedBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,53 +31,12 @@ nodes:
 """
 
 
-@dataclass
-class FakeBackend:
-    """Each started node does what `script` says: ("ready"|"exit"|"hang", code)."""
-
-    script: dict[str, list[tuple[str, int | None]]]
-    started: list[str] = field(default_factory=list)
-    stopped: list[str] = field(default_factory=list)
-    released: list[str] = field(default_factory=list)
-    placed: dict[str, Placement] = field(default_factory=dict)
-    queue: list[Event] = field(default_factory=list)
-    name: str = "fake"
-
-    def check(self, plan: Plan) -> None: ...
-    def up(self, plan: Plan, rundir: object) -> None: ...
-    def down(self) -> None: ...
-    def exit_code(self, node: str) -> int | None: return None
-
-    def start(self, node: NodePlan) -> bool:
-        self.started.append(node.name)
-        for kind, code in self.script.get(node.name, [("exit", 0)]):
-            if kind == "ready":
-                self.queue.append(Event(node.name, READY))
-            elif kind == "exit":
-                self.queue.append(Event(node.name, EXITED, code))
-        return True
-
-    def poll(self, timeout: float) -> list[Event]:
-        events, self.queue = self.queue, []
-        return events
-
-    def release(self, nodes: list[str]) -> None:
-        self.released += nodes
-
-    def placements(self) -> dict[str, Placement]:
-        return self.placed
-
-    def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
-        self.stopped += nodes
-        return {n: 143 for n in nodes}
-
-
 def _plan(timeout: str = "5s") -> Plan:
     return make_plan(load_scenario_text(SCENARIO.format(timeout=timeout), ROOT / "t.yaml"))
 
 
-def _run(script: dict[str, list[tuple[str, int | None]]], timeout: str = "5s") -> tuple[Execution, FakeBackend]:
-    backend = FakeBackend(script)
+def _run(script: dict[str, list[tuple[str, int | None]]], timeout: str = "5s") -> tuple[Execution, ScriptedBackend]:
+    backend = ScriptedBackend(script)
     ex = Execution(_plan(timeout), backend, lambda line: None, lambda name: "last words")
     ex.run()
     return ex, backend
@@ -125,7 +85,7 @@ nodes:
   setup: {networks: [lan], run: prepare}
   user: {networks: [lan], run: use, after: setup}
 """
-    backend = FakeBackend({"setup": [("hang", None)]})
+    backend = ScriptedBackend({"setup": [("hang", None)]})
     ex = Execution(make_plan(load_scenario_text(text, ROOT / "t.yaml")), backend, lambda line: None, lambda n: "")
     ex.run()
     assert backend.started == ["setup", "user"]
@@ -145,7 +105,7 @@ def test_a_signal_interrupts_at_a_safe_point() -> None:
         if len(calls) > 1:
             raise Interrupted(2)
 
-    backend = FakeBackend({"server": [("ready", None)], "client-1": [("hang", None)]})
+    backend = ScriptedBackend({"server": [("ready", None)], "client-1": [("hang", None)]})
     ex = Execution(_plan(), backend, lambda line: None, lambda n: "", interrupted)
     with pytest.raises(Interrupted):
         ex.run()
@@ -168,7 +128,7 @@ expect:
 
 
 @dataclass
-class SyncBackend(FakeBackend):
+class SyncBackend(ScriptedBackend):
     """Clients report ANSWERED when started; the test decides when each one exits."""
 
     answered: list[str] = field(default_factory=list)
@@ -235,7 +195,7 @@ def test_on_several_hosts_a_group_is_released_after_the_clocks_uncertainty() -> 
 
 
 @dataclass
-class SlowEngine(FakeBackend):
+class SlowEngine(ScriptedBackend):
     """Like the container backends: a start is deferred until the node's host exists, which takes
     `creating` seconds of wall time (a busy engine); then the node launches and runs its script."""
 

@@ -4,52 +4,25 @@ own fault, and one exit-code convention (128+N for signal N)."""
 from __future__ import annotations
 
 import json
-import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from lab.backends import EXITED, READY, Event
 from lab.checks import evaluate
 from lab.execution import Execution, _code
 from lab.grading import own_fault
 from lab.orchestrator import check
 from lab.outcome import CheckResult, NodeOutcome, last_error_line
-from lab.plan import NodePlan, make_plan
+from lab.plan import make_plan
 from lab.reports import load_report
 from lab.reports.html_report import node_state
 from lab.rundir import RunDir
 from lab.scenario import load_scenario_text
 from lab.watch import NodeRun, peer_note, peer_of, runs_from_status, service_results
+from tests.backend_double import ScriptedBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@dataclass
-class FakeBackend:
-    """Each started node does what `script` says ("ready" | "exit" with a code); the lab stops with SIGTERM."""
-
-    script: dict[str, list[tuple[str, int | None]]]
-    queue: list[Event] = field(default_factory=list)
-    name: str = "fake"
-
-    def start(self, node: NodePlan) -> bool:
-        for kind, code in self.script.get(node.name, [("exit", 0)]):
-            self.queue.append(Event(node.name, READY if kind == "ready" else EXITED, code))
-        return True
-
-    def poll(self, timeout: float) -> list[Event]:
-        events, self.queue = self.queue, []
-        return events
-
-    def release(self, nodes: list[str]) -> None: ...
-
-    def placements(self) -> dict[str, object]:
-        return {}
-
-    def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
-        return {n: 128 + signal.SIGTERM for n in nodes}
 
 TRACEBACK = """Connected with 10.0.1.1:40000
 Traceback (most recent call last):
@@ -253,7 +226,7 @@ expect:
 
 def test_the_orchestrator_s_check_reports_a_crashed_service_and_its_client_points_at_it(tmp_path: Path) -> None:
     plan = make_plan(load_scenario_text(SCENARIO, ROOT / "t.yaml"))
-    backend = FakeBackend({"server": [("ready", None), ("exit", 3)], "client": [("ready", None), ("exit", 0)]})
+    backend = ScriptedBackend({"server": [("ready", None), ("exit", 3)], "client": [("ready", None), ("exit", 0)]})
     ex = Execution(plan, backend, lambda line: None, lambda name: "")
     ex.run()
     rundir = RunDir.create(tmp_path / "run", "t")
@@ -273,12 +246,12 @@ def test_the_orchestrator_s_check_reports_a_crashed_service_and_its_client_point
 
 def test_a_blocked_node_and_a_stopped_one_in_words() -> None:
     plan = make_plan(load_scenario_text(SCENARIO, ROOT / "t.yaml"))
-    backend = FakeBackend({"server": [("exit", 1)]})
+    backend = ScriptedBackend({"server": [("exit", 1)]})
     ex = Execution(plan, backend, lambda line: None, lambda name: "SyntaxError: expected ':'")
     ex.run()
     assert ex.states["client"].note.endswith("before it was ready (SyntaxError: expected ':')")
     assert node_state(ex.states["client"], ex.t0).startswith("did not start: server exited with code 1")
-    backend = FakeBackend({"server": [("ready", None)], "client": [("ready", None), ("exit", 0)]})
+    backend = ScriptedBackend({"server": [("ready", None)], "client": [("ready", None), ("exit", 0)]})
     ex = Execution(plan, backend, lambda line: None, lambda name: "")
     ex.run()
     assert node_state(ex.states["server"], ex.t0) == "stopped by the lab (143 (SIGTERM))"

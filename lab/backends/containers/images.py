@@ -20,12 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.backends.engine import api_error, connect
+import lab
+from lab.backends.containers.engine import api_error, connect
 from lab.errors import EnvironmentProblem
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT / "images"
-ROLES = Path(__file__).resolve().parent / "roles"
+PACKAGE = Path(lab.__file__).resolve().parent
+IMAGES = PACKAGE.parent / "images"
+ROLES = PACKAGE / "roles"
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 LOCAL_BASE = "debootstrap"

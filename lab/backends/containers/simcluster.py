@@ -22,8 +22,8 @@ from typing import Any
 
 import docker.types
 
-from lab import images
-from lab.backends.engine import api_error, connect, remote
+from lab.backends.containers import images
+from lab.backends.containers.engine import api_error, connect, remote
 from lab.errors import BackendError, EnvironmentProblem
 
 LABEL = "lab.cluster"

@@ -1,0 +1,331 @@
+"""What every container backend shares: a node is a container whose agent (lab/roles/agent.py)
+waits for "go", then becomes the node's role or program.
+
+`ContainerBackend` runs one state machine per node, whatever carries the agent's words (a FIFO
+and files in a folder shared with this machine, or the container's attach stream):
+
+    created in the background, in start order -> wired (watched) -> asked to start
+    -> launched ("go", with the others asked at the same moment) -> ready -> [answered -> released]
+    -> ended (exit code: the agent's word, else the engine's) -> evidence collected -> removed
+
+A subclass (the abstract methods below) says how a node's container is brought up (`_bring_up`),
+watched (`_watched`, `_wait`, `_unwatch`) and spoken to (`_send`); which engine holds it
+(`_engine`, `_exit_status`, `_lost`); what a node leaves (`_evidence`, `_collect`) and what the
+teardown removes (`_remove`). Every container carries the lab's labels; teardown and `lab clean`
+remove by the `lab.id` label only, never by name.
+"""
+
+from __future__ import annotations
+
+import selectors
+import time
+from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from lab.backends import EXITED, LAUNCHED, Event, Options
+from lab.backends.containers import images
+from lab.backends.containers.engine import api_error
+from lab.errors import BackendError
+from lab.journal import Journal
+from lab.plan import NodePlan, Plan, address_for, start_order
+from lab.rundir import MAX_OUTPUT, RunDir
+
+WORKERS = 16  # concurrent API calls (the engine serialises some work; more does not help)
+STOP_WAIT = 5.0  # seconds a stopped container's end is waited for before it is taken as ended
+CONTAINER = "container"  # journal kind
+LABEL_ID, LABEL_NODE, LABEL_SCENARIO, LABEL_NETWORK = "lab.id", "lab.node", "lab.scenario", "lab.network"
+OUT = "/lab/out"  # the node's log, transcript (and, on a shared folder, facts) inside its container
+FILES = "/lab/files"  # the node's `files:`
+
+
+def container_name(lab_id: str, node: str) -> str:
+    """The container of a lab's node (its `lab.id` label, not this name, marks it as the lab's)."""
+    return f"lab-{lab_id}-{node}"
+
+
+def lab_filter(lab_id: str) -> dict[str, str]:
+    """The engine's filter for everything of a lab."""
+    return {"label": f"{LABEL_ID}={lab_id}"}
+
+
+def agent_spec(node: NodePlan) -> dict[str, Any]:
+    """The agent's spec keys every container backend shares: where the node's log and transcript
+    go, its folder, and what it runs (a role, a program with its scripted input, or nothing)."""
+    spec: dict[str, Any] = {"log": f"{OUT}/{node.name}.log", "transcript": f"{OUT}/{node.name}.jsonl",
+                            "cwd": FILES if node.cwd else "/"}
+    if node.role:
+        spec.update(role=node.role, params=node.params)
+    elif node.argv:
+        spec.update(argv=list(node.argv))
+        if node.stdin is not None:
+            spec.update(stdin=[list(step) for step in node.stdin])
+    else:
+        spec.update(idle=True)
+    return spec
+
+
+def remove_containers(client: Any, lab_id: str) -> list[str]:
+    """Remove every container labelled with this lab's id from one engine; their names. Listing
+    them raises the SDK's error (the caller says what it was doing)."""
+    found = client.api.containers(all=True, filters=lab_filter(lab_id))
+
+    def remove(c: dict[str, Any]) -> str:
+        try:
+            client.api.remove_container(c["Id"], force=True, v=True)
+        except Exception:  # noqa: BLE001 - already being removed
+            pass
+        names: list[str] = c.get("Names") or [c["Id"][:12]]
+        return names[0].lstrip("/")
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return list(pool.map(remove, found))
+
+
+@dataclass
+class Box:
+    """One node's container, and where it is in the state machine."""
+
+    node: NodePlan
+    name: str
+    id: str = ""
+    future: Future[None] | None = None  # its creation, in the background
+    wired: bool = False  # created, started, watched
+    go_asked: bool = False  # the lab asked to start it
+    launched: bool = False  # told to go
+    ready: bool = False
+    told: int | None = None  # the exit code the agent reported
+    exited: bool = False
+    code: int | None = None
+    collected: bool = False  # its evidence is in the run folder
+
+
+B = TypeVar("B", bound=Box)
+
+
+class ContainerBackend(ABC, Generic[B]):
+    name: str
+
+    def __init__(self, journal: Journal, options: Options | None = None) -> None:
+        self.journal = journal
+        self.image = images.node_tag()
+        self.boxes: dict[str, B] = {}
+        self.rundir: RunDir | None = None
+        self.selector = selectors.DefaultSelector()
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: list[Event] = []  # observed while stopping other nodes, handed out by the next poll
+        self.closing = False
+
+    # -- what a subclass says ----------------------------------------------------------------
+    @abstractmethod
+    def _bring_up(self, plan: Plan, box: B) -> None:
+        """Create and start the node's container (in a worker thread)."""
+
+    @abstractmethod
+    def _watched(self, box: B) -> Any:
+        """What the selector watches for the node (its end, and on some engines its words); None:
+        its creation was skipped at teardown."""
+
+    @abstractmethod
+    def _wait(self, timeout: float) -> list[Event]:
+        """The nodes' readiness, answers and ends, waiting at most `timeout` seconds."""
+
+    @abstractmethod
+    def _send(self, box: B, data: bytes) -> None:
+        """A line to the node's agent ("go", then "release" for the role); OSError if it cannot."""
+
+    @abstractmethod
+    def _unwatch(self, box: B) -> None:
+        """The node's container ended (or is taken as ended): stop watching it; keep its agent's last word."""
+
+    @abstractmethod
+    def _evidence(self, ended: list[B], unspoken: list[B]) -> None:
+        """Collect what nodes that ended during the run left, now or in the background (`unspoken`:
+        their agent never said its exit code, so what their container printed is the evidence)."""
+
+    @abstractmethod
+    def _exit_status(self, box: B) -> int:
+        """The exit code of the node's ended container, as its engine says."""
+
+    @abstractmethod
+    def _collect(self, box: B) -> None:
+        """Put what the node left (its log, and what its container printed) into the run folder, once."""
+
+    @abstractmethod
+    def _remove(self) -> None:
+        """Remove the lab (by label) and close everything; the journal is closed once it is gone."""
+
+    @abstractmethod
+    def _engine(self, box: B) -> Any:
+        """The client of the engine holding the node's container (None: its host is gone)."""
+
+    def _lost(self, box: B) -> BackendError | None:
+        """The error naming the node's host, when the host is gone (then nothing else is the cause)."""
+        return None
+
+    # -- environment and topology ------------------------------------------------------------
+    @classmethod
+    def prepare(cls) -> None:
+        images.build()
+
+    def _container(self, plan: Plan, node: NodePlan, caps: tuple[str, ...] = ()) -> tuple[dict[str, Any],
+                                                                                         dict[str, Any]]:
+        """(container settings, host settings) of a node's container, on any engine: its image,
+        name, environment, labels and folder (the agent is the entry point of a user's image too);
+        least privilege, the output limit for programs, and the other nodes' names."""
+        import docker.types
+
+        node_image = {"entrypoint": ["python3", "-S", "-m", "lab.roles.agent"]} if node.image else {}
+        env = {"LAB_NODE": node.name, "LAB_ID": self.journal.lab_id, "LAB_SPEC": "/lab/ctl/spec.json",
+               "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", **node.env}
+        labels = {LABEL_ID: self.journal.lab_id, LABEL_NODE: node.name, LABEL_SCENARIO: plan.name}
+        container: dict[str, Any] = {"image": node.image or self.image, "hostname": node.name, "environment": env,
+                                     "labels": labels, "working_dir": FILES if node.cwd else "/", **node_image}
+        limits = [docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT)] if node.argv else []
+        host: dict[str, Any] = {"cap_drop": ["ALL"], "cap_add": ["NET_BIND_SERVICE", *caps],
+                                "security_opt": ["no-new-privileges"], "ulimits": limits,
+                                "extra_hosts": {n.name: str(address_for(node, n)) for n in plan.nodes}}
+        return container, host
+
+    def _launch(self, plan: Plan) -> None:
+        """Bring the containers up in the background, in start order.
+
+        Containers are the slow part (an engine starts about ten per second), so the lab does not
+        wait for all of them: a node the lab has asked to start goes once its container is wired.
+        A server is up and answering while the last clients' containers are still being created."""
+        self.journal.record_many(CONTAINER, [b.name for b in self.boxes.values()])
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix=f"lab-{self.name}")
+        for name in start_order(plan):
+            box = self.boxes[name]
+            box.future = self.pool.submit(self._create, plan, box)
+
+    def _create(self, plan: Plan, box: B) -> None:
+        if not self.closing:
+            self._bring_up(plan, box)
+
+    # -- processes ---------------------------------------------------------------------------
+    def start(self, node: NodePlan) -> bool:
+        """Nodes asked to start together go together, once all their containers are wired.
+
+        So clients released by the same server's readiness run at the same moment, as on the netns
+        backend, however long the engine takes to create their containers.
+        """
+        self.boxes[node.name].go_asked = True
+        return False
+
+    def poll(self, timeout: float) -> list[Event]:
+        pending, self.pending = self.pending, []
+        return pending + self._observe(0 if pending else timeout)
+
+    def _observe(self, timeout: float) -> list[Event]:
+        self._watch_new()
+        self._raise_failed()
+        launched = self._release()
+        return launched + self._wait(0 if launched else timeout)
+
+    def _watch_new(self) -> None:
+        """Watch the containers wired since the last look (registered here, in the main thread)."""
+        for b in self.boxes.values():
+            if not b.wired and b.future is not None and b.future.done() and not b.future.cancelled() \
+                    and b.future.exception() is None and (watched := self._watched(b)) is not None:
+                self.selector.register(watched, selectors.EVENT_READ, b.node.name)
+                b.wired = True
+
+    def _raise_failed(self) -> None:
+        """A container that could not be brought up fails the run (its host's loss, if that is why)."""
+        for b in self.boxes.values():
+            done = b.future is not None and b.future.done() and not b.future.cancelled()
+            error = b.future.exception() if done and b.future is not None else None
+            if error is not None:
+                lost = self._lost(b)
+                if lost is not None:
+                    raise lost
+                raise error if isinstance(error, BackendError) else api_error(f"start {b.name}", Exception(error))
+
+    def _release(self) -> list[Event]:
+        asked = [b for b in self.boxes.values() if b.go_asked and not b.launched]
+        if not asked or not all(b.wired for b in asked):
+            return []
+        for b in asked:
+            if b.node.runs_something and not b.exited:
+                try:
+                    self._send(b, b"go\n")
+                except OSError as e:
+                    raise self._lost(b) or BackendError(f"start {b.node.name}: {e}") from None
+            b.launched = True
+        return [Event(b.node.name, LAUNCHED) for b in asked]
+
+    def release(self, nodes: list[str]) -> None:
+        for name in nodes:
+            b = self.boxes.get(name)
+            if b is not None and not b.exited:
+                try:
+                    self._send(b, b"release\n")  # the agent handed its control line to the role
+                except OSError:  # its host is gone: the host probe says so
+                    pass
+
+    def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
+        self._watch_new()
+        running = [b for b in map(self.boxes.get, nodes)
+                   if b is not None and b.id and not b.exited and self._engine(b) is not None]
+
+        def halt(b: B) -> None:
+            try:
+                self._engine(b).api.stop(b.id, timeout=max(1, round(grace)))
+            except Exception:  # noqa: BLE001 - gone already; removal follows anyway
+                pass
+
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(halt, running))
+        deadline = time.monotonic() + STOP_WAIT
+        while any(b.wired and not b.exited for b in running) and time.monotonic() < deadline:
+            self.pending += [e for e in self._wait(0.1) if e.node not in nodes]
+        self._reap([b for b in running if b.wired and not b.exited])
+        return {n: self.boxes[n].code for n in nodes if n in self.boxes}
+
+    def _reap(self, boxes: list[B]) -> list[Event]:
+        """These nodes' containers ended (or are taken as ended): each one's exit code is its agent's
+        word, else its engine's (asked in parallel; unknown: None); their evidence is collected."""
+        for b in boxes:
+            self._unwatch(b)
+            b.exited = True
+        unspoken = [b for b in boxes if b.told is None]  # killed before it could say, or never ran
+        for b in unspoken if not self.closing else []:
+            lost = self._lost(b)
+            if lost is not None:
+                raise lost  # its words ended because its host did
+        if unspoken:
+            with ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(self._ask_code, unspoken))
+        for b in boxes:
+            if b.told is not None:
+                b.code = b.told
+        if self.pool is not None:  # (at teardown, `down` collects every node)
+            self._evidence(boxes, unspoken)
+        return [Event(b.node.name, EXITED, b.code) for b in boxes]
+
+    def _ask_code(self, box: B) -> None:
+        try:
+            box.code = self._exit_status(box)
+        except Exception:  # noqa: BLE001 - an unknown code is reported as such
+            box.code = None
+
+    def exit_code(self, node: str) -> int | None:
+        b = self.boxes.get(node)
+        return b.code if b else None
+
+    # -- teardown ----------------------------------------------------------------------------
+    def down(self) -> None:
+        self.closing = True
+        try:
+            if self.pool is not None:  # let in-flight creations finish (each API call is bounded)
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                self.pool = None
+            self._watch_new()
+            self.stop([n for n, b in self.boxes.items() if b.node.runs_something], grace=1.0)
+            with ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(self._collect, [b for b in self.boxes.values() if b.id]))
+        finally:
+            self.selector.close()
+            self._remove()

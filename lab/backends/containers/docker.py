@@ -1,0 +1,255 @@
+"""The docker backend: every node is a container, wired into the lab's own fabric.
+
+Containers start with `--network none`; their network namespaces are attached under the lab's
+names and wired exactly like the netns backend's (fabric.py): one bridge per network inside a
+namespace of the lab's own. So two runs with the same static addresses never collide (no docker
+network, no "Pool overlaps"), lab traffic never crosses the host's firewall, and no node has a
+path out (no NAT, no route to the host).
+
+Least privilege: no --privileged, every capability dropped but NET_BIND_SERVICE (the lab sets
+addresses and routes from outside, so no node needs NET_ADMIN), no-new-privileges, no Docker
+socket, no published port. Every container carries labels tying it to its lab; `down` and `clean`
+remove containers by those labels only.
+
+Inside, the node's agent (lab/roles/agent.py) waits for the lab's go file, then becomes the role or
+program, writing its log, transcript and readiness file into the run folder (mounted at /lab/out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lab
+from lab.backends import ANSWERED, READY, Event, NodeRef, Options, Placement
+from lab.backends.containers import images
+from lab.backends.containers.base import (
+    FILES,
+    OUT,
+    Box,
+    ContainerBackend,
+    agent_spec,
+    container_name,
+    remove_containers,
+)
+from lab.backends.containers.engine import api_error, connect
+from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
+from lab.errors import BackendError, EnvironmentProblem, UnknownLab
+from lab.journal import Journal
+from lab.plan import ANNOUNCE, TCP, Plan
+from lab.roles.common import listening_tcp_ports
+from lab.rundir import RunDir
+
+
+@dataclass
+class _Box(Box):
+    pid: int = 0
+    pidfd: int = -1  # the container's init process: readable once it has ended
+    go: int = -1  # write end of the node's go FIFO
+    answered: bool = False  # a synced client told the lab it was answered
+
+
+class DockerBackend(ContainerBackend[_Box]):
+    name = "docker"
+
+    def __init__(self, journal: Journal, options: Options | None = None) -> None:
+        super().__init__(journal, options)
+        self.fabric = Fabric(journal)
+        self.client: Any = None
+
+    # -- environment -------------------------------------------------------------------------
+    def check(self, plan: Plan) -> None:
+        check_machine("the docker backend needs root (it wires containers into the lab's own namespaces): "
+                      "run as root")
+        self.client = connect()
+        if not images.exists(self.client, self.image):
+            raise EnvironmentProblem(f"the lab image {self.image} is missing: build it with `lab images` "
+                                     "(or `inv images`)")
+        for image in sorted({n.image for n in plan.nodes if n.image}):
+            if not images.exists(self.client, image):
+                raise EnvironmentProblem(f"image {image!r} (from a node's `image:`) is missing: "
+                                         f"docker build or docker load it first")
+
+    @classmethod
+    def check_kept(cls) -> None:
+        pass
+
+    def placements(self) -> dict[str, Placement]:
+        return {}  # every node runs on this machine
+
+    # -- topology ----------------------------------------------------------------------------
+    def up(self, plan: Plan, rundir: RunDir) -> None:
+        """Create the fabric, then bring the containers up in the background (`_launch`)."""
+        self.rundir = rundir
+        self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name)) for n in plan.nodes}
+        self.fabric.create_bridges(plan)
+        self._launch(plan)
+
+    def _bring_up(self, plan: Plan, box: _Box) -> None:
+        node = box.node
+        ctl = self.journal.folder / "ctl" / node.name
+        ctl.mkdir(parents=True, exist_ok=True)
+        spec = {"go": "/lab/ctl/go", "facts": f"{OUT}/{node.name}.{{fact}}", "exit": f"{OUT}/{node.name}.exit",
+                **agent_spec(node)}
+        (ctl / "spec.json").write_text(json.dumps(spec))
+        if node.runs_something:  # held open read-write by the lab: the agent blocks on it until "go"
+            os.mkfifo(ctl / "go", 0o600)
+            box.go = os.open(ctl / "go", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.rundir is not None
+        volumes = {str(self.rundir.root / "nodes"): {"bind": OUT, "mode": "rw"},
+                   str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
+        if node.cwd:
+            volumes[str(node.cwd)] = {"bind": FILES, "mode": "rw"}
+        if node.image:  # a user's image: run the agent from the host's copy of the role programs
+            volumes[str(Path(lab.__file__).parent)] = {"bind": "/opt/lab/lab", "mode": "ro"}
+        container, host = self._container(plan, node)
+        api = self.client.api
+        try:
+            host_config = api.create_host_config(network_mode="none", binds=volumes, **host)
+            box.id = api.create_container(name=box.name, host_config=host_config, **container)["Id"]
+            api.start(box.id)
+            box.pid = int(api.inspect_container(box.id)["State"]["Pid"])
+        except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
+            raise api_error(f"start container for {node.name}", e) from None
+        if not box.pid:
+            raise BackendError(f"container for {node.name} exited at once: {self._logs(box)[-300:]!r}")
+        self.fabric.join(plan, node, box.pid)
+        box.pidfd = os.pidfd_open(box.pid)
+
+    def _engine(self, box: _Box) -> Any:
+        return self.client
+
+    # -- processes ---------------------------------------------------------------------------
+    def _watched(self, box: _Box) -> int | None:
+        return box.pidfd if box.pidfd >= 0 else None
+
+    def _send(self, box: _Box, data: bytes) -> None:
+        if box.go >= 0:
+            os.write(box.go, data)  # the go FIFO (once "go" is read, the agent hands it to the role)
+
+    def _wait(self, timeout: float) -> list[Event]:
+        assert self.rundir is not None
+        waiting = [b for b in self.boxes.values()
+                   if b.wired and not b.ready and not b.exited and b.node.runs_something]
+        events: list[Event] = []
+        for b in waiting:
+            if self._is_ready(b):
+                b.ready = True
+                events.append(Event(b.node.name, READY))
+        syncing = [b for b in self.boxes.values() if b.node.synced and b.launched and not b.answered and not b.exited]
+        for b in syncing:
+            if self._fact(b, "answered"):
+                b.answered = True
+                events.append(Event(b.node.name, ANSWERED))
+        unwired = any(not b.wired for b in self.boxes.values())
+        wait = 0.0 if events else (min(timeout, 0.01) if waiting or unwired or syncing else timeout)
+        done = [self.boxes[key.data] for key, _ in self.selector.select(wait)]
+        for b in done:
+            if not b.ready and b.node.ready.kind == ANNOUNCE and self._is_ready(b):
+                b.ready = True
+                events.append(Event(b.node.name, READY))
+        return events + self._reap(done)
+
+    def _is_ready(self, b: _Box) -> bool:
+        if b.node.ready.kind == ANNOUNCE:
+            return self._fact(b, "ready")
+        if b.node.ready.kind == TCP:
+            return b.node.ready.port in listening_tcp_ports(b.pid)
+        return False
+
+    def _fact(self, b: _Box, fact: str) -> bool:
+        """Whether the node's role told this fact (a file it wrote in the shared folder; consumed)."""
+        assert self.rundir is not None
+        flag = self.rundir.root / "nodes" / f"{b.node.name}.{fact}"
+        try:
+            flag.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _unwatch(self, b: _Box) -> None:
+        self.selector.unregister(b.pidfd)
+        os.close(b.pidfd)
+        b.pidfd = -1
+        assert self.rundir is not None
+        path = self.rundir.root / "nodes" / f"{b.node.name}.exit"  # the agent's last word (consumed)
+        try:
+            b.told = int(path.read_text().strip())
+        except (OSError, ValueError):
+            return
+        path.unlink()
+
+    def _evidence(self, ended: list[_Box], unspoken: list[_Box]) -> None:
+        for b in unspoken:  # what the container printed goes into the log now: it is the evidence
+            self._collect(b)
+
+    def _exit_status(self, b: _Box) -> int:
+        return int(self.client.api.inspect_container(b.id)["State"]["ExitCode"])
+
+    # -- teardown ----------------------------------------------------------------------------
+    def _collect(self, b: _Box) -> None:
+        """What the container printed before its agent took over its output (or instead of it)."""
+        if b.collected or not b.id or self.rundir is None:
+            return
+        b.collected = True
+        text = self._logs(b)
+        if text.strip():
+            with open(self.rundir.log(b.node.name), "a") as f:
+                f.write(f"--- container output ({b.name}) ---\n{text}")
+
+    def _logs(self, b: _Box) -> str:
+        try:
+            raw: bytes = self.client.api.logs(b.id or b.name, stdout=True, stderr=True)
+            return raw.decode(errors="replace")
+        except Exception:  # noqa: BLE001
+            return ""
+
+    def _remove(self) -> None:
+        for b in self.boxes.values():
+            if b.go >= 0:
+                os.close(b.go)
+                b.go = -1
+        _remove_containers(self.client, self.journal)
+        self.fabric.remove()
+        self.journal.close()
+        if self.client is not None:
+            self.client.close()
+
+    @classmethod
+    def clean(cls, journal: Journal) -> list[str]:
+        try:
+            client = connect()
+        except EnvironmentProblem:
+            client = None
+        try:
+            removed = _remove_containers(client, journal)
+            removed += remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
+            journal.close()
+        finally:
+            if client is not None:
+                client.close()
+        return removed
+
+    # -- a running lab -----------------------------------------------------------------------
+    @classmethod
+    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
+        if node.exited:
+            raise UnknownLab(f"node {node.name!r} of lab {journal.lab_id} has finished, and its container with it: "
+                             "on the docker backend, exec and shell work in running nodes")
+        tty = ["-it"] if interactive and sys.stdin.isatty() else ["-i"]
+        os.execvp("docker", ["docker", "exec", *tty, "-w", FILES if node.cwd else "/",
+                             container_name(journal.lab_id, node.name), *argv])
+
+
+def _remove_containers(client: Any, journal: Journal) -> list[str]:
+    """Remove every container labelled with this lab's id (the label is the mark, not the name)."""
+    if client is None:
+        return []
+    try:
+        return remove_containers(client, journal.lab_id)
+    except Exception as e:  # noqa: BLE001
+        raise api_error("list the lab's containers", e) from None

@@ -1,0 +1,419 @@
+"""The swarm backend: nodes are containers spread over the hosts of a Docker Swarm cluster.
+
+Swarm is used for what it already does well, joining hosts and carrying overlay networks; the lab
+does not use swarm services (their VIPs need IPVS, and a node is one container with one address).
+Each scenario network becomes an attachable, internal overlay network (no way out), created on the
+manager; each node is a plain container on the host `place()` chose, attached with its scenario
+address (static addresses work on attachable overlays from every host). Docker's own endpoints
+on a network (a gateway and one per host) get a block of the subnet that no node uses.
+
+Nothing is shared with a host but its engine's API: the node's spec (and files) are put into the
+container before it starts; the agent reports readiness and its exit code on the attach stream
+(remote.Channel); its log and transcript are copied back when it ends, and again at teardown.
+
+Every container and network carries the label lab.id; teardown and `lab clean` remove by that
+label on every host of the cluster recorded in the journal (overlay.py). A host that stops
+answering mid-run is a failure naming it; the rest of the lab is still removed everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.tls
+
+from lab.backends import ANSWERED, READY, Event, NodeRef, Options, Placement
+from lab.backends.containers import images
+from lab.backends.containers.base import FILES, OUT, WORKERS, Box, ContainerBackend, agent_spec, container_name
+from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
+from lab.backends.containers.engine import api_error, connect, remote
+from lab.backends.containers.overlay import (
+    TEARDOWN_TIMEOUT,
+    Block,
+    create_networks,
+    docker_block,
+    network_name,
+    remove_lab,
+    rescue_logs,
+)
+from lab.backends.containers.remote import Channel, clock_offset, extract, open_channel, ship_image, tar_files
+from lab.errors import BackendError, EnvironmentProblem, LabError
+from lab.journal import Journal
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
+from lab.rundir import MAX_OUTPUT, RunDir
+
+# Starting a container on an overlay network asks the manager for an attachment; the manager
+# allocates them one after another and each engine gives up on its request after 20 s. Asked all at
+# once, on a busy machine the last in the manager's queue ran out of time ("attaching to network
+# failed ... context deadline exceeded"); a few at a time, each waits only for its own.
+ATTACHING = 4
+PROBE_EVERY = 1.0  # seconds between liveness probes of each host during a run
+PROBE_TIMEOUT = 3.0  # a host that does not answer a ping within this is gone
+NOT_KEPT = ("kept labs (lab up) run on the netns or docker backend; on a cluster, "
+            "use `lab run SCENARIO --backend swarm --cluster FILE`")
+
+
+@dataclass
+class _Engine:
+    host: Host
+    client: Any = None
+    probe: Any = None  # a client with a short timeout, for liveness
+    offset: float = 0.0
+    uncertainty: float = 0.0
+    lost: str = ""  # why the host is taken as gone ("" while it answers)
+    probing: Future[None] | None = None
+    last_probe: float = 0.0
+
+
+@dataclass
+class _Box(Box):
+    host: str = ""
+    channel: Channel | None = None  # the agent's attach stream
+    fetch: Future[None] | None = None  # its files, being copied back
+
+
+class SwarmBackend(ContainerBackend[_Box]):
+    name = "swarm"
+
+    def __init__(self, journal: Journal, options: Options | None = None) -> None:
+        if options is None or options.cluster is None:
+            raise EnvironmentProblem("--backend swarm needs --cluster FILE (the cluster's hosts: "
+                                     "`lab cluster up` writes one for a simulated cluster; README: real hosts)")
+        super().__init__(journal, options)
+        self.cluster: Cluster = load_cluster(options.cluster)
+        self.engines: dict[str, _Engine] = {h.name: _Engine(h) for h in self.cluster.hosts}
+        self.placement: dict[str, str] = {}
+        self.probes = ThreadPoolExecutor(len(self.engines), thread_name_prefix="lab-probe")
+        self.missing: dict[str, list[str]] = {}  # image -> hosts to send it to (found by check)
+        self.blocks: dict[str, Block] = {}
+        self.attaching = threading.BoundedSemaphore(ATTACHING)
+
+    # -- environment -------------------------------------------------------------------------
+    def check(self, plan: Plan) -> None:
+        self.placement = place(plan, self.cluster)  # an unknown `host:` is the scenario's error (exit 2)
+        try:
+            self._check(plan)
+        except Exception as e:
+            self._close_clients()
+            if isinstance(e, LabError):
+                raise
+            raise EnvironmentProblem(f"swarm: cannot use the cluster {self.cluster.path}: {e}") from None
+
+    def _check(self, plan: Plan) -> None:
+        used = {self.cluster.manager.name, *self.placement.values()}
+        with ThreadPoolExecutor(len(used)) as pool:
+            list(pool.map(self._connect, [self.engines[h] for h in sorted(used)]))
+        manager = self.engines[self.cluster.manager.name]
+        swarm = manager.client.info().get("Swarm") or {}
+        if not swarm.get("ControlAvailable"):
+            raise EnvironmentProblem(f"host {manager.host.name} ({manager.host.endpoint}) is not a swarm "
+                                     "manager: `docker swarm init` there, or mark the manager in the cluster file")
+        for name in sorted(used):
+            state = (self.engines[name].client.info().get("Swarm") or {}).get("LocalNodeState")
+            if state != "active":
+                raise EnvironmentProblem(f"host {name} ({self.engines[name].host.endpoint}) is not in the swarm "
+                                         f"(state {state!r}): `docker swarm join` it to {manager.host.name}")
+        for net in plan.networks:
+            used_addresses = {i.address.ip for n in plan.nodes for i in n.interfaces if i.network == net.name}
+            block = docker_block(net.subnet, used_addresses, len(self.cluster.hosts))
+            if block is None:
+                raise EnvironmentProblem(f"network {net.name} ({net.subnet}): the swarm backend needs a block of "
+                                         f"{len(self.cluster.hosts) + 3} free addresses for docker's own endpoints "
+                                         "(a gateway and one per host); use a larger subnet")
+            self.blocks[net.name] = block
+        self._check_images(plan)
+
+    def _connect(self, engine: _Engine) -> None:
+        h = engine.host
+        tls = tls_config(h)
+        try:
+            engine.client = remote(h.endpoint, tls=tls, pool=WORKERS * 2)
+            engine.probe = remote(h.endpoint, timeout=PROBE_TIMEOUT, tls=tls, pool=2)
+        except BackendError as e:
+            raise EnvironmentProblem(f"host {h.name}: {e}") from None
+        engine.offset, engine.uncertainty = clock_offset(engine.client)
+
+    def _check_images(self, plan: Plan) -> None:
+        """Every image a host needs is there, or is sent from the local engine in `up`."""
+        for node in plan.nodes:
+            tag = node.image or self.image
+            host = self.placement[node.name]
+            if host not in self.missing.get(tag, []) and not images.exists(self.engines[host].client, tag):
+                self.missing.setdefault(tag, []).append(host)
+        if not self.missing:
+            return
+        try:
+            local = connect()
+        except EnvironmentProblem:
+            local = None
+        try:
+            for tag, hosts in self.missing.items():
+                if local is None or not images.exists(local, tag):
+                    fix = "`lab images`" if tag == self.image else "docker build or docker load"
+                    raise EnvironmentProblem(f"image {tag} is missing on host(s) {', '.join(hosts)} and on this "
+                                             f"machine's engine, which would send it: {fix} here first")
+        finally:
+            if local is not None:
+                local.close()
+
+    @classmethod
+    def check_kept(cls) -> None:
+        raise EnvironmentProblem(NOT_KEPT)
+
+    def placements(self) -> dict[str, Placement]:
+        out: dict[str, Placement] = {}
+        for node, host in self.placement.items():
+            e = self.engines[host]
+            out[node] = Placement(host, e.host.endpoint, e.offset, e.uncertainty)
+        return out
+
+    # -- topology ----------------------------------------------------------------------------
+    def up(self, plan: Plan, rundir: RunDir) -> None:
+        self.rundir = rundir
+        used = {self.cluster.manager.name, *self.placement.values()}  # what `lab clean` must reach
+        in_use = Cluster(self.cluster.path, tuple(h for h in self.cluster.hosts if h.name in used))
+        self.journal.record_many("cluster", [json.dumps(in_use.to_json())])
+        self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name), host=self.placement[n.name])
+                      for n in plan.nodes}
+        self.journal.record_many("network", [network_name(self.journal.lab_id, n.name) for n in plan.networks])
+        create_networks(self.engines[self.cluster.manager.name].client, plan, self.journal.lab_id, self.blocks)
+        if self.missing:
+            local = connect()
+            try:
+                for tag, hosts in self.missing.items():
+                    ship_image(local, tag, {h: self.engines[h].client for h in hosts})
+            finally:
+                local.close()
+        self._launch(plan)
+
+    def _bring_up(self, plan: Plan, box: _Box) -> None:
+        node, api = box.node, self.engines[box.host].client.api
+        first, *rest = node.interfaces
+        nets = {i.network: network_name(self.journal.lab_id, i.network) for i in node.interfaces}
+        container, host = self._container(plan, node, ("NET_ADMIN", "SETPCAP") if node.routes else ())
+        try:  # (a user's image: the role programs come in _files)
+            host_config = api.create_host_config(network_mode=nets[first.network],
+                                                 sysctls={"net.ipv4.ip_forward": "1" if node.forwarding else "0"},
+                                                 **host)
+            networking = api.create_networking_config(
+                {nets[first.network]: api.create_endpoint_config(ipv4_address=str(first.address.ip))})
+            config = api.create_container_config(command=None, host_config=host_config, networking_config=networking,
+                                                 stdin_open=True, **container)
+            config["StdinOnce"] = True  # the agent sees EOF if the lab goes away before "go"
+            box.id = api.create_container_from_config(config, box.name)["Id"]
+            for i in rest:
+                api.connect_container_to_network(box.id, nets[i.network], ipv4_address=str(i.address.ip))
+            api.put_archive(box.id, "/", self._files(node))
+            box.channel = open_channel(api, box.id)
+            with self.attaching:
+                api.start(box.id)
+        except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
+            raise api_error(f"start container for {node.name} on host {box.host}", e) from None
+
+    def _files(self, node: NodePlan) -> bytes:
+        spec = {"channel": "stdio", **agent_spec(node)}
+        if node.argv and node.ready.kind == TCP:
+            spec.update(ready_tcp=node.ready.port)
+        if node.routes:
+            spec.update(routes=[[str(r.to), str(r.via)] for r in node.routes])
+        files = [("lab/ctl/spec.json", json.dumps(spec).encode()), (f"lab/out/{node.name}.log", b"")]
+        if node.image:
+            files += [(f"opt/lab/{name}", data) for name, data in images.payload()]
+        return tar_files(files, [(FILES.lstrip("/"), node.cwd)] if node.cwd else [])
+
+    def _engine(self, box: _Box) -> Any:
+        e = self.engines[box.host]
+        return None if e.lost else e.client
+
+    # -- processes ---------------------------------------------------------------------------
+    def _watched(self, box: _Box) -> Channel | None:
+        return box.channel
+
+    def _raise_failed(self) -> None:
+        super()._raise_failed()
+        self._probe_hosts()
+
+    def _send(self, box: _Box, data: bytes) -> None:
+        if box.channel is not None and not box.channel.closed:
+            box.channel.send(data)  # the agent's stdin (once "go" is read, it hands it to the role)
+
+    def _wait(self, timeout: float) -> list[Event]:
+        unwired = any(not b.wired for b in self.boxes.values())
+        events: list[Event] = []
+        for key, _ in self.selector.select(min(timeout, 0.02) if unwired else min(timeout, PROBE_EVERY)):
+            events += self._read(self.boxes[key.data])
+        return events
+
+    def _read(self, b: _Box) -> list[Event]:
+        assert b.channel is not None
+        events: list[Event] = []
+        for fact in b.channel.read():
+            if fact == "ready" and not b.ready and b.node.ready.kind in (ANNOUNCE, TCP):
+                b.ready = True
+                events.append(Event(b.node.name, READY))
+            elif fact == "answered":
+                events.append(Event(b.node.name, ANSWERED))
+            elif fact.startswith("exit "):
+                b.told = int(fact.split()[1])
+        if b.channel.closed:
+            events += self._reap([b])
+        return events
+
+    def _unwatch(self, b: _Box) -> None:
+        if b.channel is not None:
+            self.selector.unregister(b.channel)
+
+    def _evidence(self, ended: list[_Box], unspoken: list[_Box]) -> None:
+        for b in ended:
+            if not b.ready:  # a start failure: its log is the evidence, now
+                self._collect(b)
+            elif self.pool is not None:  # its files are copied back in the background
+                b.fetch = self.pool.submit(self._collect, b)
+
+    def _exit_status(self, b: _Box) -> int:
+        return int(self.engines[b.host].client.api.wait(b.id, timeout=10)["StatusCode"])
+
+    def _collect(self, b: _Box) -> None:
+        """Copy the node's log and transcript into the run folder (once), then its own output."""
+        if b.collected or not b.id or self.rundir is None:
+            return
+        b.collected = True
+        engine = self.engines[b.host]
+        wanted = {f"{b.node.name}.log": self.rundir.log(b.node.name),
+                  f"{b.node.name}.jsonl": self.rundir.transcript(b.node.name)}
+        if engine.lost:
+            _append(self.rundir.log(b.node.name), f"lab: host {b.host} went away ({engine.lost}); "
+                                                   "this node's log and transcript are lost with it\n")
+            return
+        try:
+            stream, _ = engine.client.api.get_archive(b.id, OUT)
+            extract(stream, wanted, MAX_OUTPUT)
+        except Exception as e:  # noqa: BLE001 - said in the log, which is what a user reads
+            _append(self.rundir.log(b.node.name), f"lab: could not copy this node's files from host {b.host}: {e}\n")
+        if b.channel is not None and b.channel.output.strip():
+            _append(self.rundir.log(b.node.name),
+                    f"--- container output ({b.name} on {b.host}) ---\n{b.channel.output.decode(errors='replace')}")
+
+    # -- hosts -------------------------------------------------------------------------------
+    def _probe_hosts(self) -> None:
+        """Ask every host in use whether it is still there (in the background, once a second)."""
+        now = time.monotonic()
+        for name in sorted(set(self.placement.values())):
+            e = self.engines[name]
+            if e.probing is not None and e.probing.done():
+                error = e.probing.exception()
+                e.probing = None
+                if error is not None:
+                    e.lost = f"no answer to a ping within {PROBE_TIMEOUT:.0f}s: {str(error)[:120]}"
+                    raise self._lost_error(name)
+            elif e.probing is not None and now - e.last_probe > PROBE_TIMEOUT + 2:
+                e.lost = f"no answer to a ping within {PROBE_TIMEOUT + 2:.0f}s"
+                raise self._lost_error(name)
+            if e.probing is None and now - e.last_probe >= PROBE_EVERY and not e.lost:
+                e.last_probe = now
+                e.probing = self.probes.submit(e.probe.ping)
+
+    def _lost(self, box: _Box) -> BackendError | None:
+        return self._lost_now(box.host)
+
+    def _lost_now(self, host: str) -> BackendError | None:
+        """If `host` is gone (a quick ping fails), the error that says so; else None."""
+        e = self.engines[host]
+        if not e.lost:
+            try:
+                e.probe.ping()
+                return None
+            except Exception as error:  # noqa: BLE001
+                e.lost = str(error)[:120]
+        return self._lost_error(host)
+
+    def _lost_error(self, host: str) -> BackendError:
+        e = self.engines[host]
+        nodes = [n for n, h in self.placement.items() if h == host]
+        shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+        return BackendError(f"host {host} ({e.host.endpoint}) went away during the run ({e.lost}); "
+                            f"its node(s) {shown} were lost")
+
+    def _close_clients(self) -> None:
+        for e in self.engines.values():
+            for client in (e.client, e.probe):
+                if client is not None:
+                    client.close()
+
+    # -- teardown ----------------------------------------------------------------------------
+    def down(self) -> None:
+        self.closing = True
+        in_use = [n for n, e in self.engines.items() if e.client is not None and not e.lost]
+        if in_use:  # a host that hangs now is skipped, not waited on call after call
+            with ThreadPoolExecutor(len(in_use)) as pool:
+                list(pool.map(self._lost_now, in_use))
+        super().down()
+
+    def _remove(self) -> None:
+        for b in self.boxes.values():
+            if b.channel is not None:
+                b.channel.close()
+        self.probes.shutdown(wait=False, cancel_futures=True)
+        lost = {n: e.lost for n, e in self.engines.items() if e.lost}
+        try:
+            _, left = remove_lab(self.cluster, self.journal.lab_id, {n: e.client for n, e in self.engines.items()
+                                                                  if e.client is not None and not e.lost},
+                                 wait=not lost)
+        finally:
+            self._close_clients()
+        if lost:  # kept in the journal: `lab clean` finishes once the host answers again
+            held = f" (and network(s) {', '.join(left)}, which its containers still hold)" if left else ""
+            raise BackendError(f"host(s) {', '.join(lost)} unreachable: what the lab has there{held} is "
+                               "removed by `lab clean` once they answer again")
+        self.journal.close()
+
+    @classmethod
+    def clean(cls, journal: Journal) -> list[str]:
+        recorded = [e["name"] for e in journal.entries() if e.get("kind") == "cluster"]
+        if not recorded:  # nothing was created
+            journal.close()
+            return []
+        cluster = Cluster.from_json(json.loads(recorded[-1]))
+        clients: dict[str, Any] = {}
+        unreachable: list[str] = []
+        for h in cluster.hosts:
+            try:
+                clients[h.name] = remote(h.endpoint, timeout=TEARDOWN_TIMEOUT, tls=tls_config(h))
+            except BackendError:
+                unreachable.append(h.name)
+        try:
+            run_dir = journal.meta().get("run_dir")
+            if run_dir:
+                rescue_logs(clients, journal.lab_id, Path(str(run_dir)))
+            removed, _ = remove_lab(cluster, journal.lab_id, clients, wait=not unreachable)
+        finally:
+            for c in clients.values():
+                c.close()
+        if unreachable:
+            raise BackendError(f"host(s) {', '.join(unreachable)} of lab {journal.lab_id} do not answer; "
+                               "its journal is kept: run `lab clean` again once they do")
+        journal.close()
+        return removed
+
+    # -- a running lab -----------------------------------------------------------------------
+    @classmethod
+    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
+        raise EnvironmentProblem(NOT_KEPT)  # (issue 17: exec and shell through the engines' API)
+
+
+def tls_config(host: Host) -> Any:
+    if host.tls is None:
+        return None
+    return docker.tls.TLSConfig(client_cert=(str(host.tls.cert), str(host.tls.key)), ca_cert=str(host.tls.ca),
+                                verify=True)
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text)

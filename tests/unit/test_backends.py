@@ -1,0 +1,76 @@
+"""The backend seam: every real backend, and the tests' double, implements the whole protocol (same
+members, same signatures, same types, instance or class alike); callers reach a backend by name
+or by a lab's journal, never by asking which one they hold."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import backends
+from lab.backends import BACKENDS, Backend
+from lab.errors import EnvironmentProblem
+from lab.journal import Journal
+from tests.backend_double import ScriptedBackend
+
+MEMBERS = sorted(n for n in vars(Backend) if not n.startswith("_")) + ["__init__"]
+REAL = {name: backends.load(name) for name in BACKENDS}
+
+
+def _shape(cls: type, member: str) -> tuple[str, list[tuple[str, Any, Any, Any]], Any]:
+    """(instance or class method, parameters with kind, default and type, return type)."""
+    raw = inspect.getattr_static(cls, member)
+    function = getattr(cls, member)
+    hints = typing.get_type_hints(function)
+    params = [(p.name, p.kind, p.default, hints.get(p.name)) for p in inspect.signature(function).parameters.values()]
+    return type(raw).__name__, params, hints.get("return")
+
+
+def test_the_protocol_is_what_callers_need() -> None:
+    assert MEMBERS == sorted(["check", "up", "start", "poll", "release", "stop", "exit_code", "down", "placements",
+                              "prepare", "check_kept", "exec", "clean"]) + ["__init__"]
+    assert typing.get_type_hints(Backend)["name"] is str
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_each_backend_implements_the_whole_protocol(name: str) -> None:
+    cls = REAL[name]
+    assert cls.name == name
+    for member in MEMBERS:
+        assert _shape(cls, member) == _shape(Backend, member), f"{cls.__name__}.{member}"
+
+
+def test_the_double_implements_the_whole_protocol() -> None:
+    for member in MEMBERS:
+        if member != "__init__":  # it is made by tests, from a script
+            assert _shape(ScriptedBackend, member) == _shape(Backend, member), f"ScriptedBackend.{member}"
+    assert isinstance(ScriptedBackend({}).name, str)
+
+
+def test_a_lab_s_backend_is_found_from_its_journal(tmp_path: Path) -> None:
+    for name, cls in REAL.items():
+        journal = Journal(tmp_path / "state", f"j{name}")
+        journal.open(backend=name)
+        assert backends.of(journal) is cls
+    older = Journal(tmp_path / "state", "older")
+    older.open()
+    assert backends.of(older) is REAL["netns"]  # journals from before backends were named
+
+
+def test_an_unknown_backend_is_named_with_the_known_ones() -> None:
+    with pytest.raises(EnvironmentProblem, match="unknown backend 'nope' \\(backends: netns, docker, swarm\\)"):
+        backends.load("nope")
+
+
+def test_swarm_says_it_keeps_no_lab_through_the_protocol(tmp_path: Path) -> None:
+    node = backends.NodeRef("server", None, False)
+    for refuse in (lambda: REAL["swarm"].check_kept(),
+                   lambda: REAL["swarm"].exec(Journal(tmp_path / "state", "x"), node, ["sh"], False)):
+        with pytest.raises(EnvironmentProblem, match=r"kept labs \(lab up\) run on the netns or docker backend"):
+            refuse()
+    REAL["netns"].check_kept()
+    REAL["docker"].check_kept()
