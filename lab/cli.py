@@ -1,4 +1,5 @@
-"""The `lab` console script. tasks.py calls the same functions: one implementation, two doors."""
+"""The `lab` console script: parses, calls the library (lab/api.py), prints. tasks.py calls the
+same functions: one implementation, two doors."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from lab.errors import Interrupted, LabError, ScenarioError
 from lab.signals import SignalGuard
@@ -18,15 +18,10 @@ def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, clust
     loaded or created (the run says `STARTED` once it begins creating). Once the run has returned,
     its outcome is decided: a late Ctrl-C must not turn it into a traceback or another exit code."""
     with SignalGuard(then=signal.SIG_IGN) as guard:
-        from lab import orchestrator
-        from lab.backends import Options
+        from lab import api
         from lab.reports.terminal import table
-        from lab.scenario import load_scenario
 
-        loaded = load_scenario(scenario)
-        guard.check()  # signalled while loading: nothing exists yet
-        options = Options(cluster=Path(cluster) if cluster else None)
-        result = orchestrator.run(loaded, backend, Path(out) if out else None, options=options, guard=guard)
+        result = api.run(scenario, backend, out, cluster=cluster, guard=guard)
     print(table(result))
     return result.exit_code
 
@@ -63,34 +58,21 @@ def cmd_graph(scenario: str, out: str | None = None) -> int:
 
 
 def cmd_clean(everything: bool = False) -> int:
-    from lab import backends
-    from lab.journal import drop_empty_state, journals
+    from lab import api
 
-    found, failed = 0, False
-    for j in journals():
-        if j.alive() and not everything:
-            print(f"kept lab {j.lab_id} ({j.meta().get('name', '?')}): still running (use --all)")
-            continue
-        name = j.meta().get("name", "?")
-        if j.alive():  # --all: ask its owner to tear down first, as `lab down` does
-            from lab.lifecycle import stop_owner
-
-            if stop_owner(j):
-                found += 1
-                print(f"stopped lab {j.lab_id} ({name})")
-                continue
-        found += 1
-        try:
-            removed = backends.clean(j)
-        except LabError as e:  # one lab's unreachable host does not stop the others' cleaning
-            print(f"lab: error: lab {j.lab_id} ({name}): {e}", file=sys.stderr)
-            failed = True
-            continue
-        print(f"cleaned lab {j.lab_id} ({name}): removed {len(removed)} resource(s)")
-    drop_empty_state()
-    if not found:
+    outcomes = api.clean(everything)
+    for c in outcomes:
+        if c.error:
+            print(f"lab: error: lab {c.id} ({c.name}): {c.error}", file=sys.stderr)
+        elif c.kept:
+            print(f"kept lab {c.id} ({c.name}): still running (use --all)")
+        elif c.stopped:
+            print(f"stopped lab {c.id} ({c.name})")
+        else:
+            print(f"cleaned lab {c.id} ({c.name}): removed {len(c.removed)} resource(s)")
+    if not [c for c in outcomes if not c.kept]:
         print("nothing to clean")
-    return 1 if failed else 0
+    return 1 if any(c.error for c in outcomes) else 0
 
 
 def cmd_images(base: str = "debootstrap") -> int:
@@ -111,36 +93,110 @@ def cmd_cluster(action: str, hosts: int = 3, name: str = "sim", file: str = "clu
     return 0
 
 
-def _lifecycle(name: str) -> Any:
-    def call(args: argparse.Namespace) -> int:
-        from lab import lifecycle
+def cmd_up(scenario: str, backend: str = "netns", out: str | None = None) -> int:
+    from lab import api
 
-        if name == "up":
-            return lifecycle.up(args.scenario, args.backend, args.out)
-        if name == "keep":
-            for sig in (signal.SIGINT, signal.SIGTERM):  # recorded by the run's own guard
-                signal.signal(sig, signal.SIG_IGN)
-            return lifecycle.keep(args.scenario, args.backend, args.out, args.status_fd)
-        if name == "ps":
-            return lifecycle.ps()
-        if name == "shell":
-            return lifecycle.shell(args.lab, args.node)
-        if name == "exec":
-            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-            if not cmd:
-                print("lab: error: exec needs a command: lab exec LAB NODE -- CMD ...", file=sys.stderr)
-                return 2
-            return lifecycle.exec_in(args.lab, args.node, cmd)
-        if name == "logs":
-            return lifecycle.logs(args.lab, args.node, args.follow)
-        if name == "check":
-            return lifecycle.check(args.lab)
-        return lifecycle.down(args.lab)
-
-    return call
+    kept = api.up(scenario, backend, out)
+    print(f"{'NODE':<16} {'ADDRESSES':<34} {'RUNS':<28} STATE")
+    for n in kept.status["nodes"]:
+        addresses = ", ".join(f"{a} ({i})" for i, a in n["addresses"].items())
+        print(f"{n['name']:<16} {addresses:<34} {n['runs'][:28]:<28} {n['state']}")
+    if kept.ok:
+        print(f"lab {kept.id} is up ({kept.backend}): lab shell {kept.id} NODE | lab exec {kept.id} NODE -- CMD "
+              f"| lab logs {kept.id} | lab check {kept.id} | lab down {kept.id}")
+        return 0
+    print(f"lab {kept.id} did not come up: {'; '.join(kept.status['failures'])} "
+          f"(torn down; logs in {kept.rundir.root})")
+    return 1
 
 
-LIFECYCLE = {name: _lifecycle(name) for name in ("up", "keep", "ps", "shell", "exec", "logs", "check", "down")}
+def cmd_ps() -> int:
+    from lab import api
+
+    labs = api.labs()
+    if not labs:
+        print("no labs")
+        return 0
+    print(f"{'ID':<10} {'SCENARIO':<16} {'BACKEND':<8} {'NODES':>5} {'AGE':>8}  {'STATE':<8} RUN FOLDER")
+    for info in labs:
+        print(f"{info.id:<10} {info.name:<16} {info.backend:<8} {info.nodes:>5} {_age(info.age):>8}  "
+              f"{info.state:<8} {info.run_dir}")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def cmd_exec(lab: str, node: str, cmd: list[str], interactive: bool = False) -> int:
+    from lab import api
+
+    return api.exec(lab, node, cmd, capture=False, interactive=interactive).returncode
+
+
+def cmd_logs(lab: str, node: str | None = None, follow: bool = False) -> int:
+    from lab import api
+
+    for name, line in api.logs(lab, node, follow):
+        print(line if node else f"{name} | {line}", flush=True)
+    return 0
+
+
+def cmd_check(lab: str) -> int:
+    """The table `lab run` prints, against the running lab now."""
+    from lab import api
+    from lab.reports.terminal import expectation_table
+
+    results = api.check(lab)
+    print("\n".join(expectation_table(results)))
+    return 0 if all(e.result.passed for e in results) else 1
+
+
+def cmd_down(lab: str) -> int:
+    from lab import lifecycle
+    from lab.errors import UnknownLab
+
+    try:
+        lab_id, run_dir, report = lifecycle.take_down(lab)
+    except UnknownLab as e:  # idempotent: a second `down` finds nothing to do
+        print(f"nothing to do: {e}")
+        return 0
+    if report is None:
+        print(f"lab {lab_id} is down")
+        return 0
+    bad = [f"{e.result.check} {e.result.node}" for e in report.results if not e.result.passed]
+    print(f"lab {lab_id} is down: {'PASSED' if report.passed else 'FAILED'}"
+          + (f" ({', '.join(bad[:5])})" if bad else "") + f" -> {run_dir}")
+    return 0
+
+
+def _lifecycle(args: argparse.Namespace) -> int:
+    from lab.lifecycle import shell_argv
+
+    if args.command == "up":
+        return cmd_up(args.scenario, args.backend, args.out)
+    if args.command == "ps":
+        return cmd_ps()
+    if args.command == "shell":
+        return cmd_exec(args.lab, args.node, shell_argv(), interactive=True)
+    if args.command == "exec":
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
+            print("lab: error: exec needs a command: lab exec LAB NODE -- CMD ...", file=sys.stderr)
+            return 2
+        return cmd_exec(args.lab, args.node, cmd)
+    if args.command == "logs":
+        return cmd_logs(args.lab, args.node, args.follow)
+    if args.command == "check":
+        return cmd_check(args.lab)
+    return cmd_down(args.lab)
+
+
+LIFECYCLE = ("up", "ps", "shell", "exec", "logs", "check", "down")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -189,11 +245,6 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("scenario")
     u.add_argument("--backend", default="netns")
     u.add_argument("--out", help="run folder (default: runs/<scenario>-<time>/)")
-    k = sub.add_parser("keep")  # internal: the detached process that holds a lab for `lab up`
-    k.add_argument("scenario")
-    k.add_argument("--backend", default="netns")
-    k.add_argument("--out", required=True)
-    k.add_argument("--status-fd", type=int, required=True)
     sub.add_parser("ps", help="list labs: id, scenario, backend, nodes, age, state")
     sh = sub.add_parser("shell", help="an interactive shell inside a node of a running lab")
     sh.add_argument("lab", help="lab id (or a prefix, or the scenario's name)")
@@ -236,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return grade(args.scenario, args.submissions, args.node, args.jobs, args.out, args.backend)
         if args.command in LIFECYCLE:
-            return LIFECYCLE[args.command](args)
+            return _lifecycle(args)
         if args.command == "images":
             return cmd_images(args.base)
         if args.command == "bench":

@@ -1,11 +1,11 @@
 """`lab grade`: every student's submission run as its own lab, several at once, scored.
 
 Each entry of the submissions folder (a folder, or a single file) replaces the `files:` of the
-graded node in a private copy of the scenario, and runs as a separate `lab run` process: a
-submission that crashes, hangs or floods its output is contained (the scenario's timeout, a wall
-limit on the whole run, an output limit on programs) and graded like any other; it never stops
-the batch. Points come from `points:` on expectations (default 1), reasons from the run's report,
-hints from `hint:`.
+graded node in a private copy of the scenario, and runs in a process of its own (`python -m
+lab.entry run`, a library entry point): a submission that crashes, hangs or floods its output is
+contained (the scenario's timeout, a wall limit on the whole run, an output limit on programs) and
+graded like any other; it never stops the batch. Points come from `points:` on expectations
+(default 1), reasons from the run's report, hints from `hint:`.
 """
 
 from __future__ import annotations
@@ -132,9 +132,8 @@ def _prepare(scenario: Scenario, graded: Node, entry: Path, dest: Path) -> Path:
 
 
 def _run(scenario: Path, out: Path, backend: str, wall: float) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", str(scenario), "--backend", backend,
-                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "lab.entry", "run", str(scenario), backend, str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=wall)
     except subprocess.TimeoutExpired:  # the lab's own deadlines failed: stop it like Ctrl-C would
@@ -144,7 +143,9 @@ def _run(scenario: Path, out: Path, backend: str, wall: float) -> subprocess.Com
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
-            subprocess.run([sys.executable, "-m", "lab", "clean"], capture_output=True, timeout=120)
+            from lab import lifecycle
+
+            lifecycle.clean()  # what the killed run left behind (dead labs only)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 

@@ -1,11 +1,12 @@
-"""Labs that keep running: `lab up`, `ps`, `shell`, `exec`, `logs`, `check`, `down`.
+"""Labs that keep running, as library calls: up, labs, exec, logs, check, down (no printing: the
+CLI and the pytest fixture present them).
 
-`lab up` validates, checks the environment, then hands the lab to a keeper: a detached `lab keep`
-process (its own session, so the terminal's Ctrl-C does not reach it) that runs the same
-orchestrator as `lab run`, brings every node up, reports on a pipe, and keeps the lab until `lab
-down` sends it SIGTERM. The keeper then checks the expectations, writes the report and tears down,
-as a run would. Every other verb finds the lab from its journal alone (the scenario file may be
-gone, the working directory another).
+`bring_up` validates, checks the environment, then hands the lab to a keeper: a detached process
+(`python -m lab.entry keep`, its own session, so the terminal's Ctrl-C does not reach it) that
+runs the same orchestrator as `lab run`, brings every node up, reports on a pipe, and keeps the
+lab until `take_down` sends it SIGTERM. The keeper then checks the expectations, writes the report
+and tears down, as a run would. Every other call finds the lab from its journal alone (the
+scenario file may be gone, the working directory another).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,10 @@ from lab import backends, watch
 from lab.checks import evaluate
 from lab.errors import EnvironmentProblem, LabError, UnknownLab
 from lab.execution import Execution
-from lab.journal import Journal, journals, process_start, state_dir
+from lab.journal import Journal, drop_empty_state, journals, process_start, state_dir
 from lab.outcome import ExpectationResult, NodeOutcome, node_outcome
 from lab.plan import make_plan
-from lab.reports import load_report
-from lab.reports.terminal import expectation_table
+from lab.reports import Report, load_report
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
 
@@ -37,12 +39,6 @@ DOWN_TIMEOUT = 60.0
 
 
 # -- up / keep -------------------------------------------------------------------------------------
-def up(scenario_path: str, backend: str = "netns", out: str | None = None) -> int:
-    status, rundir = bring_up(scenario_path, backend, out)
-    _print_up(status, rundir)
-    return 0 if status["ok"] else 1
-
-
 def bring_up(scenario_path: str, backend: str = "netns", out: str | None = None) -> tuple[dict[str, Any], RunDir]:
     """`lab up` as a library call: the keeper's status ({"id", "ok", "failures", "backend", "nodes"})
     and the run folder. A lab that did not come up (`ok` false) is already torn down."""
@@ -54,8 +50,7 @@ def bring_up(scenario_path: str, backend: str = "netns", out: str | None = None)
     read, write = os.pipe()
     with open(rundir.file("keeper.log"), "ab") as log:
         keeper = subprocess.Popen(
-            [sys.executable, "-m", "lab", "keep", str(scenario.path), "--backend", backend,
-             "--out", str(rundir.root), "--status-fd", str(write)],
+            [sys.executable, "-m", "lab.entry", "keep", str(scenario.path), backend, str(rundir.root), str(write)],
             pass_fds=(write,), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     os.close(write)
     try:
@@ -92,19 +87,6 @@ def _read_status(fd: int, timeout: float) -> dict[str, Any] | None:
         return status
     except ValueError:
         return None
-
-
-def _print_up(status: dict[str, Any], rundir: RunDir) -> None:
-    print(f"{'NODE':<16} {'ADDRESSES':<34} {'RUNS':<28} STATE")
-    for n in status["nodes"]:
-        addresses = ", ".join(f"{a} ({i})" for i, a in n["addresses"].items())
-        print(f"{n['name']:<16} {addresses:<34} {n['runs'][:28]:<28} {n['state']}")
-    lab_id = status["id"]
-    if status["ok"]:
-        print(f"lab {lab_id} is up ({status['backend']}): lab shell {lab_id} NODE | lab exec {lab_id} NODE -- CMD "
-              f"| lab logs {lab_id} | lab check {lab_id} | lab down {lab_id}")
-    else:
-        print(f"lab {lab_id} did not come up: {'; '.join(status['failures'])} (torn down; logs in {rundir.root})")
 
 
 class StatusHolder:
@@ -197,78 +179,73 @@ def _node(j: Journal, name: str) -> dict[str, Any]:
 
 
 # -- ps / shell / exec / logs / check / down -------------------------------------------------------
-def ps() -> int:
-    labs = journals()
-    if not labs:
-        print("no labs")
-        return 0
-    print(f"{'ID':<10} {'SCENARIO':<16} {'BACKEND':<8} {'NODES':>5} {'AGE':>8}  {'STATE':<8} RUN FOLDER")
-    for j in labs:
+@dataclass(frozen=True)
+class LabInfo:
+    """One lab on this machine, from its journal: what `lab ps` shows."""
+
+    id: str
+    name: str
+    backend: str
+    nodes: int
+    age: float  # seconds since it started
+    state: str  # kept | running | dead (lab clean)
+    run_dir: str
+
+
+def labs() -> list[LabInfo]:
+    out = []
+    for j in journals():
         meta = j.meta()
         try:
             nodes = len(_plan_json(j)["nodes"])
         except (LabError, OSError, ValueError):
             nodes = 0
-        age = time.time() - float(meta.get("started", time.time()))
         state = ("kept" if meta.get("kept") else "running") if j.alive() else "dead (lab clean)"
-        print(f"{j.lab_id:<10} {meta.get('name', '?'):<16} {meta.get('backend', '?'):<8} {nodes:>5} "
-              f"{_age(age):>8}  {state:<8} {meta.get('run_dir', '')}")
-    return 0
+        out.append(LabInfo(j.lab_id, str(meta.get("name", "?")), str(meta.get("backend", "?")), nodes,
+                           time.time() - float(meta.get("started", time.time())), state, str(meta.get("run_dir", ""))))
+    return out
 
 
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
-def exec_in(ref: str, node: str, argv: list[str], interactive: bool = False) -> int:
-    """Run a command inside a node (a shell when `interactive`), attached to this terminal."""
+def exec_in(ref: str, node: str, argv: list[str], *, interactive: bool = False, capture: bool = False,
+            input: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command inside a node (see backends.run_in): attached to this terminal, or its output
+    captured as text."""
     j = find(ref)
     info = _node(j, node)
     at = backends.NodeRef(node, info.get("cwd"), bool(_status(j).get(node, {}).get("exited")))
-    return backends.of(j).exec(j, at, argv, interactive)
+    return backends.run_in(j, at, argv, interactive=interactive, capture=capture, input=input, timeout=timeout)
 
 
-def shell(ref: str, node: str) -> int:
-    return exec_in(ref, node, [os.environ.get("LAB_SHELL", "/bin/bash"), "-i"], interactive=True)
+def shell_argv() -> list[str]:
+    return [os.environ.get("LAB_SHELL", "/bin/bash"), "-i"]
 
 
-def logs(ref: str, node: str | None = None, follow: bool = False) -> int:
+def log_lines(ref: str, node: str | None = None, follow: bool = False) -> Iterator[tuple[str, str]]:
+    """(node, line) of the lab's logs, in the order written per node; with `follow`, until the lab
+    goes down (then what the nodes wrote after the last look)."""
     j = find(ref)
     rundir = RunDir(Path(j.meta()["run_dir"]))
     names = [node] if node else [n["name"] for n in _plan_json(j)["nodes"]]
-    paths = {n: rundir.log(n) for n in names}
     offsets = {n: 0 for n in names}
 
-    def show() -> None:
-        for name, path in paths.items():
+    def new() -> Iterator[tuple[str, str]]:
+        for name in names:
             try:
-                with open(path, "rb") as f:
+                with open(rundir.log(name), "rb") as f:
                     f.seek(offsets[name])
                     data = f.read()
             except FileNotFoundError:
                 continue
             offsets[name] += len(data)
             for line in data.decode(errors="replace").splitlines():
-                print(f"{name} | {line}" if len(names) > 1 else line, flush=True)
+                yield name, line
 
-    show()
-    while follow and j.folder.exists():  # until the lab goes down (or Ctrl-C)
+    yield from new()
+    while follow and j.folder.exists():
         time.sleep(0.2)
-        show()
-    if follow:  # what the nodes wrote after that last look, before the lab was gone
-        show()
-    return 0
-
-
-def check(ref: str) -> int:
-    """Evaluate the scenario's expectations against the running lab, now (the table `lab run` prints)."""
-    results = check_now(ref)
-    print("\n".join(expectation_table(results)))
-    return 0 if all(e.result.passed for e in results) else 1
+        yield from new()
+    if follow:
+        yield from new()
 
 
 def check_now(ref: str) -> list[ExpectationResult]:
@@ -331,24 +308,51 @@ def _reap(pid: int) -> None:
         pass  # not our child: its parent (or init) collects it
 
 
-def down(ref: str) -> int:
-    try:
-        j = find(ref)
-    except UnknownLab as e:  # idempotent: a second `down` finds nothing to do
-        print(f"nothing to do: {e}")
-        return 0
-    meta = j.meta()
-    run_dir = meta.get("run_dir", "")
+def take_down(ref: str) -> tuple[str, Path | None, Report | None]:
+    """Stop a lab (its keeper checks, reports and tears down; a lab whose keeper is gone is removed
+    from its journal alone): (its id, its run folder, its report if one was written). Idempotent:
+    an unknown lab raises UnknownLab, which a caller may take as "already down"."""
+    j = find(ref)
+    run_dir = j.meta().get("run_dir")
     if j.alive():
         stop_owner(j)
-    if j.folder.exists():  # the keeper is gone (or stuck): remove from the journal alone
+    if j.folder.exists():
         backends.clean(j)
+    if not run_dir:
+        return j.lab_id, None, None
     try:
-        report = load_report(Path(run_dir))
+        return j.lab_id, Path(run_dir), load_report(Path(run_dir))
     except FileNotFoundError:
-        print(f"lab {j.lab_id} is down")
-        return 0
-    bad = [f"{e.result.check} {e.result.node}" for e in report.results if not e.result.passed]
-    print(f"lab {j.lab_id} is down: {'PASSED' if report.passed else 'FAILED'}"
-          + (f" ({', '.join(bad[:5])})" if bad else "") + f" -> {run_dir}")
-    return 0
+        return j.lab_id, Path(run_dir), None
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """What `clean` did with one lab."""
+
+    id: str
+    name: str
+    kept: bool = False  # still running, left alone (without `everything`)
+    stopped: bool = False  # its owner was asked to stop and tore it down
+    removed: tuple[str, ...] = ()  # what was removed from its journal
+    error: str = ""  # it could not be cleaned (e.g. a host out of reach): why
+
+
+def clean(everything: bool = False) -> list[Cleaned]:
+    """Remove what dead labs left behind, by their journals only (`everything`: stop running labs
+    first, as `down` does). One lab's unreachable host does not stop the others' cleaning."""
+    out: list[Cleaned] = []
+    for j in journals():
+        name = str(j.meta().get("name", "?"))
+        if j.alive() and not everything:
+            out.append(Cleaned(j.lab_id, name, kept=True))
+            continue
+        if j.alive() and stop_owner(j):
+            out.append(Cleaned(j.lab_id, name, stopped=True))
+            continue
+        try:
+            out.append(Cleaned(j.lab_id, name, removed=tuple(backends.clean(j))))
+        except LabError as e:
+            out.append(Cleaned(j.lab_id, name, error=str(e)))
+    drop_empty_state()
+    return out

@@ -19,10 +19,8 @@ Plain `pytest` (no arguments) collects scenarios only from `lab_scenarios`.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.backends import BACKENDS, Options
+from lab.backends import BACKENDS
 from lab.errors import LabError, ScenarioError
 from lab.outcome import CheckResult, RunResult, read_log, read_transcript
 from lab.plan import Plan, make_plan
@@ -205,14 +203,12 @@ class ScenarioFile(pytest.File):
         return self._result
 
     def _run(self) -> RunResult:
-        from lab import orchestrator
-        from lab.scenario import load_scenario
+        from lab import api
 
-        scenario = load_scenario(self.path)
+        scenario = api.load(self.path)
         out = _unique_folder(runs_root(self.config), scenario.name)
-        cluster = self.config.getoption("lab_cluster")
-        options = Options(cluster=Path(cluster) if cluster else None)
-        return orchestrator.run(scenario, self.backend, out=out, progress=self.progress.append, options=options)
+        return api.run(scenario, self.backend, out, cluster=self.config.getoption("lab_cluster"),
+                       progress=self.progress.append)
 
 
 class ExpectationItem(_LabItem):
@@ -313,8 +309,9 @@ class RunningLab:
     def exec(self, node: str, *argv: str, timeout: float = 60.0,
              input: str | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command inside a node (as `lab exec`); its output captured, as text."""
-        return subprocess.run([sys.executable, "-m", "lab", "exec", self.id, node, "--", *argv],
-                              capture_output=True, text=True, timeout=timeout, input=input, check=False)
+        from lab import api
+
+        return api.exec(self.id, node, list(argv), input=input, timeout=timeout)
 
     def transcript(self, node: str) -> list[dict[str, Any]]:
         """The node's transcript events so far (roles only): connected, sent, received, closed, error."""
@@ -325,12 +322,12 @@ class RunningLab:
 
     def wait(self, timeout: float = 30.0) -> None:
         """Until every task (client roles, programs without `ready:`) has finished."""
-        from lab.lifecycle import node_status
+        from lab import api
 
         tasks = [n.name for n in self.plan.nodes if n.runs_something and not n.service]
         deadline = time.monotonic() + timeout
         while True:
-            status = node_status(self.id)
+            status = api.status(self.id)
             if all(status.get(t, {}).get("exited") for t in tasks):
                 return
             if time.monotonic() >= deadline:
@@ -339,18 +336,19 @@ class RunningLab:
 
     def check(self) -> list[CheckResult]:
         """Every expectation evaluated against the lab now (one result per expectation per node)."""
-        from lab.lifecycle import check_now
+        from lab import api
 
-        return [e.result for e in check_now(self.id)]
+        return [e.result for e in api.check(self.id)]
 
     def down(self) -> RunResult:
         """Check, write the report, tear down (as `lab down`); idempotent."""
         if self.result is not None:
             return self.result
-        from lab import lifecycle
+        from lab import api
+        from lab.errors import UnknownLab
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            lifecycle.down(self.id)
+        with contextlib.suppress(UnknownLab):  # already down
+            api.down(self.id)
         self.result = _result_from_report(self)
         return self.result
 
@@ -377,21 +375,20 @@ class Lab:
 
     def up(self, scenario: str | Path, backend: str | None = None) -> RunningLab:
         """A scenario (a file, or YAML text) brought up and kept running; raises if a node failed."""
-        from lab import lifecycle
-        from lab.scenario import load_scenario
+        from lab import api
 
         path = Path(scenario) if isinstance(scenario, Path) or "\n" not in scenario else None
         if path is None:
             path = self.tmp / f"scenario-{len(self.labs) + 1}.yaml"
             path.write_text(str(scenario))
         backend = backend or self.backend
-        plan = make_plan(load_scenario(path))  # invalid: ScenarioError, with every problem
+        plan = make_plan(api.load(path))  # invalid: ScenarioError, with every problem
         out = _unique_folder(self.tmp / "runs", plan.name)
-        status, rundir = lifecycle.bring_up(str(path), backend, str(out))
-        if not status["ok"]:
-            raise LabTestFailure(f"lab {plan.name} did not come up: {'; '.join(status['failures'])} "
-                                 f"(torn down; logs in {rundir.root})")
-        kept = RunningLab(status["id"], backend, rundir, plan, status)
+        up = api.up(path, backend, out)
+        if not up.ok:
+            raise LabTestFailure(f"lab {plan.name} did not come up: {'; '.join(up.status['failures'])} "
+                                 f"(torn down; logs in {up.rundir.root})")
+        kept = RunningLab(up.id, backend, up.rundir, plan, up.status)
         self.labs.append(kept)
         return kept
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 
-from lab.backends import EXITED, READY, Event, NodeRef, Placement
+from lab.backends import EXITED, READY, Command, Event, NodeRef, Placement
 from lab.errors import UnknownLab
 from lab.journal import Journal
 from lab.plan import NodePlan, Plan
@@ -72,7 +72,7 @@ class ScriptedBackend:
     def check_kept(cls) -> None: ...
 
     @classmethod
-    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
+    def command(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> Command:
         raise UnknownLab(f"lab {journal.lab_id}: a scripted backend runs nothing")
 
     @classmethod

@@ -13,6 +13,10 @@ imported only when used, so that the netns backend never needs the Docker SDK.
 from __future__ import annotations
 
 import importlib
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -60,10 +64,21 @@ class NodeRef:
     exited: bool  # its role or program has finished
 
 
+@dataclass(frozen=True)
+class Command:
+    """How this machine runs a program inside a node: the argv to start, its environment (None:
+    this process's), and what the child does before it execs (None: nothing, the argv enters the
+    node itself, as `docker exec` does). Started by `run_in`, the one place that runs it."""
+
+    argv: list[str]
+    env: dict[str, str] | None = None
+    enter: Callable[[], None] | None = None
+
+
 class Backend(Protocol):
     """A run, on an instance made with (journal, options): check, up, start / poll / release, stop,
     exit_code, down, placements. A lab known by its journal alone (running, kept or dead), on the
-    class: prepare, check_kept, exec (and shell: exec, interactive), clean."""
+    class: prepare, check_kept, command (for exec and shell, run by `run_in`), clean."""
 
     name: str
 
@@ -111,10 +126,9 @@ class Backend(Protocol):
         entered (`lab exec`, `lab shell`); before anything exists."""
 
     @classmethod
-    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
-        """Run `argv` inside a node of the running lab of `journal`, attached to this terminal;
-        returns its exit code (128+N: killed by signal N). `interactive`: a shell, on a terminal
-        when there is one. Raise UnknownLab when the node cannot be entered (saying why)."""
+    def command(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> Command:
+        """How to run `argv` inside a node of the running lab of `journal` (`interactive`: a shell,
+        on a terminal when there is one). Raise UnknownLab when the node cannot be entered (saying why)."""
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:
@@ -152,3 +166,36 @@ def of(journal: Journal) -> type[Backend]:
 def clean(journal: Journal) -> list[str]:
     """Remove what a (dead) lab left behind, from its journal alone; returns what was removed."""
     return of(journal).clean(journal)
+
+
+def run_in(journal: Journal, node: NodeRef, argv: list[str], *, interactive: bool = False,
+           capture: bool = False, input: str | None = None,
+           timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `argv` inside a node; its exit code is 128+N when signal N killed it, on every backend.
+
+    Attached to this terminal unless `capture` (then stdout and stderr come back as text, and
+    `input` is its stdin). Attached, Ctrl-C belongs to the command, as in a shell: this process
+    ignores SIGINT until the command ends (after it has started, so the command does not inherit
+    the ignoring). A command that cannot start exits 127 and says why on its stderr."""
+    cmd = of(journal).command(journal, node, argv, interactive)
+    pipe = subprocess.PIPE if capture else None
+    try:
+        proc = subprocess.Popen(cmd.argv, env=cmd.env, preexec_fn=cmd.enter, text=True,  # noqa: PLW1509
+                                stdin=subprocess.PIPE if input is not None else None, stdout=pipe, stderr=pipe)
+    except (OSError, subprocess.SubprocessError) as e:
+        why = f"lab: {node.name}: {argv[0]}: {e}"
+        if not capture:
+            print(why, file=sys.stderr, flush=True)
+        return subprocess.CompletedProcess(cmd.argv, 127, "" if capture else None, why + "\n" if capture else None)
+    old = None if capture else signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+    return subprocess.CompletedProcess(cmd.argv, code, out, err)

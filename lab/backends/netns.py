@@ -7,6 +7,7 @@ also gets a private mount namespace, where the lab's hosts file is bound over /e
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import selectors
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.backends import ANSWERED, EXITED, READY, Event, NodeRef, Options, Placement, linux
+from lab.backends import ANSWERED, EXITED, READY, Command, Event, NodeRef, Options, Placement, linux
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
 from lab.errors import UnknownLab
 from lab.journal import Journal
@@ -267,28 +268,17 @@ class NetnsBackend:
 
     # -- a running lab -----------------------------------------------------------------------
     @classmethod
-    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
-        """A child enters the node (as a program of the lab would) and execs `argv`; Ctrl-C is its."""
+    def command(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> Command:
+        """The child enters the node (as a program of the lab would: its network, hostname, hosts
+        file and folder) before it execs `argv`."""
         netns = Fabric(journal).path(node.name)
         if not os.path.exists(netns):
             raise UnknownLab(f"lab {journal.lab_id} has no running node {node.name!r}")
         env = {**os.environ, "LAB_NODE": node.name, "LAB_ID": journal.lab_id, "HOSTNAME": node.name}
         if interactive:
             env["PS1"] = f"[lab {journal.lab_id}] {node.name}:\\w# "
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child execs or exits
-            try:
-                enter_node(netns, journal.folder / "hosts" / node.name, node.name, node.cwd or "/")
-                os.execvpe(argv[0], argv, env)
-            except BaseException as e:  # noqa: BLE001
-                print(f"lab: {node.name}: {argv[0]}: {e}", file=sys.stderr, flush=True)
-            os._exit(127)
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the command, like in a shell
-        try:
-            _, status = os.waitpid(pid, 0)
-        finally:
-            signal.signal(signal.SIGINT, old)
-        return shell_code(status)
+        hosts = journal.folder / "hosts" / node.name
+        return Command(argv, env, functools.partial(enter_node, netns, hosts, node.name, node.cwd or "/"))
 
 
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = True) -> None:

@@ -32,7 +32,7 @@ def _shape(cls: type, member: str) -> tuple[str, list[tuple[str, Any, Any, Any]]
 
 def test_the_protocol_is_what_callers_need() -> None:
     assert MEMBERS == sorted(["check", "up", "start", "poll", "release", "stop", "exit_code", "down", "placements",
-                              "prepare", "check_kept", "exec", "clean"]) + ["__init__"]
+                              "prepare", "check_kept", "command", "clean"]) + ["__init__"]
     assert typing.get_type_hints(Backend)["name"] is str
 
 
@@ -69,7 +69,7 @@ def test_an_unknown_backend_is_named_with_the_known_ones() -> None:
 def test_swarm_says_it_keeps_no_lab_through_the_protocol(tmp_path: Path) -> None:
     node = backends.NodeRef("server", None, False)
     for refuse in (lambda: REAL["swarm"].check_kept(),
-                   lambda: REAL["swarm"].exec(Journal(tmp_path / "state", "x"), node, ["sh"], False)):
+                   lambda: REAL["swarm"].command(Journal(tmp_path / "state", "x"), node, ["sh"], False)):
         with pytest.raises(EnvironmentProblem, match=r"kept labs \(lab up\) run on the netns or docker backend"):
             refuse()
     REAL["netns"].check_kept()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import lab.scenario
+import lab.api
 from lab.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,13 +53,13 @@ def test_a_signal_while_the_scenario_loads_is_an_orderly_exit(
         sig: signal.Signals, code: int) -> None:
     """Delivered while the scenario loads (the guard is in, the run has not started): the exact code,
     one line, nothing created."""
-    load = lab.scenario.load_scenario
+    load = lab.api.load_scenario
 
     def signalled_load(path: Any) -> Any:
         os.kill(os.getpid(), sig)
         return load(path)
 
-    monkeypatch.setattr(lab.scenario, "load_scenario", signalled_load)
+    monkeypatch.setattr(lab.api, "load_scenario", signalled_load)
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
     assert main(["run", str(ROOT / "scenarios" / "echo.yaml"), "--out", str(tmp_path / "run")]) == code
     assert capsys.readouterr().err.splitlines() == [f"lab: interrupted (signal {int(sig)}) before the lab was created"]

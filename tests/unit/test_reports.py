@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lab import lifecycle, orchestrator
+from lab import cli, lifecycle, orchestrator
 from lab.backends import EXITED, READY, Event, Placement
 from lab.outcome import CheckResult, ExpectationResult, RunResult
 from lab.plan import NodePlan, Plan, make_plan
@@ -69,7 +69,7 @@ def test_lab_check_prints_the_table_lab_run_prints(tmp_path: Path, monkeypatch: 
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     results = [_echo("client-1", True), _echo("client-2", False)]
     monkeypatch.setattr(lifecycle, "check_now", lambda ref: results)
-    assert lifecycle.check("abcd") == 1
+    assert cli.cmd_check("abcd") == 1
     printed = capsys.readouterr().out.splitlines()
     assert printed == expectation_table(results) == table(_result(tmp_path, results)).splitlines()[:-1]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lab
-from lab.backends import ANSWERED, READY, Event, NodeRef, Options, Placement
+from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement
 from lab.backends.containers import images
 from lab.backends.containers.base import (
     FILES,
@@ -236,13 +236,13 @@ class DockerBackend(ContainerBackend[_Box]):
 
     # -- a running lab -----------------------------------------------------------------------
     @classmethod
-    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
+    def command(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> Command:
         if node.exited:
             raise UnknownLab(f"node {node.name!r} of lab {journal.lab_id} has finished, and its container with it: "
                              "on the docker backend, exec and shell work in running nodes")
         tty = ["-it"] if interactive and sys.stdin.isatty() else ["-i"]
-        os.execvp("docker", ["docker", "exec", *tty, "-w", FILES if node.cwd else "/",
-                             container_name(journal.lab_id, node.name), *argv])
+        return Command(["docker", "exec", *tty, "-w", FILES if node.cwd else "/",
+                        container_name(journal.lab_id, node.name), *argv])
 
 
 def _remove_containers(client: Any, journal: Journal) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 
 import docker.tls
 
-from lab.backends import ANSWERED, READY, Event, NodeRef, Options, Placement
+from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement
 from lab.backends.containers import images
 from lab.backends.containers.base import FILES, OUT, WORKERS, Box, ContainerBackend, agent_spec, container_name
 from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
@@ -403,7 +403,7 @@ class SwarmBackend(ContainerBackend[_Box]):
 
     # -- a running lab -----------------------------------------------------------------------
     @classmethod
-    def exec(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> int:
+    def command(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> Command:
         raise EnvironmentProblem(NOT_KEPT)  # (issue 17: exec and shell through the engines' API)
 
 

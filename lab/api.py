@@ -1,0 +1,118 @@
+"""The lab as a library: the one API that every door calls (the `lab` command, the invoke tasks
+through it, grading and the pytest plugin). Functions return data; printing is the doors' business.
+
+    from lab import api
+
+    result = api.run("scenarios/echo.yaml", backend="netns")   # up, run, check, report, down
+    print(result.passed, result.exit_code, result.rundir.root)
+
+    kept = api.up("scenarios/echo.yaml")                        # a lab that keeps running
+    print(api.exec(kept.id, "client-1", ["hostname"]).stdout)
+    print([(e.expectation, e.result.passed) for e in api.check(kept.id)])
+    report = api.down(kept.id)                                   # checked, reported, torn down
+
+Where a separate process is right (a kept lab's keeper, one process per graded submission), the
+library starts `python -m lab.entry`, never the command line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab import lifecycle, orchestrator
+from lab.backends import Options
+from lab.lifecycle import Cleaned, LabInfo
+from lab.orchestrator import Progress, stderr_progress
+from lab.outcome import ExpectationResult, RunResult
+from lab.reports import Report
+from lab.rundir import RunDir
+from lab.scenario import load_scenario
+from lab.scenario.model import Scenario
+from lab.signals import SignalGuard
+
+__all__ = ["KeptLab", "LabInfo", "Report", "RunResult", "ExpectationResult", "load", "run", "up", "labs",
+           "exec", "logs", "check", "status", "down", "clean", "Cleaned"]
+
+
+def load(scenario: str | Path) -> Scenario:
+    """A scenario file, validated (ScenarioError, exit code 2, with FILE:LINE:COL for each problem)."""
+    return load_scenario(scenario)
+
+
+def run(scenario: str | Path | Scenario, backend: str = "netns", out: str | Path | None = None, *,
+        cluster: str | Path | None = None, progress: Progress = stderr_progress,
+        guard: SignalGuard | None = None) -> RunResult:
+    """A whole run: up, run, check, report, down, always. Its reports are in `result.rundir`."""
+    loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    if guard is not None:
+        guard.check()  # signalled while loading: nothing exists yet
+    options = Options(cluster=Path(cluster) if cluster else None)
+    return orchestrator.run(loaded, backend, Path(out) if out else None, progress=progress, options=options,
+                            guard=guard)
+
+
+@dataclass(frozen=True)
+class KeptLab:
+    """A lab brought up by `up`: its id (for every other call), run folder and the keeper's status
+    ({"ok", "failures", "backend", "nodes": [{"name", "addresses", "runs", "state"}]})."""
+
+    id: str
+    backend: str
+    rundir: RunDir
+    status: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.status["ok"])
+
+
+def up(scenario: str | Path, backend: str = "netns", out: str | Path | None = None) -> KeptLab:
+    """A lab that keeps running until `down`. When a node failed to come up (`ok` false), the lab
+    is already torn down and `status["failures"]` says why."""
+    status, rundir = lifecycle.bring_up(str(scenario), backend, str(out) if out else None)
+    return KeptLab(status["id"], status["backend"], rundir, status)
+
+
+def labs() -> list[LabInfo]:
+    """The labs on this machine, found by their journals: kept, running, or dead (for `clean`)."""
+    return lifecycle.labs()
+
+
+def exec(lab: str, node: str, argv: list[str], *, capture: bool = True, input: str | None = None,  # noqa: A001
+         timeout: float | None = None, interactive: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a command inside a node of a running lab (`lab` is an id, a prefix or a scenario name):
+    its output captured as text (`capture`), or attached to this terminal. Exit code 128+N: signal N."""
+    return lifecycle.exec_in(lab, node, argv, interactive=interactive, capture=capture, input=input,
+                             timeout=timeout)
+
+
+def logs(lab: str, node: str | None = None, follow: bool = False) -> Iterator[tuple[str, str]]:
+    """(node, line) of the nodes' logs; `follow`: until the lab goes down."""
+    return lifecycle.log_lines(lab, node, follow)
+
+
+def check(lab: str) -> list[ExpectationResult]:
+    """Every expectation evaluated against the running lab now (one result per node), crashed
+    services first."""
+    return lifecycle.check_now(lab)
+
+
+def status(lab: str) -> dict[str, Any]:
+    """The keeper's view of each node: {"started", "ready", "exited", "exit_code", "note", ...}."""
+    return lifecycle.node_status(lab)
+
+
+def down(lab: str) -> Report | None:
+    """Stop a lab: its expectations are checked, its report written, everything torn down. None
+    when no report was written (the keeper was gone). UnknownLab when there is no such lab."""
+    return lifecycle.take_down(lab)[2]
+
+
+def clean(everything: bool = False) -> list[Cleaned]:
+    """Remove what dead labs left behind, found by their journals (never by name patterns);
+    `everything`: running labs too, each stopped first as `down` does."""
+    return lifecycle.clean(everything)
