@@ -94,20 +94,20 @@ def cmd_clean(everything: bool = False) -> int:
 
 
 def cmd_images(base: str = "debootstrap") -> int:
-    from lab.backends.containers.images import build
+    from lab import backends
 
-    build(base)
+    backends.build_image(base)
     return 0
 
 
 def cmd_cluster(action: str, hosts: int = 3, name: str = "sim", file: str = "cluster.yaml") -> int:
     """`lab cluster up|down`: a simulated cluster of Docker engines on this machine."""
-    from lab.backends.containers import simcluster
+    from lab import backends
 
     if action == "up":
-        simcluster.up(hosts, name, Path(file))
+        backends.cluster_up(hosts, name, Path(file))
     else:
-        simcluster.down(name, Path(file))
+        backends.cluster_down(name, Path(file))
     return 0
 
 
