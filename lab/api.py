@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import lifecycle, orchestrator
+from lab import grading, lifecycle, orchestrator
 from lab.backends import Options
+from lab.grading import Grade
 from lab.lifecycle import Cleaned, LabInfo
 from lab.orchestrator import Progress, stderr_progress
 from lab.outcome import ExpectationResult, RunResult
@@ -35,7 +36,7 @@ from lab.scenario.model import Scenario
 from lab.signals import SignalGuard
 
 __all__ = ["KeptLab", "LabInfo", "Report", "RunResult", "ExpectationResult", "load", "run", "up", "labs",
-           "exec", "logs", "check", "status", "down", "clean", "Cleaned"]
+           "exec", "logs", "check", "status", "down", "clean", "Cleaned", "grade", "Grade"]
 
 
 def load(scenario: str | Path) -> Scenario:
@@ -116,3 +117,10 @@ def clean(everything: bool = False) -> list[Cleaned]:
     """Remove what dead labs left behind, found by their journals (never by name patterns);
     `everything`: running labs too, each stopped first as `down` does."""
     return lifecycle.clean(everything)
+
+
+def grade(scenario: str | Path, submissions: str | Path, node: str, *, jobs: int = 4, out: str | Path | None = None,
+          backend: str = "netns", progress: Progress = print) -> tuple[Path, list[Grade]]:
+    """Each submission (an entry of the `submissions` folder) replaces `node`'s files and runs as its
+    own lab, `jobs` at a time; returns the grades folder and the grades."""
+    return grading.grade(str(scenario), str(submissions), node, jobs, str(out) if out else None, backend, progress)

@@ -76,20 +76,20 @@ def cmd_clean(everything: bool = False) -> int:
 
 
 def cmd_images(base: str = "debootstrap") -> int:
-    from lab.backends.containers.images import build
+    from lab import backends
 
-    build(base)
+    backends.build_image(base)
     return 0
 
 
 def cmd_cluster(action: str, hosts: int = 3, name: str = "sim", file: str = "cluster.yaml") -> int:
     """`lab cluster up|down`: a simulated cluster of Docker engines on this machine."""
-    from lab.backends.containers import simcluster
+    from lab import backends
 
     if action == "up":
-        simcluster.up(hosts, name, Path(file))
+        backends.cluster_up(hosts, name, Path(file))
     else:
-        simcluster.down(name, Path(file))
+        backends.cluster_down(name, Path(file))
     return 0
 
 
@@ -283,9 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "clean":
             return cmd_clean(args.all)
         if args.command == "grade":
-            from lab.grading import grade
+            from lab import api
 
-            return grade(args.scenario, args.submissions, args.node, args.jobs, args.out, args.backend)
+            api.grade(args.scenario, args.submissions, args.node, jobs=args.jobs, out=args.out, backend=args.backend,
+                      progress=lambda line: print(line, flush=True))
+            return 0
         if args.command in LIFECYCLE:
             return _lifecycle(args)
         if args.command == "images":

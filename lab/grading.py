@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -64,27 +65,29 @@ class Grade:
 
 
 def grade(scenario_path: str, submissions: str, node: str, jobs: int = 4, out: str | None = None,
-          backend: str = "netns") -> int:
+          backend: str = "netns", progress: Callable[[str], None] = print) -> tuple[Path, list[Grade]]:
+    """Grade every submission; returns the grades folder (grades.json, grades.csv, index.html) and
+    the grades, in the submissions' order. `progress` gets a line per submission as it is graded."""
     scenario = load_scenario(scenario_path)
     graded = _graded_node(scenario, node)
     entries = _entries(Path(submissions))
     root = Path(out or f"grades/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}").absolute()
     (root / "work").mkdir(parents=True, exist_ok=True)
-    print(f"grading {len(entries)} submission(s) of {scenario.name} ({node}), {jobs} at a time -> {root}")
+    progress(f"grading {len(entries)} submission(s) of {scenario.name} ({node}), {jobs} at a time -> {root}")
 
     def one(entry: Path) -> Grade:
         name = _SAFE.sub("_", entry.stem if entry.is_file() else entry.name)
         copy = _prepare(scenario, graded, entry, root / "work" / name)
         result = _run(copy, root / "runs" / name, backend, scenario.timeout + WALL_MARGIN)
         g = _grade(name, scenario, root / "runs" / name, result)
-        print(f"  {g.name:<20} {g.score:g}/{g.max:g}" + (f"  ({g.note})" if g.note else ""), flush=True)
+        progress(f"  {g.name:<20} {g.score:g}/{g.max:g}" + (f"  ({g.note})" if g.note else ""))
         return g
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
         grades = list(pool.map(one, entries))
     shutil.rmtree(root / "work", ignore_errors=True)
     _write(root, scenario, grades)
-    return 0
+    return root, grades
 
 
 def _graded_node(scenario: Scenario, name: str) -> Node:

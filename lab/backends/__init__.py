@@ -199,3 +199,25 @@ def run_in(journal: Journal, node: NodeRef, argv: list[str], *, interactive: boo
             signal.signal(signal.SIGINT, old)
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
     return subprocess.CompletedProcess(cmd.argv, code, out, err)
+
+
+# -- the container wing's tools, for `lab images` and `lab cluster` (imported only when used) ---
+def build_image(base: str) -> str:
+    """Build the container backends' node image on `base` (cached by its content); returns its tag."""
+    from lab.backends.containers import images
+
+    return images.build(base)
+
+
+def cluster_up(hosts: int, name: str, file: Path) -> Path:
+    """Start (or complete) a simulated cluster of Docker engines on this machine; writes its cluster file."""
+    from lab.backends.containers import simcluster
+
+    return simcluster.up(hosts, name, file)
+
+
+def cluster_down(name: str, file: Path) -> list[str]:
+    """Remove the simulated cluster `name` and its cluster file; returns what was removed."""
+    from lab.backends.containers import simcluster
+
+    return simcluster.down(name, file)
