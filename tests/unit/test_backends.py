@@ -74,3 +74,53 @@ def test_swarm_says_it_keeps_no_lab_through_the_protocol(tmp_path: Path) -> None
             refuse()
     REAL["netns"].check_kept()
     REAL["docker"].check_kept()
+
+
+class ToyBackend(ScriptedBackend):
+    """A new backend, as CONTRIBUTING says one is added: one class and one entry in BACKENDS. Its
+    nodes do nothing and exit 0; it records what it removes in its journal's name."""
+
+    name = "toy"
+    cleaned: list[str] = []
+
+    def __init__(self, journal: Journal, options: backends.Options | None = None) -> None:
+        super().__init__({})
+        self.journal = journal
+
+    def up(self, plan: Any, rundir: Any) -> None:
+        self.journal.record_many("toy-host", [n.name for n in plan.nodes])
+
+    def down(self) -> None:
+        self.journal.close()
+
+    @classmethod
+    def clean(cls, journal: Journal) -> list[str]:
+        cls.cleaned.append(journal.lab_id)
+        journal.close()
+        return []
+
+
+TOY_SCENARIO = """
+name: toy
+networks: {lan: {subnet: 10.9.0.0/24}}
+nodes:
+  prober: {networks: [lan], run: [probe]}
+expect:
+  - exit: {nodes: prober, code: 0}
+"""
+
+
+def test_a_new_backend_is_one_class_and_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registered by its entry alone, it runs a scenario through the library API end to end (the
+    report is written, the verdict is its nodes'), and `clean` reaches it through a lab's journal."""
+    from lab import api
+
+    monkeypatch.setitem(BACKENDS, "toy", f"{__name__}:ToyBackend")
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "toy.yaml").write_text(TOY_SCENARIO)
+    result = api.run(tmp_path / "toy.yaml", "toy", tmp_path / "run", progress=lambda line: None)
+    assert result.passed and result.exit_code == 0 and result.backend == "toy"
+    assert (tmp_path / "run" / "report.json").exists()
+    left = Journal(tmp_path / "state", "dead1")
+    left.open(backend="toy", pid_start=-1)  # its owner is gone (the start time names no process)
+    assert [c.id for c in api.clean()] == ["dead1"] and ToyBackend.cleaned == ["dead1"]
