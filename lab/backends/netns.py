@@ -278,7 +278,16 @@ class NetnsBackend:
         if interactive:
             env["PS1"] = f"[lab {journal.lab_id}] {node.name}:\\w# "
         hosts = journal.folder / "hosts" / node.name
-        return Command(argv, env, functools.partial(enter_node, netns, hosts, node.name, node.cwd or "/"))
+        return Command(argv, env, functools.partial(_enter_or_exit, netns, hosts, node.name, node.cwd or "/"))
+
+
+def _enter_or_exit(netns: str, hosts: Path, hostname: str, cwd: str) -> None:  # pragma: no cover - in the child
+    """`enter_node` in a child about to exec: a failure says why on its stderr and exits 127."""
+    try:
+        enter_node(netns, hosts, hostname, cwd)
+    except BaseException as e:  # noqa: BLE001
+        os.write(2, f"lab: {hostname}: cannot enter the node: {e}\n".encode())
+        os._exit(127)
 
 
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = True) -> None:
