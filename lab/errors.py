@@ -6,7 +6,10 @@ user needs to act (a location, the evidence) and the process exit code it maps t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,24 @@ class EnvironmentProblem(LabError):
     """The machine cannot run the lab (not root, a tool missing, an engine unreachable)."""
 
     exit_code = 3
+
+
+class StorageProblem(EnvironmentProblem):
+    """A folder the lab writes (the run folder, the journal, the state folder) refused a write: a
+    full disk (ENOSPC), no permission (EACCES), a read-only file system. One line: the path, why."""
+
+    def __init__(self, path: Path | str, error: OSError):
+        self.path, self.errno = Path(path), error.errno
+        super().__init__(f"cannot write {path}: {error.strerror or error}")
+
+
+@contextmanager
+def writing(path: Path | str) -> Iterator[None]:
+    """Where the lab writes `path`: an OSError becomes a StorageProblem that names it."""
+    try:
+        yield
+    except OSError as e:
+        raise StorageProblem(getattr(e, "filename", None) or path, e) from None
 
 
 class UnknownLab(LabError):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.errors import BackendError
+from lab.errors import BackendError, writing
 
 DEFAULT_STATE = "/run/lab"
 LOCK_TIMEOUT = 30.0
@@ -41,8 +41,9 @@ def state_lock(state: Path) -> Iterator[None]:
     The lock is taken on the state folder's parent directory, so that holding it leaves no file
     behind once the last lab is gone.
     """
-    state.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    with writing(state.parent):
+        state.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         deadline = time.monotonic() + LOCK_TIMEOUT
         while True:
@@ -73,16 +74,18 @@ class Journal:
         return self.folder / "journal.jsonl"
 
     def open(self, **meta: Any) -> None:
-        with state_lock(self.state):
+        with state_lock(self.state), writing(self.folder):
             self.folder.mkdir(parents=True, exist_ok=False)
         meta = {"id": self.lab_id, "pid": os.getpid(), "pid_start": process_start(os.getpid()),
                 "started": time.time(), **meta}
         tmp = self.folder / "meta.json.tmp"
-        tmp.write_text(json.dumps(meta))
-        tmp.rename(self.folder / "meta.json")  # atomic: `lab clean` never reads half a file
+        with writing(tmp):
+            tmp.write_text(json.dumps(meta))
+            tmp.rename(self.folder / "meta.json")  # atomic: `lab clean` never reads half a file
 
     def record_many(self, kind: str, names: list[str]) -> None:
-        with open(self.path, "a") as f:
+        """Before the resources exist: a journal that cannot take them stops their creation."""
+        with writing(self.path), open(self.path, "a") as f:
             f.write("".join(json.dumps({"kind": kind, "name": n}) + "\n" for n in names))
             f.flush()
 

@@ -20,7 +20,7 @@ from typing import Protocol
 from lab import backends, watch
 from lab.backends import Backend, Placement
 from lab.checks import evaluate
-from lab.errors import Interrupted, LabError
+from lab.errors import Interrupted, LabError, StorageProblem
 from lab.execution import Execution, NodeState, Progress
 from lab.journal import Journal, new_lab_id, state_dir
 from lab.outcome import CheckResult, ExpectationResult, RunResult, log_tail, outcome_of_state
@@ -63,8 +63,8 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     if guard is not None:
         guard.check()
     rundir = RunDir.create(out, plan.name)
-    rundir.file("scenario.yaml").write_text(scenario.source)
-    rundir.file("plan.json").write_text(json.dumps(plan.to_json(), indent=2))
+    rundir.write("scenario.yaml", scenario.source)
+    rundir.write("plan.json", json.dumps(plan.to_json(), indent=2))
     result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time())
     try:
         execution = _execute(result, str(scenario.path), backend, journal, progress, hold, guard)
@@ -73,7 +73,11 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
             _collect(result, execution, backend)
         result.results = check(plan, result.states, rundir, result.placements, result.clock)
     finally:
-        write_reports(result)
+        try:
+            write_reports(result)
+        except StorageProblem as e:  # the verdict stands and is returned; the run says what it lost
+            result.error = result.error or str(e)
+            progress(f"lab {plan.name}: {e}")
     return result
 
 

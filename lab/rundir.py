@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.errors import writing
+
 # Bytes a node's program may write to any one file, its log in the run folder included: a program
 # that floods its output is stopped (EFBIG/SIGXFSZ) instead of filling the disk. Every backend
 # applies it (RLIMIT_FSIZE).
@@ -26,8 +28,14 @@ class RunDir:
                 k += 1
                 out = Path("runs") / f"{scenario_name}-{stamp}-{k}"
         root = out.absolute()
-        (root / "nodes").mkdir(parents=True, exist_ok=True)
+        with writing(root / "nodes"):
+            (root / "nodes").mkdir(parents=True, exist_ok=True)
         return cls(root)
+
+    def write(self, name: str, text: str) -> None:
+        """A file of the run folder (StorageProblem, naming it, when the folder refuses it)."""
+        with writing(self.file(name)):
+            self.file(name).write_text(text)
 
     def log(self, node: str) -> Path:
         return self.root / "nodes" / f"{node}.log"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 
-from lab.backends import EXITED, READY, Command, Event, NodeRef, Placement
+from lab.backends import EXITED, READY, Command, Event, NodeRef, Options, Placement
 from lab.errors import UnknownLab
 from lab.journal import Journal
 from lab.plan import NodePlan, Plan
@@ -77,5 +77,29 @@ class ScriptedBackend:
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:
+        journal.close()
+        return []
+
+
+class ToyBackend(ScriptedBackend):
+    """A new backend, as CONTRIBUTING says one is added: one class and one entry in BACKENDS. Its
+    nodes do nothing and exit 0 (the script is empty); `cleaned` lists the labs its `clean` reached."""
+
+    name = "toy"
+    cleaned: list[str] = []
+
+    def __init__(self, journal: Journal, options: Options | None = None) -> None:
+        super().__init__({})
+        self.journal = journal
+
+    def up(self, plan: Plan, rundir: RunDir) -> None:
+        self.journal.record_many("toy-host", [n.name for n in plan.nodes])
+
+    def down(self) -> None:
+        self.journal.close()
+
+    @classmethod
+    def clean(cls, journal: Journal) -> list[str]:
+        cls.cleaned.append(journal.lab_id)
         journal.close()
         return []

@@ -7,6 +7,7 @@ run can end by (Ctrl-C included), and renders nothing itself.
 
 from __future__ import annotations
 
+from lab.errors import StorageProblem
 from lab.outcome import RunResult
 from lab.reports.html_report import write_html
 from lab.reports.json_report import Report, load_report, write_json
@@ -17,7 +18,13 @@ __all__ = ["Report", "load_report", "write_reports"]
 
 def write_reports(result: RunResult) -> None:
     """junit.xml, report.json, report.html, in that order: a reader that finds report.json (the
-    file readers wait for) finds junit.xml beside it."""
-    write_junit(result)
-    write_json(result)
-    write_html(result)
+    file readers wait for) finds junit.xml beside it. Each is tried even when another could not be
+    written (a full disk keeps what fits); the first failure is then raised, naming its file."""
+    failed: list[StorageProblem] = []
+    for name, write in (("junit.xml", write_junit), ("report.json", write_json), ("report.html", write_html)):
+        try:
+            write(result)
+        except OSError as e:
+            failed.append(StorageProblem(result.rundir.file(name), e))
+    if failed:
+        raise failed[0]

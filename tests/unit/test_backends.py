@@ -15,7 +15,7 @@ from lab import backends
 from lab.backends import BACKENDS, Backend
 from lab.errors import EnvironmentProblem
 from lab.journal import Journal
-from tests.backend_double import ScriptedBackend
+from tests.backend_double import ScriptedBackend, ToyBackend
 
 MEMBERS = sorted(n for n in vars(Backend) if not n.startswith("_")) + ["__init__"]
 REAL = {name: backends.load(name) for name in BACKENDS}
@@ -76,30 +76,6 @@ def test_swarm_says_it_keeps_no_lab_through_the_protocol(tmp_path: Path) -> None
     REAL["docker"].check_kept()
 
 
-class ToyBackend(ScriptedBackend):
-    """A new backend, as CONTRIBUTING says one is added: one class and one entry in BACKENDS. Its
-    nodes do nothing and exit 0; it records what it removes in its journal's name."""
-
-    name = "toy"
-    cleaned: list[str] = []
-
-    def __init__(self, journal: Journal, options: backends.Options | None = None) -> None:
-        super().__init__({})
-        self.journal = journal
-
-    def up(self, plan: Any, rundir: Any) -> None:
-        self.journal.record_many("toy-host", [n.name for n in plan.nodes])
-
-    def down(self) -> None:
-        self.journal.close()
-
-    @classmethod
-    def clean(cls, journal: Journal) -> list[str]:
-        cls.cleaned.append(journal.lab_id)
-        journal.close()
-        return []
-
-
 TOY_SCENARIO = """
 name: toy
 networks: {lan: {subnet: 10.9.0.0/24}}
@@ -115,7 +91,7 @@ def test_a_new_backend_is_one_class_and_one_entry(tmp_path: Path, monkeypatch: p
     report is written, the verdict is its nodes'), and `clean` reaches it through a lab's journal."""
     from lab import api
 
-    monkeypatch.setitem(BACKENDS, "toy", f"{__name__}:ToyBackend")
+    monkeypatch.setitem(BACKENDS, "toy", "tests.backend_double:ToyBackend")
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
     (tmp_path / "toy.yaml").write_text(TOY_SCENARIO)
     result = api.run(tmp_path / "toy.yaml", "toy", tmp_path / "run", progress=lambda line: None)
