@@ -36,7 +36,7 @@ WORKERS = 16  # concurrent API calls (the engine serialises some work; more does
 STOP_WAIT = 5.0  # seconds a stopped container's end is waited for before it is taken as ended
 CONTAINER = "container"  # journal kind
 LABEL_ID, LABEL_NODE, LABEL_SCENARIO, LABEL_NETWORK = "lab.id", "lab.node", "lab.scenario", "lab.network"
-OUT = "/lab/out"  # the node's log, transcript (and, on a shared folder, facts) inside its container
+OUT = "/lab/out"  # the node's log and transcript, inside its container
 FILES = "/lab/files"  # the node's `files:`
 
 

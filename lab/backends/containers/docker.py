@@ -12,7 +12,8 @@ socket, no published port. Every container carries labels tying it to its lab; `
 remove containers by those labels only.
 
 Inside, the node's agent (lab/roles/agent.py) waits for the lab's go file, then becomes the role or
-program, writing its log, transcript and readiness file into the run folder (mounted at /lab/out).
+program, writing its log and transcript into the run folder (those two files alone are mounted, under
+/lab/out) and its readiness and exit code into a facts folder of the lab's own (/lab/facts).
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ from lab.backends.containers.engine import api_error, connect
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
 from lab.errors import BackendError, EnvironmentProblem, UnknownLab
 from lab.journal import Journal
-from lab.plan import ANNOUNCE, TCP, Plan
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
 from lab.roles.common import listening_tcp_ports
 from lab.rundir import RunDir
+
+FACTS = "/lab/facts"  # inside a container: where its agent and role tell the lab facts (ready, answered, exit)
 
 
 @dataclass
@@ -93,15 +96,14 @@ class DockerBackend(ContainerBackend[_Box]):
         node = box.node
         ctl = self.journal.folder / "ctl" / node.name
         ctl.mkdir(parents=True, exist_ok=True)
-        spec = {"go": "/lab/ctl/go", "facts": f"{OUT}/{node.name}.{{fact}}", "exit": f"{OUT}/{node.name}.exit",
+        spec = {"go": "/lab/ctl/go", "facts": f"{FACTS}/{node.name}.{{fact}}", "exit": f"{FACTS}/{node.name}.exit",
                 **agent_spec(node)}
         (ctl / "spec.json").write_text(json.dumps(spec))
         if node.runs_something:  # held open read-write by the lab: the agent blocks on it until "go"
             os.mkfifo(ctl / "go", 0o600)
             box.go = os.open(ctl / "go", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         assert self.rundir is not None
-        volumes = {str(self.rundir.root / "nodes"): {"bind": OUT, "mode": "rw"},
-                   str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
+        volumes = {**self._own_output(node), str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
         if node.cwd:
             volumes[str(node.cwd)] = {"bind": FILES, "mode": "rw"}
         if node.image:  # a user's image: run the agent from the host's copy of the role programs
@@ -119,6 +121,22 @@ class DockerBackend(ContainerBackend[_Box]):
             raise BackendError(f"container for {node.name} exited at once: {self._logs(box)[-300:]!r}")
         self.fabric.join(plan, node, box.pid)
         box.pidfd = os.pidfd_open(box.pid)
+
+    def _own_output(self, node: NodePlan) -> dict[str, dict[str, str]]:
+        """A node writes only its own log and transcript (two files of the run folder, each bound
+        alone) and its own facts folder: no node can rewrite another's evidence, or its own verdict."""
+        assert self.rundir is not None
+        facts = self._facts(node.name)
+        facts.mkdir(parents=True, exist_ok=True)
+        out = {}
+        for path in (self.rundir.log(node.name), self.rundir.transcript(node.name)):
+            path.touch()
+            out[str(path)] = {"bind": f"{OUT}/{path.name}", "mode": "rw"}
+        return {**out, str(facts): {"bind": FACTS, "mode": "rw"}}
+
+    def _facts(self, node: str) -> Path:
+        """Where a node's agent and role tell the lab facts (ready, answered, exit): the lab's own folder."""
+        return self.journal.folder / "facts" / node
 
     def _engine(self, box: _Box) -> Any:
         return self.client
@@ -162,9 +180,8 @@ class DockerBackend(ContainerBackend[_Box]):
         return False
 
     def _fact(self, b: _Box, fact: str) -> bool:
-        """Whether the node's role told this fact (a file it wrote in the shared folder; consumed)."""
-        assert self.rundir is not None
-        flag = self.rundir.root / "nodes" / f"{b.node.name}.{fact}"
+        """Whether the node's role told this fact (a file it wrote in its facts folder; consumed)."""
+        flag = self._facts(b.node.name) / f"{b.node.name}.{fact}"
         try:
             flag.unlink()
         except FileNotFoundError:
@@ -175,8 +192,7 @@ class DockerBackend(ContainerBackend[_Box]):
         self.selector.unregister(b.pidfd)
         os.close(b.pidfd)
         b.pidfd = -1
-        assert self.rundir is not None
-        path = self.rundir.root / "nodes" / f"{b.node.name}.exit"  # the agent's last word (consumed)
+        path = self._facts(b.node.name) / f"{b.node.name}.exit"  # the agent's last word (consumed)
         try:
             b.told = int(path.read_text().strip())
         except (OSError, ValueError):
