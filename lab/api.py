@@ -36,7 +36,7 @@ from lab.scenario.model import Scenario
 from lab.signals import SignalGuard
 
 __all__ = ["KeptLab", "LabInfo", "Report", "RunResult", "ExpectationResult", "load", "run", "up", "labs",
-           "exec", "logs", "check", "status", "down", "clean", "Cleaned", "grade", "Grade"]
+           "exec", "nodes", "logs", "check", "status", "down", "clean", "Cleaned", "grade", "Grade"]
 
 
 def load(scenario: str | Path) -> Scenario:
@@ -89,6 +89,11 @@ def exec(lab: str, node: str, argv: list[str], *, capture: bool = True, input: s
     its output captured as text (`capture`), or attached to this terminal. Exit code 128+N: signal N."""
     return lifecycle.exec_in(lab, node, argv, interactive=interactive, capture=capture, input=input,
                              timeout=timeout)
+
+
+def nodes(lab: str) -> list[str]:
+    """The names of a lab's nodes, in the plan's order."""
+    return lifecycle.node_names(lab)
 
 
 def logs(lab: str, node: str | None = None, follow: bool = False) -> Iterator[tuple[str, str]]:

@@ -141,8 +141,9 @@ def cmd_exec(lab: str, node: str, cmd: list[str], interactive: bool = False) -> 
 def cmd_logs(lab: str, node: str | None = None, follow: bool = False) -> int:
     from lab import api
 
+    single = node is not None or len(api.nodes(lab)) == 1  # one node's lines need no name
     for name, line in api.logs(lab, node, follow):
-        print(line if node else f"{name} | {line}", flush=True)
+        print(line if single else f"{name} | {line}", flush=True)
     return 0
 
 

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
+from lab.execution import HOSTS_LIMIT
 from lab.outcome import CheckResult
 from lab.reports import Report, load_report
 from lab.scenario import load_scenario
 from lab.scenario.model import Node, Scenario
 
-WALL_MARGIN = 60.0  # beyond the scenario's timeout, for bring-up and teardown
+WALL_MARGIN = 60.0 + HOSTS_LIMIT  # beyond the scenario's timeout: bring-up, the hosts' creation, teardown
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -148,7 +149,10 @@ def _run(scenario: Path, out: Path, backend: str, wall: float) -> subprocess.Com
             stdout, stderr = proc.communicate()
             from lab import lifecycle
 
-            lifecycle.clean()  # what the killed run left behind (dead labs only)
+            try:
+                lifecycle.clean()  # what the killed run left behind (dead labs only)
+            except Exception:  # noqa: BLE001 - one submission's leftovers never stop the batch; `lab clean` finishes
+                pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 

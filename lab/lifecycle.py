@@ -26,7 +26,7 @@ from typing import Any
 from lab import backends, watch
 from lab.checks import evaluate
 from lab.errors import EnvironmentProblem, LabError, UnknownLab
-from lab.execution import Execution
+from lab.execution import HOSTS_LIMIT, Execution
 from lab.journal import Journal, drop_empty_state, journals, process_start, state_dir
 from lab.outcome import ExpectationResult, NodeOutcome, node_outcome
 from lab.plan import make_plan
@@ -34,7 +34,9 @@ from lab.reports import Report, load_report
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
 
-UP_MARGIN = 60.0  # beyond the scenario's timeout, for the keeper to start and report
+# Beyond the scenario's timeout, for the keeper to start and report, and for the engine to create
+# its hosts (the run's clock leaves that out, up to HOSTS_LIMIT: see Execution._deadline).
+UP_MARGIN = 60.0 + HOSTS_LIMIT
 DOWN_TIMEOUT = 60.0
 
 
@@ -218,6 +220,10 @@ def exec_in(ref: str, node: str, argv: list[str], *, interactive: bool = False, 
 
 def shell_argv() -> list[str]:
     return [os.environ.get("LAB_SHELL", "/bin/bash"), "-i"]
+
+
+def node_names(ref: str) -> list[str]:
+    return [n["name"] for n in _plan_json(find(ref))["nodes"]]
 
 
 def log_lines(ref: str, node: str | None = None, follow: bool = False) -> Iterator[tuple[str, str]]:

@@ -72,6 +72,13 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
         if execution is not None:
             _collect(result, execution, backend)
         result.results = check(plan, result.states, rundir, result.placements, result.clock)
+    except BaseException as e:  # it goes on up; the reports written below say it, never "passed"
+        if isinstance(e, Interrupted):
+            result.interrupted = result.interrupted or e.signum
+        else:
+            result.error = result.error or (str(e) if isinstance(e, LabError)
+                                            else f"internal error: {type(e).__name__}: {e}")
+        raise
     finally:
         try:
             write_reports(result)

@@ -308,10 +308,15 @@ class RunningLab:
 
     def exec(self, node: str, *argv: str, timeout: float = 60.0,
              input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a command inside a node (as `lab exec`); its output captured, as text."""
+        """Run a command inside a node (as `lab exec`); its output captured, as text. A node that
+        cannot be entered gives `lab exec`'s exit code (2) and its error line on stderr."""
         from lab import api
 
-        return api.exec(self.id, node, list(argv), input=input, timeout=timeout)
+        try:
+            return api.exec(self.id, node, list(argv), input=input, timeout=timeout)
+        except LabError as e:
+            return subprocess.CompletedProcess(["lab", "exec", self.id, node, *argv], e.exit_code, "",
+                                               f"lab: error: {e}\n")
 
     def transcript(self, node: str) -> list[dict[str, Any]]:
         """The node's transcript events so far (roles only): connected, sent, received, closed, error."""

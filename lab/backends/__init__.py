@@ -16,7 +16,7 @@ import importlib
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -66,13 +66,12 @@ class NodeRef:
 
 @dataclass(frozen=True)
 class Command:
-    """How this machine runs a program inside a node: the argv to start, its environment (None:
-    this process's), and what the child does before it execs (None: nothing, the argv enters the
-    node itself, as `docker exec` does). Started by `run_in`, the one place that runs it."""
+    """How this machine runs a program inside a node: an argv that enters the node itself (`docker
+    exec ...`, `python -m lab.backends.enter ...`) and its environment (None: this process's).
+    Started by `run_in`, the one place that runs it, with nothing run between fork and exec."""
 
     argv: list[str]
     env: dict[str, str] | None = None
-    enter: Callable[[], None] | None = None
 
 
 class Backend(Protocol):
@@ -180,23 +179,24 @@ def run_in(journal: Journal, node: NodeRef, argv: list[str], *, interactive: boo
     cmd = of(journal).command(journal, node, argv, interactive)
     pipe = subprocess.PIPE if capture else None
     try:
-        proc = subprocess.Popen(cmd.argv, env=cmd.env, preexec_fn=cmd.enter, text=True,  # noqa: PLW1509
-                                stdin=subprocess.PIPE if input is not None else None, stdout=pipe, stderr=pipe)
+        proc = subprocess.Popen(cmd.argv, env=cmd.env, text=True, stdin=subprocess.PIPE if input is not None else None,
+                                stdout=pipe, stderr=pipe)
     except (OSError, subprocess.SubprocessError) as e:
         why = f"lab: {node.name}: {argv[0]}: {e}"
         if not capture:
             print(why, file=sys.stderr, flush=True)
         return subprocess.CompletedProcess(cmd.argv, 127, "" if capture else None, why + "\n" if capture else None)
-    old = None if capture else signal.signal(signal.SIGINT, signal.SIG_IGN)
+    attached = not capture and threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if attached else None
     try:
         out, err = proc.communicate(input, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+    except BaseException:  # a timeout, or Ctrl-C while captured: the command goes too (not its pipes'
+        proc.kill()        # other holders, which a second communicate() would wait for)
+        proc.wait()
         raise
     finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+        if attached:
+            signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
     return subprocess.CompletedProcess(cmd.argv, code, out, err)
 

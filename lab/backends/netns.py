@@ -7,7 +7,6 @@ also gets a private mount namespace, where the lab's hosts file is bound over /e
 
 from __future__ import annotations
 
-import functools
 import os
 import resource
 import selectors
@@ -269,8 +268,8 @@ class NetnsBackend:
     # -- a running lab -----------------------------------------------------------------------
     @classmethod
     def command(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> Command:
-        """The child enters the node (as a program of the lab would: its network, hostname, hosts
-        file and folder) before it execs `argv`."""
+        """A fresh process enters the node (as a program of the lab would: its network, hostname,
+        hosts file and folder), then execs `argv` (lab/backends/enter.py)."""
         netns = Fabric(journal).path(node.name)
         if not os.path.exists(netns):
             raise UnknownLab(f"lab {journal.lab_id} has no running node {node.name!r}")
@@ -278,16 +277,8 @@ class NetnsBackend:
         if interactive:
             env["PS1"] = f"[lab {journal.lab_id}] {node.name}:\\w# "
         hosts = journal.folder / "hosts" / node.name
-        return Command(argv, env, functools.partial(_enter_or_exit, netns, hosts, node.name, node.cwd or "/"))
-
-
-def _enter_or_exit(netns: str, hosts: Path, hostname: str, cwd: str) -> None:  # pragma: no cover - in the child
-    """`enter_node` in a child about to exec: a failure says why on its stderr and exits 127."""
-    try:
-        enter_node(netns, hosts, hostname, cwd)
-    except BaseException as e:  # noqa: BLE001
-        os.write(2, f"lab: {hostname}: cannot enter the node: {e}\n".encode())
-        os._exit(127)
+        return Command([sys.executable, "-m", "lab.backends.enter", netns, str(hosts), node.name,
+                        str(node.cwd or "/"), "--", *argv], env)
 
 
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = True) -> None:

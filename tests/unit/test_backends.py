@@ -100,3 +100,33 @@ def test_a_new_backend_is_one_class_and_one_entry(tmp_path: Path, monkeypatch: p
     left = Journal(tmp_path / "state", "dead1")
     left.open(backend="toy", pid_start=-1)  # its owner is gone (the start time names no process)
     assert [c.id for c in api.clean()] == ["dead1"] and ToyBackend.cleaned == ["dead1"]
+
+
+def test_a_captured_command_that_times_out_does_not_wait_for_what_holds_its_pipes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run_in` (lab exec, the fixture's exec) kills the command at its timeout and returns at once,
+    even when a background child of it still holds its output open."""
+    import subprocess
+    import time
+
+    class Daemonising(ScriptedBackend):
+        @classmethod
+        def command(cls, journal: Journal, node: backends.NodeRef, argv: list[str], interactive: bool) -> Any:
+            return backends.Command(["sh", "-c", "sleep 4 & sleep 4"])
+
+    monkeypatch.setattr(backends, "of", lambda journal: Daemonising)
+    t0 = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        backends.run_in(Journal(tmp_path, "x"), backends.NodeRef("n", None, False), ["x"], capture=True, timeout=0.3)
+    assert time.monotonic() - t0 < 3.0  # the background `sleep 4` still holds the pipe
+
+
+def test_a_command_that_cannot_start_exits_127_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Missing(ScriptedBackend):
+        @classmethod
+        def command(cls, journal: Journal, node: backends.NodeRef, argv: list[str], interactive: bool) -> Any:
+            return backends.Command([str(tmp_path / "no-such-program")])
+
+    monkeypatch.setattr(backends, "of", lambda journal: Missing)
+    done = backends.run_in(Journal(tmp_path, "x"), backends.NodeRef("n", None, False), ["prog"], capture=True)
+    assert done.returncode == 127 and done.stderr.startswith("lab: n: prog: ")

@@ -4,6 +4,7 @@ is kept, and nothing is left behind. ENOSPC is real here: /dev/full refuses ever
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -67,4 +68,5 @@ def test_a_state_folder_that_cannot_be_written_is_one_line_and_the_run_folder_sa
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith("lab toy: starting")
     assert err[1].startswith("lab: error: cannot write /dev/full: ")  # the path, then the system's words
-    assert (out / "report.json").exists()  # the run folder was made: its report says what happened
+    report = json.loads((out / "report.json").read_text())  # the run folder was made: its report says so
+    assert not report["passed"] and report["exit_code"] == 3 and report["error"].startswith("cannot write /dev/full")
