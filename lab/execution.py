@@ -38,6 +38,7 @@ class NodeState:
     failed_start: bool = False
     killed_at_deadline: bool = False
     launching: bool = False  # asked to start, waiting for its host to exist
+    cause: str = ""  # why it ended, when a limit ended it (the backend's word)
     note: str = ""
 
     @property
@@ -167,7 +168,7 @@ class Execution:
                 self.progress(f"  ready   {s.plan.name:<14} {s.plan.address!s:<15} "
                               f"{_what(s.plan)} ({s.ready_at - self.t0:.2f}s)")
         elif event.kind == EXITED:
-            s.exited, s.exit_code, s.exited_at = True, event.code, time.monotonic()
+            s.exited, s.exit_code, s.exited_at, s.cause = True, event.code, time.monotonic(), event.cause
             if s.ready_at is None:
                 self._failed_start(s, f"exited with {_code(event.code)} before it was ready")
             elif s.plan.service:

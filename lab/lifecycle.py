@@ -139,7 +139,7 @@ def _node_status(s: Any, t0: float) -> dict[str, Any]:
             "exited": s.exited and s.plan.runs_something, "exit_code": s.exit_code, "note": s.note,
             "started_at": None if s.started_at is None else round(s.started_at - t0, 4),
             "exited_at": None if s.exited_at is None else round(s.exited_at - t0, 4),
-            "stopped_by_lab": s.stopped_by_lab, "failed_start": s.failed_start}
+            "stopped_by_lab": s.stopped_by_lab, "failed_start": s.failed_start, "cause": s.cause}
 
 
 def keep(scenario_path: str, backend: str, out: str, status_fd: int) -> int:
@@ -286,7 +286,7 @@ def _status(j: Journal) -> dict[str, Any]:
 def _outcome(rundir: RunDir, name: str, st: dict[str, Any]) -> NodeOutcome:
     """A node's outcome from the keeper's status file (a kept lab runs on this host's clock)."""
     return node_outcome(rundir, name, started=bool(st.get("started", True)), exit_code=st.get("exit_code"),
-                        stopped_by_lab=False, note=str(st.get("note", "")))
+                        stopped_by_lab=False, note=str(st.get("note", "")), cause=str(st.get("cause", "")))
 
 
 def stop_owner(j: Journal) -> bool:

@@ -108,14 +108,14 @@ class RunResult:
 # ------------------------------------------------------------------------------------ node outcomes
 
 def node_outcome(rundir: RunDir, name: str, *, started: bool, exit_code: int | None, stopped_by_lab: bool,
-                 note: str, placed: Placement | None = None) -> NodeOutcome:
+                 note: str, placed: Placement | None = None, cause: str = "") -> NodeOutcome:
     """The one place a node's outcome is made: how its run went (from whoever knows it), with what
     it left in the run folder; a node on another host has its times put on the lab's clock."""
     return NodeOutcome(
         name=name, started=started, exit_code=exit_code, stopped_by_lab=stopped_by_lab, note=note,
         transcript=on_lab_clock(read_transcript(rundir.transcript(name)), placed.clock_offset if placed else 0.0),
         log=read_log(rundir.log(name)),
-        cause=output_limit(rundir, name),
+        cause=cause or output_limit(rundir, name),
         clock_uncertainty=placed.uncertainty if placed else 0.0,
     )
 
@@ -128,7 +128,7 @@ def outcome_of_state(rundir: RunDir, name: str, state: NodeState | None,
                             placed=placed)
     return node_outcome(rundir, name, started=state.started_at is not None and not state.blocked,
                         exit_code=state.exit_code, stopped_by_lab=state.stopped_by_lab, note=state.note,
-                        placed=placed)
+                        placed=placed, cause=state.cause)
 
 
 # ---------------------------------------------------------------------------------- run folder files

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from lab.errors import Location
 from lab.roles.catalogue import ROLES
 from lab.scenario.checks import CHECKS
-from lab.scenario.model import Node, Route, Scenario
+from lab.scenario.model import Limits, Node, Route, Scenario
 
 # How a node's readiness is observed: a role announces it, a program is ready when something
 # listens on a TCP port, anything else is ready as soon as it is started (or created).
@@ -58,6 +58,7 @@ class NodePlan:
     stdin: tuple[tuple[str, str | float], ...] | None = None  # scripted input for a program
     hosts: tuple[str, ...] = ()  # `host:` (swarm backend): the cluster hosts it may run on
     host_loc: Location | None = None  # where `host:` is written, for errors about unknown hosts
+    limits: Limits = field(default_factory=Limits)  # what it may use
 
     @property
     def synced(self) -> bool:
@@ -146,6 +147,8 @@ def _node_json(n: NodePlan) -> dict[str, Any]:
         "service": n.service,
         "stdin": [list(step) for step in n.stdin] if n.stdin is not None else None,
         "host": list(n.hosts),
+        "limits": {"memory": n.limits.memory, "processes": n.limits.processes, "cpu": n.limits.cpu,
+                   "files": n.limits.files},
     }
 
 
@@ -241,6 +244,7 @@ def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],
         cwd=node.files, env=dict(node.env), ready=ready, after=after, service=service,
         image=node.image, stdin=node.stdin, hosts=node.hosts,
         host_loc=node.host_loc,
+        limits=node.limits,
     )
 
 

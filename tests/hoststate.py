@@ -1,9 +1,9 @@
 """What a lab could change on the host, read so that two readings can be compared: namespaces,
 links, routes, rules, firewall, sysctls, /etc/hosts, mounts, processes in namespaces of their own,
-and Docker's containers, networks and volumes. Each integration test compares a reading before and
-after itself (tests/integration/conftest.py); a session that runs tests side by side (xdist) compares
-one before its first test and one after its last (tests/conftest.py), where a single test's reading
-would see its neighbours' labs.
+the lab's control groups, and Docker's containers, networks and volumes. Each integration test
+compares a reading before and after itself (tests/integration/conftest.py); a session that runs
+tests side by side (xdist) compares one before its first test and one after its last
+(tests/conftest.py), where a single test's reading would see its neighbours' labs.
 """
 
 from __future__ import annotations
@@ -55,7 +55,21 @@ def host_state() -> dict[str, Any]:
         "containers": _out("docker", "ps", "-a", "--format", "{{.Names}} {{.Labels}}"),
         "docker_networks": _out("docker", "network", "ls", "--format", "{{.Name}}"),
         "docker_volumes": _out("docker", "volume", "ls", "--format", "{{.Name}}"),
+        "cgroups": _lab_cgroups(),
     }
+
+
+def _lab_cgroups() -> list[str]:
+    """The lab's control groups (lab/backends/cgroups.py): folders named lab-ID in this process's
+    cgroup of each hierarchy the lab uses."""
+    from lab.backends import cgroups
+
+    found = []
+    for controller in cgroups.CONTROLLERS:
+        base = cgroups.own(controller)
+        if base is not None:
+            found += sorted(str(p) for p in base.glob("lab-*"))
+    return found
 
 
 def _who(diff: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ class Event:
     node: str
     kind: str  # READY | EXITED | LAUNCHED (a deferred start happened) | ANSWERED (a synced client)
     code: int | None = None  # exit code; negative: killed by that signal
+    cause: str = ""  # EXITED: what the lab knows of why, when the node cannot say (a limit it reached)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,16 @@ class Command:
 
     argv: list[str]
     env: dict[str, str] | None = None
+
+
+def limit_reached(node: NodePlan, code: int | None, oom_killed: bool) -> str:
+    """Why a node was killed, when a limit did it (its own output cannot say): SIGKILL by the
+    memory limit (the kernel's word), SIGXCPU at its CPU time."""
+    if code == 128 + signal.SIGKILL and oom_killed:
+        return f"killed: memory limit {node.limits.memory // 2**20} MiB reached"
+    if code == 128 + signal.SIGXCPU:
+        return f"killed: CPU time limit {node.limits.cpu:g}s reached"
+    return ""
 
 
 class Backend(Protocol):

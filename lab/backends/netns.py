@@ -7,6 +7,7 @@ also gets a private mount namespace, where the lab's hosts file is bound over /e
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import selectors
@@ -17,7 +18,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.backends import ANSWERED, EXITED, READY, Command, Event, NodeRef, Options, Placement, linux
+from lab.backends import (
+    ANSWERED,
+    EXITED,
+    READY,
+    Command,
+    Event,
+    NodeRef,
+    Options,
+    Placement,
+    cgroups,
+    limit_reached,
+    linux,
+)
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
 from lab.errors import UnknownLab
 from lab.journal import Journal
@@ -55,6 +68,7 @@ class NetnsBackend:
         self.pending: list[Event] = []
         self.inodes: dict[str, int | None] = {}  # observed while stopping other nodes; returned by poll
         self.selector = selectors.DefaultSelector()
+        self.cgroups = cgroups.available()  # v1 memory and pids hierarchies the lab may write
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
@@ -82,6 +96,7 @@ class NetnsBackend:
     # -- processes ---------------------------------------------------------------------------
     def start(self, node: NodePlan) -> bool:
         assert self.rundir is not None
+        groups = cgroups.create(self.journal, node.name, node.limits) if self.cgroups else []
         log = os.open(self.rundir.log(node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         ready_r, ready_w = os.pipe() if node.ready.kind == ANNOUNCE else (None, None)
         control_r, control_w = os.pipe() if node.synced else (None, None)
@@ -90,7 +105,7 @@ class NetnsBackend:
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child never returns
-            self._child(node, log, ready_w, parent, control_r)
+            self._child(node, log, ready_w, parent, control_r, groups)
         os.close(log)
         for end in (ready_w, control_r):
             if end is not None:
@@ -105,7 +120,7 @@ class NetnsBackend:
         return True
 
     def _child(self, node: NodePlan, log: int, ready_w: int | None, parent: int,
-               control_r: int | None = None) -> None:
+               control_r: int | None = None, groups: list[Path] | None = None) -> None:
         code = 127
         try:
             null = os.open("/dev/null", os.O_RDONLY)
@@ -122,6 +137,7 @@ class NetnsBackend:
             if os.getppid() != parent:  # the orchestrator died before the line above took effect
                 os._exit(code)
             default_signals()  # as a shell gives them: nothing the orchestrator ignores or blocks leaks in
+            _limit(node, groups or [])
             self._enter(node)
             if node.argv is not None:  # a program that floods its output is stopped (SIGXFSZ), not the disk
                 resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT, MAX_OUTPUT))
@@ -226,7 +242,9 @@ class NetnsBackend:
         if proc.control is not None:
             os.close(proc.control)
             proc.control = None
-        return ready + [Event(proc.node.name, EXITED, proc.code)]
+        cause = limit_reached(proc.node, proc.code, self.cgroups and cgroups.oom_killed(self.journal.lab_id,
+                                                                                         proc.node.name))
+        return ready + [Event(proc.node.name, EXITED, proc.code, cause)]
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         running = [self.procs[n] for n in nodes if n in self.procs and self.procs[n].code is None]
@@ -256,12 +274,16 @@ class NetnsBackend:
             self.stop(list(self.procs), grace=1.0)
             self.selector.close()
         finally:
-            self.fabric.remove()  # raises when something could not be removed: the journal stays
+            try:
+                cgroups.remove(self.journal)
+            finally:  # each raises when something could not be removed: the journal then stays
+                self.fabric.remove()
             self.journal.close()
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:
         removed = remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
+        removed += cgroups.remove(journal)
         journal.close()
         return removed
 
@@ -279,6 +301,15 @@ class NetnsBackend:
         hosts = journal.folder / "hosts" / node.name
         return Command([sys.executable, "-m", "lab.backends.enter", netns, str(hosts), node.name,
                         str(node.cwd or "/"), "--", *argv], env)
+
+
+def _limit(node: NodePlan, groups: list[Path]) -> None:
+    """In the node's first process, before it runs anything: its cgroups (memory, processes: all its
+    processes together) and the per-process rlimits (open files, CPU time)."""
+    cgroups.join(groups)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (node.limits.files, node.limits.files))
+    cpu = math.ceil(node.limits.cpu or 0) or resource.RLIM_INFINITY
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
 
 
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = True) -> None:

@@ -40,6 +40,17 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What one node may use, enforced by the kernel (README: "Limits"). `cpu` None: no CPU-time
+    limit (a one-shot run's timeout bounds it; a kept lab's server may serve for days)."""
+
+    memory: int = 512 * 1024 * 1024  # bytes: the node's processes together (page cache included)
+    processes: int = 512  # processes and threads, together
+    cpu: float | None = None  # seconds of CPU time, per process
+    files: int = 4096  # open files, per process
+
+
+@dataclass(frozen=True)
 class Node:
     """One node as written; `replicas` N makes N hosts named NAME-1..NAME-N."""
 
@@ -61,6 +72,7 @@ class Node:
     stdin: tuple[tuple[str, str | float], ...] | None = None  # ("send", text) / ("wait", seconds)
     hosts: tuple[str, ...] = ()  # `host:`: cluster hosts this node may run on (swarm backend)
     host_loc: Location | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,7 @@ class Scenario:
     expect: tuple[Expectation, ...]
     timeout: float = 60.0
     description: str = ""
+    limits: Limits = field(default_factory=Limits)  # the lab's, under each node's own
 
     @property
     def folder(self) -> Path:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
 from lab.roles.catalogue import ROLES
 from lab.scenario.checker import Checker, Refs
-from lab.scenario.model import Attachment, Network, Node, Route
+from lab.scenario.limits import check_limits
+from lab.scenario.model import Attachment, Limits, Network, Node, Route
 from lab.scenario.params import check_params
 from lab.scenario.source import KeyPath
 from lab.scenario.values import (
@@ -35,7 +36,7 @@ from lab.scenario.values import (
 )
 
 NODE_KEYS = ("networks", "routes", "forwarding", "role", "with", "run", "files", "ready", "after",
-             "replicas", "env", "image", "stdin", "host")
+             "replicas", "env", "image", "stdin", "host", "limits")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
@@ -50,6 +51,7 @@ class Scope:
     hidden: list[str]  # declared names that are invalid (reported already)
     refs: Refs
     folder: Path
+    limits: Limits = field(default_factory=Limits)  # the lab's (`limits:` at the top), under each node's
 
 
 def check_node(s: Scope, name: str, raw: Any, replicas: int | None) -> Node | None:
@@ -85,6 +87,7 @@ def check_node(s: Scope, name: str, raw: Any, replicas: int | None) -> Node | No
         stdin=_stdin(c, path, body) if "stdin" in body else None,
         hosts=_hosts(c, path + ("host",), body["host"]) if "host" in body else (),
         host_loc=c.source.value_loc(path + ("host",)) if "host" in body else None,
+        limits=check_limits(c, path + ("limits",), body["limits"], s.limits) if "limits" in body else s.limits,
     )
 
 

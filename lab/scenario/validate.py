@@ -13,12 +13,13 @@ from typing import Any
 
 from lab.scenario.checker import Checker, NodeInfo, Refs
 from lab.scenario.expect import check_expect
-from lab.scenario.model import Network, Node, Scenario
+from lab.scenario.limits import check_limits
+from lab.scenario.model import Limits, Network, Node, Scenario
 from lab.scenario.nodes import Scope, check_node
 from lab.scenario.source import KeyPath, Source, problems_error
 from lab.scenario.values import Invalid, cidr, duration, integer, kind, name, string
 
-TOP_KEYS = ("name", "description", "timeout", "networks", "nodes", "expect")
+TOP_KEYS = ("name", "description", "timeout", "networks", "nodes", "expect", "limits")
 MAX_REPLICAS = 1000
 _UNSAFE = {
     IPv4Network("0.0.0.0/8"): "'this network'",
@@ -38,7 +39,8 @@ def validate(source: Source, path: Path) -> Scenario:
     declared, hidden_nets, networks = _networks(c, top.get("networks")) if "networks" in top else (None, [], [])
     raw_nodes, hidden = _section(c, ("nodes",), top.get("nodes"), "node") if "nodes" in top else ({}, None)
     refs = Refs(_index(c, raw_nodes), hidden)
-    scope = Scope(c, {n.name: n for n in networks}, declared, hidden_nets, refs, path.parent)
+    limits = check_limits(c, ("limits",), top["limits"], Limits()) if "limits" in top else Limits()
+    scope = Scope(c, {n.name: n for n in networks}, declared, hidden_nets, refs, path.parent, limits)
     nodes = [check_node(scope, n, raw_nodes[n], refs.nodes[n].replicas) for n in refs.nodes]
     valid_nodes = [n for n in nodes if n is not None]
     _addresses(c, valid_nodes)
@@ -49,7 +51,7 @@ def validate(source: Source, path: Path) -> Scenario:
         raise problems_error(c.problems)
     return Scenario(name=scenario_name, path=path, source=source.text, networks=tuple(networks),
                     nodes=tuple(valid_nodes), expect=expect, timeout=timeout,
-                    description=description or "")
+                    description=description or "", limits=limits)
 
 
 def _section(c: Checker, path: KeyPath, value: Any, what: str) -> tuple[dict[str, Any], list[str] | None]:

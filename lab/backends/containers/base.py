@@ -17,6 +17,7 @@ remove by the `lab.id` label only, never by name.
 
 from __future__ import annotations
 
+import math
 import selectors
 import time
 from abc import ABC, abstractmethod
@@ -24,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from lab.backends import EXITED, LAUNCHED, Event, Options
+from lab.backends import EXITED, LAUNCHED, Event, Options, limit_reached
 from lab.backends.containers import images
 from lab.backends.containers.engine import api_error
 from lab.errors import BackendError
@@ -182,9 +183,16 @@ class ContainerBackend(ABC, Generic[B]):
         labels = {LABEL_ID: self.journal.lab_id, LABEL_NODE: node.name, LABEL_SCENARIO: plan.name}
         container: dict[str, Any] = {"image": node.image or self.image, "hostname": node.name, "environment": env,
                                      "labels": labels, "working_dir": FILES if node.cwd else "/", **node_image}
-        limits = [docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT)] if node.argv else []
+        limits = [docker.types.Ulimit(name="nofile", soft=node.limits.files, hard=node.limits.files)]
+        if node.limits.cpu is not None:
+            cpu = math.ceil(node.limits.cpu)
+            limits.append(docker.types.Ulimit(name="cpu", soft=cpu, hard=cpu))
+        if node.argv:
+            limits.append(docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT))
         host: dict[str, Any] = {"cap_drop": ["ALL"], "cap_add": ["NET_BIND_SERVICE", *caps],
                                 "security_opt": ["no-new-privileges"], "ulimits": limits,
+                                "mem_limit": node.limits.memory, "memswap_limit": node.limits.memory,
+                                "pids_limit": node.limits.processes,
                                 "extra_hosts": {n.name: str(address_for(node, n)) for n in plan.nodes}}
         return container, host
 
@@ -303,7 +311,18 @@ class ContainerBackend(ABC, Generic[B]):
                 b.code = b.told
         if self.pool is not None:  # (at teardown, `down` collects every node)
             self._evidence(boxes, unspoken)
-        return [Event(b.node.name, EXITED, b.code) for b in boxes]
+        return [Event(b.node.name, EXITED, b.code, limit_reached(b.node, b.code, self._oom_killed(b)))
+                for b in boxes]
+
+    def _oom_killed(self, box: B) -> bool:
+        """Whether the engine killed a process of the node's container for its memory limit (asked
+        only of a node killed by SIGKILL: the engine's flag is set by any of its processes)."""
+        if box.code != 137 or not box.id:
+            return False
+        try:
+            return bool(self._engine(box).api.inspect_container(box.id)["State"].get("OOMKilled"))
+        except Exception:  # noqa: BLE001 - no word from the engine: no cause claimed
+            return False
 
     def _ask_code(self, box: B) -> None:
         try:
