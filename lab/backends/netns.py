@@ -308,8 +308,9 @@ def _limit(node: NodePlan, groups: list[Path]) -> None:
     processes together) and the per-process rlimits (open files, CPU time)."""
     cgroups.join(groups)
     resource.setrlimit(resource.RLIMIT_NOFILE, (node.limits.files, node.limits.files))
-    cpu = math.ceil(node.limits.cpu or 0) or resource.RLIM_INFINITY
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    if node.limits.cpu is not None:  # SIGXCPU at the limit (the hard one, a second on, would be SIGKILL)
+        cpu = math.ceil(node.limits.cpu)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = True) -> None:

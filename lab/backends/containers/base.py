@@ -37,6 +37,7 @@ WORKERS = 16  # concurrent API calls (the engine serialises some work; more does
 STOP_WAIT = 5.0  # seconds a stopped container's end is waited for before it is taken as ended
 CONTAINER = "container"  # journal kind
 LABEL_ID, LABEL_NODE, LABEL_SCENARIO, LABEL_NETWORK = "lab.id", "lab.node", "lab.scenario", "lab.network"
+ENGINE_WORD = 5.0  # s an engine may take to see a container end that the lab already saw
 OUT = "/lab/out"  # the node's log and transcript, inside its container
 FILES = "/lab/files"  # the node's `files:`
 
@@ -186,7 +187,7 @@ class ContainerBackend(ABC, Generic[B]):
         limits = [docker.types.Ulimit(name="nofile", soft=node.limits.files, hard=node.limits.files)]
         if node.limits.cpu is not None:
             cpu = math.ceil(node.limits.cpu)
-            limits.append(docker.types.Ulimit(name="cpu", soft=cpu, hard=cpu))
+            limits.append(docker.types.Ulimit(name="cpu", soft=cpu, hard=cpu + 1))  # SIGXCPU, not SIGKILL
         if node.argv:
             limits.append(docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT))
         host: dict[str, Any] = {"cap_drop": ["ALL"], "cap_add": ["NET_BIND_SERVICE", *caps],
@@ -315,12 +316,20 @@ class ContainerBackend(ABC, Generic[B]):
                 for b in boxes]
 
     def _oom_killed(self, box: B) -> bool:
-        """Whether the engine killed a process of the node's container for its memory limit (asked
-        only of a node killed by SIGKILL: the engine's flag is set by any of its processes)."""
+        """Whether the kernel killed a process of the node's container for its memory limit (asked
+        only of a node killed by SIGKILL: the engine's flag is set by any of its processes).
+
+        The engine learns of the kill and of the container's end by separate events; the kill comes
+        first, so once the engine has seen the container end, its flag is final (bounded wait)."""
         if box.code != 137 or not box.id:
             return False
+        deadline = time.monotonic() + ENGINE_WORD
         try:
-            return bool(self._engine(box).api.inspect_container(box.id)["State"].get("OOMKilled"))
+            while True:
+                state = self._engine(box).api.inspect_container(box.id)["State"]
+                if state.get("OOMKilled") or not state.get("Running") or time.monotonic() > deadline:
+                    return bool(state.get("OOMKilled"))
+                time.sleep(0.02)
         except Exception:  # noqa: BLE001 - no word from the engine: no cause claimed
             return False
 
