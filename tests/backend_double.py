@@ -103,3 +103,14 @@ class ToyBackend(ScriptedBackend):
         cls.cleaned.append(journal.lab_id)
         journal.close()
         return []
+
+
+# A scenario the toy backend runs: one program node, judged by its exit code.
+TOY_SCENARIO = """
+name: toy
+networks: {lan: {subnet: 10.9.0.0/24}}
+nodes:
+  prober: {networks: [lan], run: [probe]}
+expect:
+  - exit: {nodes: prober, code: 0}
+"""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from functools import cache
 from pathlib import Path
 
 from lab.errors import BackendError
@@ -28,8 +29,9 @@ KIND = "cgroup"
 EMPTY_TIMEOUT = 5.0  # s for a cgroup's killed processes to be gone before its folder is removed
 
 
+@cache
 def own(controller: str) -> Path | None:
-    """This process's cgroup folder in a v1 hierarchy (None: no such writable hierarchy)."""
+    """This process's cgroup folder in a v1 hierarchy (None: no such writable hierarchy); read once."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:

@@ -242,8 +242,9 @@ class NetnsBackend:
         if proc.control is not None:
             os.close(proc.control)
             proc.control = None
-        cause = limit_reached(proc.node, proc.code, self.cgroups and cgroups.oom_killed(self.journal.lab_id,
-                                                                                         proc.node.name))
+        oom = proc.code == 128 + signal.SIGKILL and self.cgroups and cgroups.oom_killed(self.journal.lab_id,
+                                                                                        proc.node.name)
+        cause = limit_reached(proc.node, proc.code, oom)
         return ready + [Event(proc.node.name, EXITED, proc.code, cause)]
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:

@@ -15,7 +15,7 @@ from lab import backends
 from lab.backends import BACKENDS, Backend
 from lab.errors import EnvironmentProblem
 from lab.journal import Journal
-from tests.backend_double import ScriptedBackend, ToyBackend
+from tests.backend_double import TOY_SCENARIO, ScriptedBackend, ToyBackend
 
 MEMBERS = sorted(n for n in vars(Backend) if not n.startswith("_")) + ["__init__"]
 REAL = {name: backends.load(name) for name in BACKENDS}
@@ -75,15 +75,6 @@ def test_swarm_says_it_keeps_no_lab_through_the_protocol(tmp_path: Path) -> None
     REAL["netns"].check_kept()
     REAL["docker"].check_kept()
 
-
-TOY_SCENARIO = """
-name: toy
-networks: {lan: {subnet: 10.9.0.0/24}}
-nodes:
-  prober: {networks: [lan], run: [probe]}
-expect:
-  - exit: {nodes: prober, code: 0}
-"""
 
 
 def test_a_new_backend_is_one_class_and_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,15 +12,7 @@ import pytest
 
 from lab.backends import BACKENDS
 from lab.cli import main
-
-SCENARIO = """
-name: toy
-networks: {lan: {subnet: 10.9.0.0/24}}
-nodes:
-  prober: {networks: [lan], run: [probe]}
-expect:
-  - exit: {nodes: prober, code: 0}
-"""
+from tests.backend_double import TOY_SCENARIO
 
 
 @pytest.fixture
@@ -28,7 +20,7 @@ def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A scenario on the toy backend (tests/backend_double.py), with the state folder in tmp_path."""
     monkeypatch.setitem(BACKENDS, "toy", "tests.backend_double:ToyBackend")
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
-    (tmp_path / "toy.yaml").write_text(SCENARIO)
+    (tmp_path / "toy.yaml").write_text(TOY_SCENARIO)
     return tmp_path / "toy.yaml"
 
 
