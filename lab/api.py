@@ -18,7 +18,7 @@ library starts `python -m lab.entry`, never the command line.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,13 @@ def load(scenario: str | Path) -> Scenario:
 
 def run(scenario: str | Path | Scenario, backend: str = "netns", out: str | Path | None = None, *,
         cluster: str | Path | None = None, progress: Progress = stderr_progress,
-        guard: SignalGuard | None = None) -> RunResult:
-    """A whole run: up, run, check, report, down, always. Its reports are in `result.rundir`."""
+        guard: SignalGuard | None = None, hidden: Sequence[str | Path] = ()) -> RunResult:
+    """A whole run: up, run, check, report, down, always. Its reports are in `result.rundir`.
+    No node sees `hidden` (nor the scenario's folder beyond its own files, nor the run folder)."""
     loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     if guard is not None:
         guard.check()  # signalled while loading: nothing exists yet
-    options = Options(cluster=Path(cluster) if cluster else None)
+    options = Options(cluster=Path(cluster) if cluster else None, hidden=tuple(Path(p).absolute() for p in hidden))
     return orchestrator.run(loaded, backend, Path(out) if out else None, progress=progress, options=options,
                             guard=guard)
 

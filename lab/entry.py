@@ -2,9 +2,10 @@
 (never through the `lab` command line, whose options and output are for people).
 
 - `keep SCENARIO BACKEND OUT STATUS_FD`: the detached keeper of a kept lab (lifecycle.bring_up).
-- `run SCENARIO BACKEND OUT`: one lab in a process of its own, as grading runs each submission (a
-  submission that crashes the interpreter, or must be stopped at a wall limit, takes only its own
-  process with it). Its report is in OUT; its last line on stderr says why when there is none.
+- `run SCENARIO BACKEND OUT [HIDDEN...]`: one lab in a process of its own, as grading runs each
+  submission (a submission that crashes the interpreter, or must be stopped at a wall limit, takes
+  only its own process with it), its nodes unable to see the HIDDEN folders. Its report is in OUT;
+  its last line on stderr says why when there is none.
 """
 
 from __future__ import annotations
@@ -25,20 +26,20 @@ def keep(scenario: str, backend: str, out: str, status_fd: int) -> int:
     return keep_lab(scenario, backend, out, status_fd)
 
 
-def run(scenario: str, backend: str, out: str) -> int:
+def run(scenario: str, backend: str, out: str, hidden: Sequence[str] = ()) -> int:
     """As `lab run`: the guard goes in first, so a signal (grading's wall limit) ends it in order."""
     with SignalGuard(then=signal.SIG_IGN) as guard:
         from lab import api
 
-        result = api.run(scenario, backend, out, guard=guard)
+        result = api.run(scenario, backend, out, guard=guard, hidden=hidden)
     return result.exit_code
 
 
-ENTRIES = {"keep": (keep, 4), "run": (run, 3)}
+ENTRIES = {"keep": (keep, 4, 4), "run": (run, 3, 1 << 16)}  # name: (function, fewest, most arguments)
 
 
 def main(argv: Sequence[str]) -> int:
-    if not argv or argv[0] not in ENTRIES or len(argv) - 1 != ENTRIES[argv[0]][1]:
+    if not argv or argv[0] not in ENTRIES or not ENTRIES[argv[0]][1] <= len(argv) - 1 <= ENTRIES[argv[0]][2]:
         print(f"lab.entry: usage: python -m lab.entry {{{'|'.join(ENTRIES)}}} ARGS... (got {list(argv)})",
               file=sys.stderr)
         return 2
@@ -46,7 +47,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         if name == "keep":
             return keep(args[0], args[1], args[2], int(args[3]))
-        return run(args[0], args[1], args[2])
+        return run(args[0], args[1], args[2], args[3:])
     except Interrupted as e:
         print(f"lab: interrupted (signal {e.signum}) before the lab was created", file=sys.stderr)
         return e.exit_code

@@ -79,7 +79,8 @@ def grade(scenario_path: str, submissions: str, node: str, jobs: int = 4, out: s
     def one(entry: Path) -> Grade:
         name = _SAFE.sub("_", entry.stem if entry.is_file() else entry.name)
         copy = _prepare(scenario, graded, entry, root / "work" / name)
-        result = _run(copy, root / "runs" / name, backend, scenario.timeout + WALL_MARGIN)
+        hidden = [Path(submissions).absolute(), root, scenario.folder]  # the batch's and the instructor's
+        result = _run(copy, root / "runs" / name, backend, scenario.timeout + WALL_MARGIN, hidden)
         g = _grade(name, scenario, root / "runs" / name, result)
         progress(f"  {g.name:<20} {g.score:g}/{g.max:g}" + (f"  ({g.note})" if g.note else ""))
         return g
@@ -135,8 +136,11 @@ def _prepare(scenario: Scenario, graded: Node, entry: Path, dest: Path) -> Path:
     return dest / scenario.path.name
 
 
-def _run(scenario: Path, out: Path, backend: str, wall: float) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "lab.entry", "run", str(scenario), backend, str(out)],
+def _run(scenario: Path, out: Path, backend: str, wall: float, hidden: list[Path]) -> subprocess.CompletedProcess[str]:
+    """One submission's lab, in a process of its own; no node of it can see `hidden` (the other
+    submissions, the batch's folder, the instructor's scenario folder with its reference solution)."""
+    proc = subprocess.Popen([sys.executable, "-m", "lab.entry", "run", str(scenario), backend, str(out),
+                             *map(str, hidden)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=wall)

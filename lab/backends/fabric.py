@@ -103,11 +103,16 @@ class Fabric:
         return lines
 
     def _set_forwarding(self, settings: list[tuple[str, bool]]) -> None:
-        """Set ip_forward explicitly everywhere: new namespaces may inherit 1 from the host."""
+        """Set ip_forward explicitly everywhere: new namespaces may inherit 1 from the host. In a
+        node's namespace, every port may be bound without privilege (as Docker does): its processes
+        run as an unprivileged uid with no capability (sandbox.py), and a server on :80 still works."""
         for ns, forwarding in settings:
             with linux.in_netns(f"{NETNS_DIR}/{ns}"):
                 with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
                     f.write("1" if forwarding else "0")
+                if ns != self.prefix:
+                    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
+                        f.write("0")
 
     def remove(self, kill: bool = True) -> list[str]:
         """Delete every namespace the journal lists (killing what runs inside, unless told not to)."""

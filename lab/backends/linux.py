@@ -15,14 +15,26 @@ from contextlib import contextmanager
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture (Linux >= 5.12)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -41,9 +53,35 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
-    enc = [s.encode() if s is not None else None for s in (source, target, fstype)]
-    _check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), None), f"mount {target}")
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = [s.encode() if s is not None else None for s in (source, target, fstype, data)]
+    _check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]), f"mount {target}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(path: str, attr_set: int, recursive: bool = True) -> None:
+    """Set mount attributes (MOUNT_ATTR_*) on the mount at `path` and, recursively, every mount below
+    it: one system call, where `mount -o remount` would need one per mount and is not recursive."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    result = _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
+                           ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(0 if result == 0 else -1, f"mount_setattr {path}")
+
+
+def drop_bounding_set() -> None:
+    """No capability can ever come back to this process or its children (setuid files included)."""
+    last = int(open("/proc/sys/kernel/cap_last_cap").read())  # noqa: SIM115 - read once per node
+    for cap in range(last + 1):
+        _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "prctl(PR_CAPBSET_DROP)")
+
+
+def set_no_new_privs() -> None:
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 def umount(target: str, flags: int = 0) -> None:
@@ -81,6 +119,24 @@ def in_netns(path: str) -> Iterator[None]:
             os.close(home)
 
 
+def fork_in_new_pid_namespace(home: int) -> int:
+    """fork(), the child being pid 1 of a new PID namespace; `home` is an fd of this thread's own
+    PID namespace (/proc/thread-self/ns/pid), which the parent returns to at once.
+
+    No intermediate process: unshare(CLONE_NEWPID) changes only where this thread's next child goes,
+    and setns back to the caller's own namespace is always allowed. Signals are blocked meanwhile,
+    so that no handler runs (and forks) with the wrong namespace for children."""
+    with signals_blocked():
+        unshare(CLONE_NEWPID)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:  # the parent (the child is pid 1 of its namespace, and stays there)
+                setns(home, CLONE_NEWPID)
+    return pid
+
+
 def is_mountpoint(path: str) -> bool:
     """True when something is mounted at `path` (bind mounts of a folder on itself included)."""
     with open("/proc/self/mountinfo") as f:
@@ -88,8 +144,8 @@ def is_mountpoint(path: str) -> bool:
 
 
 @contextmanager
-def signals_blocked() -> Iterator[None]:
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+def signals_blocked(signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(signals))
     try:
         yield
     finally:

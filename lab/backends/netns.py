@@ -7,14 +7,11 @@ also gets a private mount namespace, where the lab's hosts file is bound over /e
 
 from __future__ import annotations
 
-import math
 import os
-import resource
 import selectors
 import signal
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,20 +25,22 @@ from lab.backends import (
     Options,
     Placement,
     cgroups,
+    files_size,
     limit_reached,
     linux,
+    nodeproc,
+    sandbox,
+    uids,
 )
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
 from lab.errors import UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
-from lab.roles import default_signals, run_role, shell_code
-from lab.roles.common import CONTROL_FD_ENV, STATUS_FD_ENV, listening_tcp_ports
-from lab.roles.stdin import feed
-from lab.rundir import MAX_OUTPUT, RunDir
+from lab.roles import shell_code
+from lab.roles.common import listening_tcp_ports
+from lab.rundir import RunDir
 
 KILL_WAIT = 5.0  # after SIGKILL, a process stuck in the kernel is given up on (down() sweeps again)
-BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "TZ")
 
 
 @dataclass
@@ -69,6 +68,10 @@ class NetnsBackend:
         self.inodes: dict[str, int | None] = {}  # observed while stopping other nodes; returned by poll
         self.selector = selectors.DefaultSelector()
         self.cgroups = cgroups.available()  # v1 memory and pids hierarchies the lab may write
+        self.hidden = tuple(options.hidden) if options else ()  # folders no node may see (a grading batch's)
+        self.uids: dict[str, int] = {}
+        self.view: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # (hidden, revealed) for every node
+        self.fds: dict[str, int] = {}  # this process's own pidfd and PID namespace, opened once
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
@@ -92,6 +95,30 @@ class NetnsBackend:
         hosts.mkdir(exist_ok=True)
         for n in plan.nodes:  # for programs, and for `lab shell` / `lab exec` into any node
             (hosts / n.name).write_text(plan.hosts_file(n.name))
+        self.uids = uids.claim(self.journal, [n.name for n in plan.nodes])
+        self.view = sandbox.hidden_folders(
+            [plan.folder, rundir.root, self.journal.state, *self.hidden], sandbox.interpreter_paths())
+
+    def _box(self, node: NodePlan) -> sandbox.Box:
+        """What the node sees: the lab's view, and (files:) its copy; when its folder lies below one
+        others may not enter (e.g. pytest's tmp_path, or a home folder), that one is hidden too."""
+        hidden, revealed = self.view
+        cwd = str(node.cwd) if node.cwd else None
+        if node.cwd is not None:
+            closed = sandbox.closed_ancestor(node.cwd)
+            hidden = hidden + ((closed,) if closed else ())
+        return sandbox.Box(self.uids[node.name], node.name, str(self.journal.folder / "hosts" / node.name), cwd,
+                           hidden, revealed, files_size(node.cwd) if node.cwd else 0)
+
+    def _self_fd(self) -> int:
+        if "self" not in self.fds:
+            self.fds["self"] = os.pidfd_open(os.getpid())
+        return self.fds["self"]
+
+    def _pidns(self) -> int:
+        if "pidns" not in self.fds:
+            self.fds["pidns"] = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        return self.fds["pidns"]
 
     # -- processes ---------------------------------------------------------------------------
     def start(self, node: NodePlan) -> bool:
@@ -100,12 +127,13 @@ class NetnsBackend:
         log = os.open(self.rundir.log(node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         ready_r, ready_w = os.pipe() if node.ready.kind == ANNOUNCE else (None, None)
         control_r, control_w = os.pipe() if node.synced else (None, None)
+        start = nodeproc.Start(node, self.journal.lab_id, self.fabric.path(node.name), self._box(node), groups,
+                               str(self.rundir.transcript(node.name)), log, self._self_fd(), ready_w, control_r)
         sys.stdout.flush()
         sys.stderr.flush()
-        parent = os.getpid()
-        pid = os.fork()
+        pid = linux.fork_in_new_pid_namespace(self._pidns())
         if pid == 0:  # pragma: no cover - the child never returns
-            self._child(node, log, ready_w, parent, control_r, groups)
+            nodeproc.run(start)
         os.close(log)
         for end in (ready_w, control_r):
             if end is not None:
@@ -118,68 +146,6 @@ class NetnsBackend:
         if ready_r is not None:
             self.selector.register(ready_r, selectors.EVENT_READ, (node.name, READY))
         return True
-
-    def _child(self, node: NodePlan, log: int, ready_w: int | None, parent: int,
-               control_r: int | None = None, groups: list[Path] | None = None) -> None:
-        code = 127
-        try:
-            null = os.open("/dev/null", os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            _close_all_but(fd for fd in (ready_w, control_r) if fd is not None)
-            # The parent's sys.stdout may be anything (a pytest capture, a pipe): the child's is the log.
-            sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
-            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
-            sys.stdin = open(0, closefd=False)  # noqa: SIM115
-            os.setsid()
-            linux.set_parent_death_signal(signal.SIGKILL)
-            if os.getppid() != parent:  # the orchestrator died before the line above took effect
-                os._exit(code)
-            default_signals()  # as a shell gives them: nothing the orchestrator ignores or blocks leaks in
-            _limit(node, groups or [])
-            self._enter(node)
-            if node.argv is not None:  # a program that floods its output is stopped (SIGXFSZ), not the disk
-                resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT, MAX_OUTPUT))
-            if node.stdin is not None:  # scripted input instead of /dev/null
-                os.dup2(feed([list(step) for step in node.stdin]), 0)
-            env = self._env(node, ready_w, control_r)
-            if node.role is not None:
-                os.environ.clear()
-                os.environ.update(env)
-                assert self.rundir is not None
-                code = run_role(node.role, node.params, str(self.rundir.transcript(node.name)))
-            else:
-                assert node.argv is not None
-                try:
-                    os.execvpe(node.argv[0], list(node.argv), env)
-                except FileNotFoundError:
-                    os.write(2, f"lab: {node.name}: {node.argv[0]}: command not found\n".encode())
-                except OSError as e:
-                    os.write(2, f"lab: {node.name}: cannot run {node.argv[0]}: {e.strerror}\n".encode())
-                    code = 126
-        except BaseException as e:  # noqa: BLE001 - a child must never unwind into the parent's code
-            try:
-                os.write(2, f"lab: {node.name}: cannot start: {e}\n".encode())
-            except OSError:
-                pass
-        finally:
-            os._exit(code)
-
-    def _enter(self, node: NodePlan) -> None:
-        enter_node(self.fabric.path(node.name), self.journal.folder / "hosts" / node.name, node.name,
-                   str(node.cwd or "/"), full=node.argv is not None)
-
-    def _env(self, node: NodePlan, ready_w: int | None, control_r: int | None = None) -> dict[str, str]:
-        env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
-        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        env.update(PYTHONUNBUFFERED="1", LAB_NODE=node.name, LAB_ID=self.journal.lab_id, HOSTNAME=node.name)
-        env.update(node.env)
-        if ready_w is not None:
-            env[STATUS_FD_ENV] = str(ready_w)
-        if control_r is not None:
-            env[CONTROL_FD_ENV] = str(control_r)
-        return env
 
     def poll(self, timeout: float) -> list[Event]:
         pending, self.pending = self.pending, []
@@ -274,17 +240,21 @@ class NetnsBackend:
         try:
             self.stop(list(self.procs), grace=1.0)
             self.selector.close()
+            for fd in self.fds.values():
+                os.close(fd)
         finally:
             try:
                 cgroups.remove(self.journal)
             finally:  # each raises when something could not be removed: the journal then stays
                 self.fabric.remove()
+            uids.release(self.journal)
             self.journal.close()
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:
         removed = remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
         removed += cgroups.remove(journal)
+        removed += uids.release(journal)
         journal.close()
         return removed
 
@@ -302,16 +272,6 @@ class NetnsBackend:
         hosts = journal.folder / "hosts" / node.name
         return Command([sys.executable, "-m", "lab.backends.enter", netns, str(hosts), node.name,
                         str(node.cwd or "/"), "--", *argv], env)
-
-
-def _limit(node: NodePlan, groups: list[Path]) -> None:
-    """In the node's first process, before it runs anything: its cgroups (memory, processes: all its
-    processes together) and the per-process rlimits (open files, CPU time)."""
-    cgroups.join(groups)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (node.limits.files, node.limits.files))
-    if node.limits.cpu is not None:  # SIGXCPU at the limit (the hard one, a second on, would be SIGKILL)
-        cpu = math.ceil(node.limits.cpu)
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = True) -> None:
@@ -333,15 +293,6 @@ def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = Tr
         linux.unshare(linux.CLONE_NEWUTS)
     linux.sethostname(hostname)
     os.chdir(cwd)
-
-
-def _close_all_but(keep: Iterable[int]) -> None:
-    """Close every descriptor above stderr except those in `keep` (a child must not hold the lab's)."""
-    low = 3
-    for fd in sorted(set(keep)):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 16)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -36,8 +36,9 @@ def load_role(name: str) -> Runner | None:
 STOP_SIGNALS: dict[int, str] = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
 
 
-def run_role(name: str, params: dict[str, Any], transcript_path: str) -> int:
-    """Run role `name` with resolved `params`, recording to `transcript_path`; returns the exit code.
+def run_role(name: str, params: dict[str, Any], transcript_path: str | int) -> int:
+    """Run role `name` with resolved `params`, recording to `transcript_path` (or to that open file
+    descriptor: a confined node cannot open files of the run folder); returns the exit code.
 
     The transcript starts with a `start` event and ends with an `end` event: {"code": N} when the
     role finished, {"reason": "terminated"} when the lab stopped it (SIGTERM; the process then

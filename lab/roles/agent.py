@@ -17,8 +17,13 @@ fact: `LAB-AGENT ready`, `LAB-AGENT exit N`. The node's own output goes to its l
 container, collected by the lab afterwards. EOF on stdin before "go" means the lab went away. TCP
 readiness of a program (`ready_tcp`) is observed here, from /proc, as the lab does locally.
 
-The spec (JSON, from $LAB_SPEC): log, go, cwd, facts (file template), exit (file), transcript,
-role + params | argv, idle; channel, ready_tcp.
+Before it waits for "go", the agent copies the node's original files (`source`, read-only) into
+its own writable folder (`cwd`, a size-bounded tmpfs). A container started as root (swarm: see
+`_container`) is then given to the node's `uid`: the agent hands it its log, transcript and files,
+and drops to it for good, so nothing of the node ever runs as root.
+
+The spec (JSON, from $LAB_SPEC): log, go, cwd, source, uid, facts (file template), exit (file),
+transcript, role + params | argv, idle; channel, ready_tcp.
 """
 
 from __future__ import annotations
@@ -52,6 +57,11 @@ def main() -> int:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    try:
+        settle(spec)
+    except OSError as e:
+        print(f"lab agent: cannot prepare the node: {e}", flush=True)
+        return 125
     if spec.get("idle"):
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         while True:
@@ -79,6 +89,28 @@ def main() -> int:
     else:
         _write_exit(spec, code)
     return code
+
+
+def settle(spec: dict[str, Any]) -> None:
+    """The node's own copy of its files; then, in a container started as root, the node's uid."""
+    import shutil
+
+    if spec.get("source") and spec["cwd"] != "/" and os.path.isdir(spec["source"]):
+        shutil.copytree(spec["source"], spec["cwd"], symlinks=True, dirs_exist_ok=True)
+    uid = spec.get("uid")
+    if uid is None or os.getuid() != 0:
+        return
+    for path in (spec["log"], spec["transcript"]):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+        os.chown(path, uid, uid)
+    if spec["cwd"] != "/":
+        for root, _dirs, names in os.walk(spec["cwd"]):
+            os.lchown(root, uid, uid)
+            for name in names:
+                os.lchown(os.path.join(root, name), uid, uid)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # root -> another uid: every capability is gone (no-new-privileges is set)
 
 
 def route_then_reexec(routes: list[list[str]]) -> int:

@@ -32,9 +32,9 @@ class Transcript:
     (which runs in the main thread, between any two bytecodes) writes the final event too.
     """
 
-    def __init__(self, path: str, role: str = ""):
+    def __init__(self, path: str | int, role: str = ""):
         self.role = role  # the name the role runs under (its catalogue entry's), for its messages
-        self._file = open(path, "wb", buffering=0)  # one transcript per run: truncate
+        self._file = open(path, "wb", buffering=0)  # one transcript per run: truncate (an fd: opened so)
         self._lock = threading.RLock()
         self._recorded = 0  # bytes of data recorded so far
         self._truncated = False

@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from lab.backends import EXITED, LAUNCHED, Event, Options, limit_reached
+from lab.backends import EXITED, LAUNCHED, TMP_SIZE, Event, Options, files_size, limit_reached
 from lab.backends.containers import images
 from lab.backends.containers.engine import api_error
 from lab.errors import BackendError
@@ -39,7 +39,8 @@ CONTAINER = "container"  # journal kind
 LABEL_ID, LABEL_NODE, LABEL_SCENARIO, LABEL_NETWORK = "lab.id", "lab.node", "lab.scenario", "lab.network"
 ENGINE_WORD = 5.0  # s an engine may take to see a container end that the lab already saw
 OUT = "/lab/out"  # the node's log and transcript, inside its container
-FILES = "/lab/files"  # the node's `files:`
+FILES = "/lab/files"  # the node's own copy of its `files:` (a tmpfs the agent fills)
+SOURCE = "/lab/source"  # the original `files:`, read-only, where the engine can bind it (docker)
 
 
 def container_name(lab_id: str, node: str) -> str:
@@ -56,7 +57,7 @@ def agent_spec(node: NodePlan) -> dict[str, Any]:
     """The agent's spec keys every container backend shares: where the node's log and transcript
     go, its folder, and what it runs (a role, a program with its scripted input, or nothing)."""
     spec: dict[str, Any] = {"log": f"{OUT}/{node.name}.log", "transcript": f"{OUT}/{node.name}.jsonl",
-                            "cwd": FILES if node.cwd else "/"}
+                            "cwd": FILES if node.cwd else "/", "source": SOURCE}
     if node.role:
         spec.update(role=node.role, params=node.params)
     elif node.argv:
@@ -118,6 +119,7 @@ class ContainerBackend(ABC, Generic[B]):
         self.pool: ThreadPoolExecutor | None = None
         self.pending: list[Event] = []  # observed while stopping other nodes, handed out by the next poll
         self.closing = False
+        self.uids: dict[str, int] = {}  # node -> the uid its processes run as (uids.py)
 
     # -- what a subclass says ----------------------------------------------------------------
     @abstractmethod
@@ -171,11 +173,17 @@ class ContainerBackend(ABC, Generic[B]):
     def prepare(cls) -> None:
         images.build()
 
-    def _container(self, plan: Plan, node: NodePlan, caps: tuple[str, ...] = ()) -> tuple[dict[str, Any],
-                                                                                         dict[str, Any]]:
+    def _container(self, plan: Plan, node: NodePlan, caps: tuple[str, ...] = (), as_root: bool = False
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
         """(container settings, host settings) of a node's container, on any engine: its image,
         name, environment, labels and folder (the agent is the entry point of a user's image too);
-        least privilege, the output limit for programs, and the other nodes' names."""
+        least privilege, the output limit for programs, and the other nodes' names.
+
+        The node runs as its own uid (`--user`), with no capability, a read-only root file system
+        and a private /tmp. `as_root` (swarm: its files arrive in the container's own layer, and a
+        node with routes sets them from inside): the agent starts as root with `caps` and only what
+        it needs to become the node's uid itself (SETUID, SETGID, CHOWN), which it does before
+        anything of the node runs; the engine then cannot take the archive into a read-only root."""
         import docker.types
 
         node_image = {"entrypoint": ["python3", "-S", "-m", "lab.roles.agent"]} if node.image else {}
@@ -190,7 +198,14 @@ class ContainerBackend(ABC, Generic[B]):
             limits.append(docker.types.Ulimit(name="cpu", soft=cpu, hard=cpu + 1))  # SIGXCPU, not SIGKILL
         if node.argv:
             limits.append(docker.types.Ulimit(name="fsize", soft=MAX_OUTPUT, hard=MAX_OUTPUT))
-        host: dict[str, Any] = {"cap_drop": ["ALL"], "cap_add": ["NET_BIND_SERVICE", *caps],
+        uid = self.uids[node.name]
+        if not as_root:
+            container["user"] = f"{uid}:{uid}"
+        tmpfs = {"/tmp": f"size={TMP_SIZE},mode=1777"}
+        if node.cwd is not None:
+            tmpfs[FILES] = f"size={files_size(node.cwd) + TMP_SIZE},mode=0755,uid={uid},gid={uid}"
+        host: dict[str, Any] = {"cap_drop": ["ALL"], "cap_add": ["SETUID", "SETGID", "CHOWN", *caps] if as_root else [],
+                                "read_only": not as_root, "tmpfs": tmpfs,
                                 "security_opt": ["no-new-privileges"], "ulimits": limits,
                                 "mem_limit": node.limits.memory, "memswap_limit": node.limits.memory,
                                 "pids_limit": node.limits.processes,

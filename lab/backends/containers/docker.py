@@ -6,10 +6,12 @@ namespace of the lab's own. So two runs with the same static addresses never col
 network, no "Pool overlaps"), lab traffic never crosses the host's firewall, and no node has a
 path out (no NAT, no route to the host).
 
-Least privilege: no --privileged, every capability dropped but NET_BIND_SERVICE (the lab sets
-addresses and routes from outside, so no node needs NET_ADMIN), no-new-privileges, no Docker
-socket, no published port. Every container carries labels tying it to its lab; `down` and `clean`
-remove containers by those labels only.
+Least privilege: every node runs as a uid of its own (`--user`, uids.py: no account, no group), with
+no capability (the lab sets addresses and routes from outside, so no node needs NET_ADMIN; the
+engine lets any port be bound in a container), no-new-privileges, a read-only root file system, a
+private size-bounded /tmp, and its own copy of its `files:` (a tmpfs the agent fills from the
+original, mounted read-only); no --privileged, no Docker socket, no published port. Every container
+carries labels tying it to its lab; `down` and `clean` remove containers by those labels only.
 
 Inside, the node's agent (lab/roles/agent.py) waits for the lab's go file, then becomes the role or
 program, writing its log and transcript into the run folder (those two files alone are mounted, under
@@ -20,17 +22,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lab
-from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement
+from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, chown_tree, uids
 from lab.backends.containers import images
 from lab.backends.containers.base import (
     FILES,
     OUT,
+    SOURCE,
     Box,
     ContainerBackend,
     agent_spec,
@@ -89,6 +93,7 @@ class DockerBackend(ContainerBackend[_Box]):
         """Create the fabric, then bring the containers up in the background (`_launch`)."""
         self.rundir = rundir
         self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name)) for n in plan.nodes}
+        self.uids = uids.claim(self.journal, list(self.boxes))
         self.fabric.create_bridges(plan)
         self._launch(plan)
 
@@ -101,11 +106,12 @@ class DockerBackend(ContainerBackend[_Box]):
         (ctl / "spec.json").write_text(json.dumps(spec))
         if node.runs_something:  # held open read-write by the lab: the agent blocks on it until "go"
             os.mkfifo(ctl / "go", 0o600)
+            os.chown(ctl / "go", self.uids[node.name], self.uids[node.name])
             box.go = os.open(ctl / "go", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         assert self.rundir is not None
         volumes = {**self._own_output(node), str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
-        if node.cwd:
-            volumes[str(node.cwd)] = {"bind": FILES, "mode": "rw"}
+        if node.cwd:  # read-only: the agent copies it into the node's own /lab/files
+            volumes[str(self._source(node, ctl))] = {"bind": SOURCE, "mode": "ro"}
         if node.image:  # a user's image: run the agent from the host's copy of the role programs
             volumes[str(Path(lab.__file__).parent)] = {"bind": "/opt/lab/lab", "mode": "ro"}
         container, host = self._container(plan, node)
@@ -122,15 +128,27 @@ class DockerBackend(ContainerBackend[_Box]):
         self.fabric.join(plan, node, box.pid)
         box.pidfd = os.pidfd_open(box.pid)
 
+    def _source(self, node: NodePlan, ctl: Path) -> Path:
+        """A copy of the node's files that its uid may read (the original may be the instructor's
+        alone, e.g. in a 0700 folder), in the lab's own folder: removed with the lab."""
+        assert node.cwd is not None
+        source = ctl / "source"
+        shutil.copytree(node.cwd, source, symlinks=True, dirs_exist_ok=True)
+        chown_tree(source, self.uids[node.name])
+        return source
+
     def _own_output(self, node: NodePlan) -> dict[str, dict[str, str]]:
         """A node writes only its own log and transcript (two files of the run folder, each bound
         alone) and its own facts folder: no node can rewrite another's evidence, or its own verdict."""
         assert self.rundir is not None
         facts = self._facts(node.name)
         facts.mkdir(parents=True, exist_ok=True)
+        uid = self.uids[node.name]
+        os.chown(facts, uid, uid)
         out = {}
         for path in (self.rundir.log(node.name), self.rundir.transcript(node.name)):
             path.touch()
+            os.chown(path, uid, uid)  # the node's uid writes them (a root-owned 0644 file it could not)
             out[str(path)] = {"bind": f"{OUT}/{path.name}", "mode": "rw"}
         return {**out, str(facts): {"bind": FACTS, "mode": "rw"}}
 
@@ -231,6 +249,7 @@ class DockerBackend(ContainerBackend[_Box]):
                 b.go = -1
         _remove_containers(self.client, self.journal)
         self.fabric.remove()
+        uids.release(self.journal)
         self.journal.close()
         if self.client is not None:
             self.client.close()
@@ -244,6 +263,7 @@ class DockerBackend(ContainerBackend[_Box]):
         try:
             removed = _remove_containers(client, journal)
             removed += remove_namespaces(journal_namespaces(journal), kill=True, journal=journal)
+            removed += uids.release(journal)
             journal.close()
         finally:
             if client is not None:

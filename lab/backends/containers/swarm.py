@@ -28,9 +28,9 @@ from typing import Any
 
 import docker.tls
 
-from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement
+from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, uids
 from lab.backends.containers import images
-from lab.backends.containers.base import FILES, OUT, WORKERS, Box, ContainerBackend, agent_spec, container_name
+from lab.backends.containers.base import OUT, SOURCE, WORKERS, Box, ContainerBackend, agent_spec, container_name
 from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
 from lab.backends.containers.engine import api_error, connect, remote
 from lab.backends.containers.overlay import (
@@ -181,6 +181,7 @@ class SwarmBackend(ContainerBackend[_Box]):
         self.journal.record_many("cluster", [json.dumps(in_use.to_json())])
         self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name), host=self.placement[n.name])
                       for n in plan.nodes}
+        self.uids = uids.claim(self.journal, list(self.boxes))
         self.journal.record_many("network", [network_name(self.journal.lab_id, n.name) for n in plan.networks])
         create_networks(self.engines[self.cluster.manager.name].client, plan, self.journal.lab_id, self.blocks)
         if self.missing:
@@ -196,7 +197,7 @@ class SwarmBackend(ContainerBackend[_Box]):
         node, api = box.node, self.engines[box.host].client.api
         first, *rest = node.interfaces
         nets = {i.network: network_name(self.journal.lab_id, i.network) for i in node.interfaces}
-        container, host = self._container(plan, node, ("NET_ADMIN", "SETPCAP") if node.routes else ())
+        container, host = self._container(plan, node, ("NET_ADMIN", "SETPCAP") if node.routes else (), as_root=True)
         try:  # (a user's image: the role programs come in _files)
             host_config = api.create_host_config(network_mode=nets[first.network],
                                                  sysctls={"net.ipv4.ip_forward": "1" if node.forwarding else "0"},
@@ -217,7 +218,7 @@ class SwarmBackend(ContainerBackend[_Box]):
             raise api_error(f"start container for {node.name} on host {box.host}", e) from None
 
     def _files(self, node: NodePlan) -> bytes:
-        spec = {"channel": "stdio", **agent_spec(node)}
+        spec = {"channel": "stdio", "uid": self.uids[node.name], **agent_spec(node)}
         if node.argv and node.ready.kind == TCP:
             spec.update(ready_tcp=node.ready.port)
         if node.routes:
@@ -225,7 +226,7 @@ class SwarmBackend(ContainerBackend[_Box]):
         files = [("lab/ctl/spec.json", json.dumps(spec).encode()), (f"lab/out/{node.name}.log", b"")]
         if node.image:
             files += [(f"opt/lab/{name}", data) for name, data in images.payload()]
-        return tar_files(files, [(FILES.lstrip("/"), node.cwd)] if node.cwd else [])
+        return tar_files(files, [(SOURCE.lstrip("/"), node.cwd)] if node.cwd else [])
 
     def _engine(self, box: _Box) -> Any:
         e = self.engines[box.host]
@@ -371,12 +372,14 @@ class SwarmBackend(ContainerBackend[_Box]):
             held = f" (and network(s) {', '.join(left)}, which its containers still hold)" if left else ""
             raise BackendError(f"host(s) {', '.join(lost)} unreachable: what the lab has there{held} is "
                                "removed by `lab clean` once they answer again")
+        uids.release(self.journal)
         self.journal.close()
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:
         recorded = [e["name"] for e in journal.entries() if e.get("kind") == "cluster"]
         if not recorded:  # nothing was created
+            uids.release(journal)
             journal.close()
             return []
         cluster = Cluster.from_json(json.loads(recorded[-1]))
@@ -398,6 +401,7 @@ class SwarmBackend(ContainerBackend[_Box]):
         if unreachable:
             raise BackendError(f"host(s) {', '.join(unreachable)} of lab {journal.lab_id} do not answer; "
                                "its journal is kept: run `lab clean` again once they do")
+        removed += uids.release(journal)
         journal.close()
         return removed
 
