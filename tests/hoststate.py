@@ -1,6 +1,6 @@
 """What a lab could change on the host, read so that two readings can be compared: namespaces,
-links, routes, rules, firewall, sysctls, /etc/hosts, mounts, processes in namespaces of their own,
-the lab's control groups, and Docker's containers, networks and volumes. Each integration test
+links, routes, rules, firewall, sysctls, /etc/hosts, mounts, processes in namespaces of their own
+or of a node's uid, the lab's control groups, and Docker's containers, networks and volumes. Each integration test
 compares a reading before and after itself (tests/integration/conftest.py); a session that runs
 tests side by side (xdist) compares one before its first test and one after its last
 (tests/conftest.py), where a single test's reading would see its neighbours' labs.
@@ -56,7 +56,25 @@ def host_state() -> dict[str, Any]:
         "docker_networks": _out("docker", "network", "ls", "--format", "{{.Name}}"),
         "docker_volumes": _out("docker", "volume", "ls", "--format", "{{.Name}}"),
         "cgroups": _lab_cgroups(),
+        "node_uid_processes": _node_uid_processes(),
     }
+
+
+def _node_uid_processes() -> list[str]:
+    """Processes running as a node's uid (lab/backends/uids.py): none may outlive its lab."""
+    from lab.backends import uids
+
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                uid = entry.stat().st_uid
+                state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if uids.BASE <= uid < uids.BASE + uids.SLOTS and state != "Z":  # (a zombie is its reaper's)
+                found.append(f"{entry.name} (uid {uid}, {state})")
+    return sorted(found)
 
 
 def _lab_cgroups() -> list[str]:

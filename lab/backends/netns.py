@@ -274,25 +274,55 @@ class NetnsBackend:
                         str(node.cwd or "/"), "--", *argv], env)
 
 
-def enter_node(netns: str, hosts: Path, hostname: str, cwd: str, full: bool = True) -> None:
-    """Move this (child) process into a node: its network, hostname, working folder, and (full)
-    a private mount namespace where the lab's hosts file is /etc/hosts and /sys is the node's."""
+def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> None:
+    """Move this fresh process into a node: its network, and, while the node runs, its own view
+    (mount and UTS namespaces: its files' copy as the node wrote it, its /tmp, its hosts file, the
+    host read-only). Once the node has ended, a private view like it: the lab's hosts file as
+    /etc/hosts, the node's /sys and hostname. Still root: `lab exec` is the operator's tool."""
     fd = os.open(netns, os.O_RDONLY)
-    linux.setns(fd, linux.CLONE_NEWNET)
-    os.close(fd)
-    if full:
-        linux.unshare(linux.CLONE_NEWUTS | linux.CLONE_NEWNS)
-        linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
-        linux.mount(str(hosts), "/etc/hosts", None, linux.MS_BIND)
-        try:  # /sys shows the node's own interfaces, as with `ip netns exec`
-            linux.umount("/sys", linux.MNT_DETACH)
-            linux.mount("sysfs", "/sys", "sysfs", 0)
-        except OSError:
+    try:
+        inode = os.fstat(fd).st_ino
+        linux.setns(fd, linux.CLONE_NEWNET)
+    finally:
+        os.close(fd)
+    init = _node_init(inode)
+    if init is not None:
+        try:
+            for kind, flag in (("uts", linux.CLONE_NEWUTS), ("mnt", linux.CLONE_NEWNS)):
+                ns = os.open(f"/proc/{init}/ns/{kind}", os.O_RDONLY)
+                try:
+                    linux.setns(ns, flag)
+                finally:
+                    os.close(ns)
+            os.chdir(cwd)
+            return
+        except OSError:  # it ended meanwhile: as if it had ended before
             pass
-    else:
-        linux.unshare(linux.CLONE_NEWUTS)
+    linux.unshare(linux.CLONE_NEWUTS | linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)
+    linux.mount(str(hosts), "/etc/hosts", None, linux.MS_BIND)
+    try:  # /sys shows the node's own interfaces, as with `ip netns exec`
+        linux.umount("/sys", linux.MNT_DETACH)
+        linux.mount("sysfs", "/sys", "sysfs", 0)
+    except OSError:
+        pass
     linux.sethostname(hostname)
     os.chdir(cwd)
+
+
+def _node_init(netns_inode: int) -> int | None:
+    """The pid (here) of the node's pid 1, while it runs: the process of its network namespace that
+    is pid 1 of a PID namespace of its own."""
+    for pid in linux.pids_in_netns([netns_inode]):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                line = next((x for x in f if x.startswith("NSpid:")), "")
+        except OSError:
+            continue
+        ids = line.split()[1:]
+        if len(ids) > 1 and ids[-1] == "1":
+            return pid
+    return None
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -81,7 +81,7 @@ def run(start: Start) -> NoReturn:
             os.environ.update(env)
             code = run_role(node.role, node.params, transcript)
         else:
-            sandbox.init(lambda: _program(start, env))
+            sandbox.init(lambda: _program(start, env), lambda: sandbox.drop(start.box, node.limits.processes))
     except BaseException as e:  # noqa: BLE001 - a child must never unwind into the parent's code
         try:
             os.write(2, f"lab: {node.name}: cannot start: {e}\n".encode())

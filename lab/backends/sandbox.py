@@ -130,10 +130,11 @@ def drop(box: Box, processes: int) -> None:
     linux.set_no_new_privs()
 
 
-def init(program: Callable[[], NoReturn]) -> NoReturn:
-    """Be pid 1 of the node: run `program` in a child, forward the lab's signals to its process group,
-    reap every orphan, and exit with the program's code (as a shell would report it). When this
-    process exits, the kernel kills whatever the program left in the namespace."""
+def init(program: Callable[[], NoReturn], then: Callable[[], None]) -> NoReturn:
+    """Be pid 1 of the node: run `program` in a child, call `then` (drop privileges: nothing of the
+    node stays root), forward the lab's signals to the program's process group, reap every orphan,
+    and exit with the program's code (as a shell would report it). When this process exits, the
+    kernel kills whatever the program left in the namespace."""
     from lab.roles import shell_code
 
     child = 0
@@ -151,6 +152,7 @@ def init(program: Callable[[], NoReturn]) -> NoReturn:
         child = os.fork()
         if child == 0:
             program()
+        then()
     while True:
         try:
             pid, status = os.waitpid(-1, 0)

@@ -27,6 +27,10 @@ def test_up_exec_check_down(backend: str, lab_image: None, tmp_path: Path) -> No
         ex = lab("exec", lab_id, "server", "--", "sh", "-c", "hostname; printf 'hi there\\r\\n' | nc -q 1 server 9999")
         assert ex.returncode == 0, ex.stderr
         assert ex.stdout.splitlines() == ["server", "hi there"]
+        # inside, the node's own view: its processes alone, none of them root (its pid 1 included)
+        view = lab("exec", lab_id, "server", "--", "sh", "-c", "stat -c %u /proc/1; ls /proc | grep -c '^[0-9]'")
+        owner, count = view.stdout.split()
+        assert int(owner) != 0 and int(count) < 10, view.stdout + view.stderr
         code = lab("exec", lab_id[:4], "server", "--", "sh", "-c", "exit 7")
         assert code.returncode == 7
         shell = lab_stdin(["shell", "exercise-echo", "server"], "echo inside-$(hostname)\nexit 0\n")
