@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import signal
 from collections.abc import Iterable, Iterator
@@ -71,6 +72,13 @@ def mount_setattr(path: str, attr_set: int, recursive: bool = True) -> None:
     result = _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), path.encode(),
                            ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
     _check(0 if result == 0 else -1, f"mount_setattr {path}")
+
+
+def has_mount_setattr() -> bool:
+    """Whether this kernel has mount_setattr (Linux >= 5.12): asked with a size it must refuse."""
+    result = _libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), b"/", ctypes.c_uint(0),
+                           None, ctypes.c_size_t(0))
+    return not (result != 0 and ctypes.get_errno() == errno.ENOSYS)
 
 
 def drop_bounding_set() -> None:

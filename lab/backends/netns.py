@@ -33,7 +33,7 @@ from lab.backends import (
     uids,
 )
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
-from lab.errors import UnknownLab
+from lab.errors import EnvironmentProblem, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
 from lab.roles import shell_code
@@ -76,6 +76,9 @@ class NetnsBackend:
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
         check_machine("the netns backend needs root (network namespaces): run as root, e.g. sudo lab run ...")
+        if not linux.has_mount_setattr():  # a confined node's read-only view of the host needs it
+            raise EnvironmentProblem(f"the netns backend needs Linux 5.12 or later (mount_setattr) to confine "
+                                     f"nodes; this is {os.uname().release}: use --backend docker")
 
     @classmethod
     def prepare(cls) -> None:
