@@ -56,11 +56,11 @@ def host_state() -> dict[str, Any]:
         "docker_networks": _out("docker", "network", "ls", "--format", "{{.Name}}"),
         "docker_volumes": _out("docker", "volume", "ls", "--format", "{{.Name}}"),
         "cgroups": _lab_cgroups(),
-        "node_uid_processes": _node_uid_processes(),
+        "node_uid_processes": node_uid_processes(),
     }
 
 
-def _node_uid_processes() -> list[str]:
+def node_uid_processes() -> list[str]:
     """Processes running as a node's uid (lab/backends/uids.py): none may outlive its lab."""
     from lab.backends import uids
 

@@ -13,7 +13,6 @@ imported only when used, so that the netns backend never needs the Docker SDK.
 from __future__ import annotations
 
 import importlib
-import os
 import signal
 import subprocess
 import sys
@@ -28,29 +27,6 @@ from lab.plan import NodePlan, Plan
 from lab.rundir import RunDir
 
 READY, EXITED, LAUNCHED, ANSWERED = "ready", "exited", "launched", "answered"
-TMP_SIZE = 64 * 2**20  # a node's private /tmp, and the room its files' copy has beyond the files (every backend)
-
-
-def chown_tree(folder: str | Path, uid: int) -> None:
-    """Give a node's copy of its files to the node's uid (links themselves, never their targets)."""
-    for root, _, names in os.walk(folder):
-        os.lchown(root, uid, uid)
-        for name in names:
-            os.lchown(os.path.join(root, name), uid, uid)
-
-
-def files_size(folder: Path) -> int:
-    """Bytes in a node's `files:` (its copy's tmpfs must hold them all, and TMP_SIZE more)."""
-    total = 0
-    for root, _, names in os.walk(folder):
-        for name in names:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 @dataclass(frozen=True)
 class Event:
     """Something a backend observed about a node: it became ready, or its program exited."""

@@ -1,7 +1,8 @@
 """`python -m lab.backends.enter NETNS HOSTS HOSTNAME CWD -- ARGV...`: a fresh process moves itself
-into a node of the netns backend (its network, hostname, hosts file and folder, as the lab places its
-own programs) and execs ARGV. `lab exec`, `lab shell` and the pytest fixture start it: entering a node
-never runs code between fork and exec inside a caller that may have threads (pytest, xdist)."""
+into a node of the netns backend (its network, hostname, hosts file and folder, as the lab places
+its own programs; while the node runs, its own view and uid) and execs ARGV. `lab exec`, `lab
+shell` and the pytest fixture start it: entering a node never runs code between fork and exec
+inside a caller that may have threads (pytest, xdist)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ def main(argv: Sequence[str]) -> int:
     from lab.backends.netns import enter_node
 
     try:
-        enter_node(netns, Path(hosts), hostname, cwd)
+        uid = enter_node(netns, Path(hosts), hostname, cwd)
+        if uid is not None:  # a running node: as the node, never root in a folder it wrote
+            from lab.backends import sandbox
+
+            sandbox.drop(uid)
+            os.environ.update(HOME=cwd, USER=hostname, LOGNAME=hostname)
     except OSError as e:
         print(f"lab: {hostname}: cannot enter the node: {e}", file=sys.stderr)
         return 127

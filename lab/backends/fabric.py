@@ -110,9 +110,11 @@ class Fabric:
             with linux.in_netns(f"{NETNS_DIR}/{ns}"):
                 with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
                     f.write("1" if forwarding else "0")
-                if ns != self.prefix:
+                if ns != self.prefix:  # and ping works without privilege (ICMP echo sockets), as in Docker
                     with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
                         f.write("0")
+                    with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
+                        f.write("0 2147483647")
 
     def remove(self, kill: bool = True) -> list[str]:
         """Delete every namespace the journal lists (killing what runs inside, unless told not to)."""

@@ -25,6 +25,7 @@ MS_NODEV = 0x4
 MS_NOEXEC = 0x8
 MS_BIND = 0x1000
 MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
@@ -86,6 +87,10 @@ def drop_bounding_set() -> None:
     last = int(open("/proc/sys/kernel/cap_last_cap").read())  # noqa: SIM115 - read once per node
     for cap in range(last + 1):
         _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "prctl(PR_CAPBSET_DROP)")
+
+
+def prctl_pointer(option: int, arg: int, pointer: int) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_void_p(pointer), 0, 0), "prctl")
 
 
 def set_no_new_privs() -> None:

@@ -25,7 +25,6 @@ from lab.backends import (
     Options,
     Placement,
     cgroups,
-    files_size,
     limit_reached,
     linux,
     nodeproc,
@@ -33,6 +32,7 @@ from lab.backends import (
     uids,
 )
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
+from lab.backends.files import closed_ancestor, files_size
 from lab.errors import EnvironmentProblem, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
@@ -99,8 +99,9 @@ class NetnsBackend:
         for n in plan.nodes:  # for programs, and for `lab shell` / `lab exec` into any node
             (hosts / n.name).write_text(plan.hosts_file(n.name))
         self.uids = uids.claim(self.journal, [n.name for n in plan.nodes])
-        self.view = sandbox.hidden_folders(
-            [plan.folder, rundir.root, self.journal.state, *self.hidden], sandbox.interpreter_paths())
+        self.view = sandbox.hidden_folders(  # as the kernel resolves them (a symlink in --out, say)
+            [Path(os.path.realpath(p)) for p in (plan.folder, rundir.root, self.journal.state, *self.hidden)],
+            sandbox.interpreter_paths())
 
     def _box(self, node: NodePlan) -> sandbox.Box:
         """What the node sees: the lab's view, and (files:) its copy; when its folder lies below one
@@ -108,7 +109,7 @@ class NetnsBackend:
         hidden, revealed = self.view
         cwd = str(node.cwd) if node.cwd else None
         if node.cwd is not None:
-            closed = sandbox.closed_ancestor(node.cwd)
+            closed = closed_ancestor(node.cwd)
             hidden = hidden + ((closed,) if closed else ())
         return sandbox.Box(self.uids[node.name], node.name, str(self.journal.folder / "hosts" / node.name), cwd,
                            hidden, revealed, files_size(node.cwd) if node.cwd else 0)
@@ -271,17 +272,18 @@ class NetnsBackend:
             raise UnknownLab(f"lab {journal.lab_id} has no running node {node.name!r}")
         env = {**os.environ, "LAB_NODE": node.name, "LAB_ID": journal.lab_id, "HOSTNAME": node.name}
         if interactive:
-            env["PS1"] = f"[lab {journal.lab_id}] {node.name}:\\w# "
+            env["PS1"] = f"[lab {journal.lab_id}] {node.name}:\\w$ "
         hosts = journal.folder / "hosts" / node.name
         return Command([sys.executable, "-m", "lab.backends.enter", netns, str(hosts), node.name,
                         str(node.cwd or "/"), "--", *argv], env)
 
 
-def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> None:
+def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> int | None:
     """Move this fresh process into a node: its network, and, while the node runs, its own view
     (mount and UTS namespaces: its files' copy as the node wrote it, its /tmp, its hosts file, the
-    host read-only). Once the node has ended, a private view like it: the lab's hosts file as
-    /etc/hosts, the node's /sys and hostname. Still root: `lab exec` is the operator's tool."""
+    host read-only); returns the node's uid, which the caller must then become (nothing the node
+    could have planted in its folder runs as root). Once the node has ended (None): a private view
+    like it, as root: the lab's hosts file as /etc/hosts, the node's /sys and hostname."""
     fd = os.open(netns, os.O_RDONLY)
     try:
         inode = os.fstat(fd).st_ino
@@ -291,6 +293,7 @@ def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> None:
     init = _node_init(inode)
     if init is not None:
         try:
+            uid = os.stat(f"/proc/{init}").st_uid
             for kind, flag in (("uts", linux.CLONE_NEWUTS), ("mnt", linux.CLONE_NEWNS)):
                 ns = os.open(f"/proc/{init}/ns/{kind}", os.O_RDONLY)
                 try:
@@ -298,7 +301,7 @@ def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> None:
                 finally:
                     os.close(ns)
             os.chdir(cwd)
-            return
+            return uid
         except OSError:  # it ended meanwhile: as if it had ended before
             pass
     linux.unshare(linux.CLONE_NEWUTS | linux.CLONE_NEWNS)
@@ -311,21 +314,28 @@ def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> None:
         pass
     linux.sethostname(hostname)
     os.chdir(cwd)
+    return None
 
 
 def _node_init(netns_inode: int) -> int | None:
     """The pid (here) of the node's pid 1, while it runs: the process of its network namespace that
-    is pid 1 of a PID namespace of its own."""
-    for pid in linux.pids_in_netns([netns_inode]):
+    is pid 1 of a PID namespace one level below ours, in our user namespace (a node cannot make
+    one: seccomp.py), never a namespace the node built itself."""
+    own_user = os.stat("/proc/self/ns/user").st_ino
+    depth = len(_nspid(os.getpid())) + 1
+    for pid in sorted(linux.pids_in_netns([netns_inode])):
         try:
-            with open(f"/proc/{pid}/status") as f:
-                line = next((x for x in f if x.startswith("NSpid:")), "")
+            ids = _nspid(pid)
+            if len(ids) == depth and ids[-1] == "1" and os.stat(f"/proc/{pid}/ns/user").st_ino == own_user:
+                return pid
         except OSError:
             continue
-        ids = line.split()[1:]
-        if len(ids) > 1 and ids[-1] == "1":
-            return pid
     return None
+
+
+def _nspid(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/status") as f:
+        return next((x for x in f if x.startswith("NSpid:")), "NSpid:").split()[1:]
 
 
 def _signal_group(pid: int, sig: int) -> None:

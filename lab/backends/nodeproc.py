@@ -58,13 +58,15 @@ def run(start: Start) -> NoReturn:
         os.dup2(null, 0)
         os.dup2(start.log, 1)
         os.dup2(start.log, 2)
-        close_all_but(fd for fd in (start.ready_w, start.control_r) if fd is not None)
+        close_all_but(fd for fd in (start.ready_w, start.control_r, start.parent) if fd is not None)
         # The parent's sys.stdout may be anything (a pytest capture, a pipe): the child's is the log.
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stdin = open(0, closefd=False)  # noqa: SIM115
         os.setsid()
-        default_signals()  # as a shell gives them: nothing the orchestrator ignores or blocks leaks in
+        for sig in sandbox.EARLY:  # (TERM and INT are still blocked, since the fork)
+            signal.signal(sig, _early_exit)
+        default_signals(but=sandbox.EARLY)  # as a shell gives them: nothing the orchestrator ignores leaks in
         _limit(node, start.groups)
         fd = os.open(start.netns, os.O_RDONLY)
         linux.setns(fd, linux.CLONE_NEWNET)
@@ -76,12 +78,12 @@ def run(start: Start) -> NoReturn:
         env = _env(start)
         if node.role is not None:
             assert transcript is not None
-            sandbox.drop(start.box, node.limits.processes)
+            _drop(start)
             os.environ.clear()
             os.environ.update(env)
             code = run_role(node.role, node.params, transcript)
         else:
-            sandbox.init(lambda: _program(start, env), lambda: sandbox.drop(start.box, node.limits.processes))
+            sandbox.init(lambda: _program(start, env), lambda: _drop(start))
     except BaseException as e:  # noqa: BLE001 - a child must never unwind into the parent's code
         try:
             os.write(2, f"lab: {node.name}: cannot start: {e}\n".encode())
@@ -100,9 +102,9 @@ def _program(start: Start, env: dict[str, str]) -> NoReturn:
         default_signals()
         os.setsid()
         resource.setrlimit(resource.RLIMIT_FSIZE, (MAX_OUTPUT, MAX_OUTPUT))  # a flood stops it (SIGXFSZ)
-        if node.stdin is not None:  # scripted input instead of /dev/null
+        sandbox.drop(start.box.uid, node.limits.processes)
+        if node.stdin is not None:  # scripted input instead of /dev/null (its feeder is the node's too)
             os.dup2(feed([list(step) for step in node.stdin]), 0)
-        sandbox.drop(start.box, node.limits.processes)
         os.execvpe(node.argv[0], list(node.argv), env)
     except FileNotFoundError:
         os.write(2, f"lab: {node.name}: {node.argv[0]}: command not found\n".encode())
@@ -113,6 +115,22 @@ def _program(start: Start, env: dict[str, str]) -> NoReturn:
         os.write(2, f"lab: {node.name}: cannot start: {e}\n".encode())
     finally:
         os._exit(code)
+
+
+def _drop(start: Start) -> None:
+    """The node's first process becomes the node's uid. The kernel forgets the parent-death signal
+    when the uid changes: set it again, and make sure the orchestrator is still there to send it."""
+    sandbox.drop(start.box.uid, start.node.limits.processes)
+    linux.set_parent_death_signal(signal.SIGKILL)
+    if select.select([start.parent], [], [], 0)[0]:
+        os._exit(137)
+    os.close(start.parent)
+
+
+def _early_exit(signum: int, frame: object) -> None:
+    """Until the role's or the init's own handlers are in: end as any process would (pid 1 of a
+    namespace ignores a signal it has no handler for, even SIGTERM from the lab, even SIGXCPU)."""
+    os._exit(128 + signum)
 
 
 def _limit(node: NodePlan, groups: list[Path]) -> None:
@@ -141,9 +159,13 @@ def _env(start: Start) -> dict[str, str]:
 
 
 def close_all_but(keep: Iterable[int]) -> None:
-    """Close every descriptor above stderr except those in `keep` (a child must not hold the lab's)."""
-    low = 3
-    for fd in sorted(set(keep)):
-        os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, 1 << 16)
+    """Close every descriptor above stderr except those in `keep` (a child must not hold the lab's):
+    each one this process has, however high its number."""
+    kept = set(keep)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in kept:
+            try:
+                os.close(fd)
+            except OSError:  # the listing's own descriptor, already closed
+                pass

@@ -28,20 +28,19 @@ import os
 import resource
 import shutil
 import signal
-import stat
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from lab.backends import TMP_SIZE, chown_tree, linux
+from lab.backends import linux, seccomp
+from lab.backends.files import SYSTEM, TMP_SIZE, chown_tree, closed_ancestor
 
 SHM_SIZE = 16 * 2**20  # its /dev/shm
-# Folders never hidden, whatever the scenario's place: the node's programs and libraries live there.
-SYSTEM = frozenset({"/", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev",
-                    "/proc", "/sys", "/run", "/var"})
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+# Until a node's handlers exist, these end it as they would any process (pid 1 ignores them otherwise).
+EARLY = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU)
 
 
 @dataclass(frozen=True)
@@ -75,23 +74,11 @@ def hidden_folders(folders: Iterable[Path], revealed: Iterable[Path]) -> tuple[t
     return tuple(sorted(hide)), tuple(sorted(reveal))
 
 
-def closed_ancestor(path: Path) -> str | None:
-    """The outermost folder above `path` that others may not enter (a node's uid could not reach
-    `path` through it), or None."""
-    for parent in reversed(path.parents):
-        try:
-            if not os.stat(parent).st_mode & stat.S_IXOTH:
-                return str(parent) if str(parent) not in SYSTEM else None
-        except OSError:
-            return None
-    return None
-
-
 def confine(box: Box) -> None:
     """In the node's first process, as root: build the node's view of the machine (see the module)."""
     linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC)
     linux.sethostname(box.hostname)
-    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)  # nothing propagates back to the host
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)  # nothing propagates, either way
     # Held before anything is hidden (and in this mount namespace: a bind's source must be in it).
     sources = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in (*box.revealed, *([box.cwd] if box.cwd else []))}
     linux.mount(box.hosts, "/etc/hosts", None, linux.MS_BIND)
@@ -119,15 +106,18 @@ def confine(box: Box) -> None:
     os.chdir(box.cwd or "/")
 
 
-def drop(box: Box, processes: int) -> None:
-    """Become the node's uid for good: no groups, no capability left or to come, no new privileges.
-    RLIMIT_NPROC counts this uid's processes: the node's alone (a floor under the cgroup's limit)."""
-    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+def drop(uid: int, processes: int | None = None) -> None:
+    """Become the node's uid for good: no groups, no capability left or to come, no new privileges,
+    the node's system-call filter (seccomp.py). RLIMIT_NPROC counts this uid's processes: the
+    node's alone (a floor under the cgroup's limit)."""
+    if processes is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
     linux.drop_bounding_set()
     os.setgroups([])
-    os.setresgid(box.uid, box.uid, box.uid)
-    os.setresuid(box.uid, box.uid, box.uid)  # root -> another uid clears every capability
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # root -> another uid clears every capability
     linux.set_no_new_privs()
+    seccomp.install()
 
 
 def init(program: Callable[[], NoReturn], then: Callable[[], None]) -> NoReturn:
@@ -143,8 +133,11 @@ def init(program: Callable[[], NoReturn], then: Callable[[], None]) -> NoReturn:
         if child > 0:
             try:
                 os.killpg(child, signum)
-            except ProcessLookupError:
-                pass
+            except ProcessLookupError:  # before the program's setsid: its group is not there yet
+                try:
+                    os.kill(child, signum)
+                except ProcessLookupError:
+                    pass
 
     with linux.signals_blocked(FORWARDED):  # a signal before the fork returns is forwarded after it
         for sig in FORWARDED:  # before the fork: pid 1 ignores every signal it has no handler for

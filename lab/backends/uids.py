@@ -6,9 +6,10 @@ files (its scratch space) and processes then belong to it alone, so no other nod
 another, may write them or signal them even if it could see them.
 
 The uids come from a range no account uses (BASE, above the usual system, user and subordinate
-ranges). A uid is claimed by creating `STATE/uid-N` exclusively, holding the lab's id: the journal
-records the file before it exists (kind "uid"), and teardown and `lab clean` remove only the files
-that still hold this lab's id, so a claim lost in a race is never taken from its winner.
+ranges). A uid is claimed by linking `STATE/uid-N` to a file of this lab's (`uid-N.LAB`, holding the
+lab's id): the link is atomic and exclusive, so a claim file is never seen half-written. The journal
+records both names before they exist (kind "uid"), and teardown and `lab clean` remove a claim only
+while it holds this lab's id, so a claim lost in a race is never taken from its winner.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def claim(journal: Journal, nodes: list[str]) -> dict[str, int]:
         batch = {node: next(free, None) for node in pending}
         if None in batch.values():
             raise EnvironmentProblem(f"no free node uid left in {journal.state} ({SLOTS} in use): run `lab clean`")
-        journal.record_many(KIND, [str(_slot(journal, uid)) for uid in batch.values() if uid is not None])
+        journal.record_many(KIND, [str(p) for uid in batch.values() if uid is not None
+                                   for p in (_slot(journal, uid), _mine(journal, uid))])
         pending = []
         for node, uid in batch.items():
             assert uid is not None
@@ -54,6 +56,9 @@ def release(journal: Journal) -> list[str]:
             continue
         path = Path(entry["name"])
         try:
+            if path.name.endswith(f".{journal.lab_id}"):  # this lab's own, left by a claim cut short
+                path.unlink()
+                continue
             if path.read_text() != journal.lab_id:
                 continue
             path.unlink()
@@ -67,15 +72,18 @@ def _slot(journal: Journal, uid: int) -> Path:
     return journal.state / f"{PREFIX}{uid}"
 
 
+def _mine(journal: Journal, uid: int) -> Path:
+    return journal.state / f"{PREFIX}{uid}.{journal.lab_id}"
+
+
 def _take(journal: Journal, uid: int) -> bool:
-    path = _slot(journal, uid)
-    with writing(path):
+    mine = _mine(journal, uid)
+    with writing(mine):
+        mine.write_text(journal.lab_id)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            os.link(mine, _slot(journal, uid))
         except FileExistsError:
             return False
-        try:
-            os.write(fd, journal.lab_id.encode())
         finally:
-            os.close(fd)
+            mine.unlink()
     return True

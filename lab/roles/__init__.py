@@ -12,7 +12,7 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
@@ -103,12 +103,14 @@ def ignore_sigpipe() -> None:
         pass
 
 
-def default_signals() -> None:
+def default_signals(but: Iterable[int] = ()) -> None:
     """Every catchable signal at its default and none blocked, as a shell starts a program (called
     before exec). SIG_IGN survives exec, and Python ignores SIGPIPE and SIGXFSZ itself: a program
-    run from Python would otherwise not die of a closed pipe, nor of the output limit."""
+    run from Python would otherwise not die of a closed pipe, nor of the output limit. Signals in
+    `but` keep the handler already set (a pid 1 drops a signal it has no handler for)."""
+    kept = set(but)
     for signum in signal.valid_signals():
-        if signum in (signal.SIGKILL, signal.SIGSTOP):
+        if signum in (signal.SIGKILL, signal.SIGSTOP) or signum in kept:
             continue
         try:
             signal.signal(signum, signal.SIG_DFL)

@@ -100,9 +100,10 @@ def settle(spec: dict[str, Any]) -> None:
     uid = spec.get("uid")
     if uid is None or os.getuid() != 0:
         return
-    for path in (spec["log"], spec["transcript"]):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
-        os.chown(path, uid, uid)
+    for path in (spec["log"], spec["transcript"]):  # (a link an image planted is refused, not followed)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        os.fchown(fd, uid, uid)
+        os.close(fd)
     if spec["cwd"] != "/":
         for root, _dirs, names in os.walk(spec["cwd"]):
             os.lchown(root, uid, uid)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lab.journal import state_dir, state_lock
+from tests.hoststate import node_uid_processes
 
 from .conftest import HERE, ROOT, lab, until
 
@@ -64,6 +65,8 @@ def test_clean_after_kill_9(tmp_path: Path, backend: str) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert list(Path("/run/netns").glob("lab-*")), "the killed lab should have left namespaces"
+    if backend == "netns":  # its nodes die with it (a node's uid change must not lose its parent-death signal)
+        until("the nodes of the killed lab gone", lambda: not node_uid_processes())
     done = lab("clean")
     assert done.returncode == 0, done.stderr
     assert "cleaned lab" in done.stdout

@@ -3,9 +3,14 @@ interpreter is shown again inside them), and the per-node uid claims (no root ne
 
 from __future__ import annotations
 
+import errno
+import platform
 from pathlib import Path
 
-from lab.backends import sandbox, uids
+import pytest
+
+from lab.backends import sandbox, seccomp, uids
+from lab.backends.files import closed_ancestor
 from lab.journal import Journal
 
 
@@ -55,11 +60,11 @@ def test_closed_ancestor_is_the_outermost_folder_others_cannot_enter(tmp_path: P
     deep.mkdir(parents=True)
     (tmp_path / "a").chmod(0o711)
     (tmp_path / "a" / "b").chmod(0o700)
-    above = sandbox.closed_ancestor(tmp_path / "a")  # pytest's own folders may be closed already
+    above = closed_ancestor(tmp_path / "a")  # pytest's own folders may be closed already
     expected = above or str(tmp_path / "a" / "b")
-    assert sandbox.closed_ancestor(deep) == expected
+    assert closed_ancestor(deep) == expected
     (tmp_path / "a" / "b").chmod(0o755)
-    assert sandbox.closed_ancestor(deep) == above
+    assert closed_ancestor(deep) == above
 
 
 def test_the_interpreter_paths_include_the_lab_package() -> None:
@@ -75,3 +80,49 @@ def test_this_kernel_is_asked_for_mount_setattr_without_changing_anything() -> N
     before = Path("/proc/self/mountinfo").read_text()
     assert isinstance(linux.has_mount_setattr(), bool)
     assert Path("/proc/self/mountinfo").read_text() == before
+
+
+def test_a_claim_cut_short_leaves_nothing_after_release(tmp_path: Path) -> None:
+    a = _journal(tmp_path, "aaaa")
+    left = tmp_path / "state" / f"uid-{uids.BASE + 7}.aaaa"  # written, not yet linked, when the lab died
+    a.record_many(uids.KIND, [str(left)])
+    left.write_text("aaaa")
+    uids.release(a)
+    assert not left.exists()
+
+
+def _run_filter(data: dict[str, int]) -> int:
+    """A small classic-BPF interpreter for the instructions the filter uses (LD W ABS, JEQ, JGE, JSET,
+    RET), over a seccomp_data given as {offset: 32-bit word}."""
+    ops = seccomp.program()
+    pc, acc = 0, 0
+    while True:
+        code, jt, jf, k = ops[pc]
+        if code == seccomp.LD_W_ABS:
+            acc, pc = data.get(k, 0), pc + 1
+        elif code == seccomp.RET_K:
+            return k
+        else:
+            taken = {seccomp.JEQ_K: acc == k, seccomp.JGE_K: acc >= k, seccomp.JSET_K: bool(acc & k)}[code]
+            pc += 1 + (jt if taken else jf)
+
+
+@pytest.mark.skipif(not seccomp.supported(), reason="no syscall table for this architecture")
+def test_the_filter_refuses_user_namespaces_and_keyrings_and_allows_the_rest() -> None:
+    arch, nr = seccomp.ARCHES[platform.machine()]
+
+    def verdict(name: str, arg0: int = 0, arch_word: int = arch) -> int:
+        return _run_filter({seccomp.ARCH: arch_word, seccomp.NR: nr.get(name, 0), seccomp.ARG0: arg0})
+
+    eperm = seccomp.RET_ERRNO | errno.EPERM
+    assert verdict("unshare", seccomp.CLONE_NEWUSER) == eperm
+    assert verdict("unshare", seccomp.CLONE_NEWUSER | 0x00020000) == eperm
+    assert verdict("unshare", 0x00020000) == seccomp.RET_ALLOW  # a mount namespace alone: the kernel says no
+    assert verdict("clone", seccomp.CLONE_NEWUSER | 17) == eperm
+    assert verdict("clone", 0x003D0F00 | 17) == seccomp.RET_ALLOW  # what pthread_create / fork pass
+    assert verdict("clone3") == seccomp.RET_ERRNO | errno.ENOSYS  # the C library then uses clone
+    for name in ("keyctl", "add_key", "request_key"):
+        assert verdict(name) == eperm
+    assert verdict("read") == seccomp.RET_ALLOW
+    assert verdict("read", arch_word=0x40000003) == seccomp.RET_KILL  # another ABI's numbers
+    assert _run_filter({seccomp.ARCH: arch, seccomp.NR: 0x40000000 + 1}) == seccomp.RET_KILL  # x32

@@ -25,9 +25,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from lab.backends import EXITED, LAUNCHED, TMP_SIZE, Event, Options, files_size, limit_reached
+from lab.backends import EXITED, LAUNCHED, Event, Options, limit_reached
 from lab.backends.containers import images
 from lab.backends.containers.engine import api_error
+from lab.backends.files import TMP_SIZE, files_size
 from lab.errors import BackendError
 from lab.journal import Journal
 from lab.plan import NodePlan, Plan, address_for, start_order

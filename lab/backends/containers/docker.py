@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import lab
-from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, chown_tree, uids
+from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, uids
 from lab.backends.containers import images
 from lab.backends.containers.base import (
     FILES,
@@ -43,6 +43,7 @@ from lab.backends.containers.base import (
 )
 from lab.backends.containers.engine import api_error, connect
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
+from lab.backends.files import chown_tree, readable_by_all
 from lab.errors import BackendError, EnvironmentProblem, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
@@ -129,9 +130,12 @@ class DockerBackend(ContainerBackend[_Box]):
         box.pidfd = os.pidfd_open(box.pid)
 
     def _source(self, node: NodePlan, ctl: Path) -> Path:
-        """A copy of the node's files that its uid may read (the original may be the instructor's
-        alone, e.g. in a 0700 folder), in the lab's own folder: removed with the lab."""
+        """The node's files as its uid may read them: the original when anyone may, else a copy
+        given to the node's uid (the original may be the instructor's alone, e.g. in a 0700
+        folder), in the lab's own folder: removed with the lab."""
         assert node.cwd is not None
+        if readable_by_all(node.cwd):
+            return node.cwd
         source = ctl / "source"
         shutil.copytree(node.cwd, source, symlinks=True, dirs_exist_ok=True)
         chown_tree(source, self.uids[node.name])

@@ -137,9 +137,16 @@ def tar_files(files: Iterable[tuple[str, bytes]], folders: Iterable[tuple[str, P
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
             tar.addfile(info, io.BytesIO(data))
-        for name, path in folders:
-            tar.add(str(path), arcname=name)
+        for name, path in folders:  # root's, readable: the agent copies them before it drops to the node
+            tar.add(str(path), arcname=name, filter=_readable)
     return buf.getvalue()
+
+
+def _readable(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode |= 0o555 if info.isdir() else 0o444
+    return info
 
 
 def extract(stream: Iterable[bytes], wanted: dict[str, Path], limit: int) -> list[str]:

@@ -1,6 +1,7 @@
 """Tries, once each, what a hostile submission would: every attempt must fail. One line per attempt
 ("NAME: blocked (why)" or "NAME: ESCAPED (what)"), then "escapes: N". Paths of the instructor's and
 of the lab come in the environment (SECRET, RUN, LAB_PID): a real submission could guess them."""
+import ctypes
 import os
 import socket
 import subprocess
@@ -66,5 +67,18 @@ attempt("change a sysctl", lambda: write("/proc/sys/net/ipv4/ip_forward"))
 attempt("add a route", lambda: command(["ip", "route", "add", "10.123.0.0/24", "dev", "lo"]))
 attempt("sniff", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)))
 attempt("raw socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def call(name, *args):
+    if getattr(libc, name)(*args) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return f"{name} worked"
+
+
+attempt("make a user namespace", lambda: call("unshare", 0x10000000))
+ADD_KEY = {"x86_64": 248, "aarch64": 217}[os.uname().machine]
+attempt("use a keyring", lambda: call("syscall", ADD_KEY, b"user", b"lab-hostile", b"x", 1, -4))  # KEY_SPEC_USER
 attempt("signal every process", lambda: os.kill(-1, 0) or "kill(-1) may reach another process")
 print(f"escapes: {escapes}", flush=True)
