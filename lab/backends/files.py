@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 TMP_SIZE = 64 * 2**20  # a node's private /tmp, and the room its files' copy has beyond the files
@@ -14,16 +15,32 @@ SYSTEM = frozenset({"/", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/
                     "/proc", "/sys", "/run", "/var"})
 
 
-def files_size(folder: Path) -> int:
-    """Bytes in a node's `files:` (its copy's tmpfs must hold them all, and TMP_SIZE more)."""
-    total = 0
-    for root, _, names in os.walk(folder):
+RUN_MARK = frozenset({"nodes", "scenario.yaml", "plan.json"})  # what every run folder holds from its start
+
+
+@dataclass(frozen=True)
+class Survey:
+    """A node's `files:` as the node is given them: their bytes (its copy's tmpfs holds them, and
+    TMP_SIZE more), without the lab's own run folders found inside (`files: .` in a folder where
+    `lab run` keeps its `runs/`: past runs are not the node's files, and would be copied each time)."""
+
+    size: int
+    outputs: tuple[str, ...]  # the run folders inside, relative to the folder
+
+
+def survey(folder: Path) -> Survey:
+    total, outputs = 0, []
+    for root, dirs, names in os.walk(folder):
+        if RUN_MARK <= set(dirs) | set(names) and root != str(folder):
+            outputs.append(os.path.relpath(root, folder))
+            dirs.clear()
+            continue
         for name in names:
             try:
                 total += os.lstat(os.path.join(root, name)).st_size
             except OSError:
                 pass
-    return total
+    return Survey(total, tuple(outputs))
 
 
 def chown_tree(folder: str | Path, uid: int) -> None:

@@ -7,6 +7,7 @@ also gets a private mount namespace, where the lab's hosts file is bound over /e
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import selectors
 import signal
@@ -32,7 +33,7 @@ from lab.backends import (
     uids,
 )
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
-from lab.backends.files import closed_ancestor, files_size
+from lab.backends.files import Survey, closed_ancestor, survey
 from lab.errors import EnvironmentProblem, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
@@ -70,6 +71,7 @@ class NetnsBackend:
         self.cgroups = cgroups.available()  # v1 memory and pids hierarchies the lab may write
         self.hidden = tuple(options.hidden) if options else ()  # folders no node may see (a grading batch's)
         self.uids: dict[str, int] = {}
+        self.surveys: dict[Path, Survey] = {}  # a node folder's size and the run folders inside it
         self.view: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # (hidden, revealed) for every node
         self.fds: dict[str, int] = {}  # this process's own pidfd and PID namespace, opened once
 
@@ -107,12 +109,16 @@ class NetnsBackend:
         """What the node sees: the lab's view, and (files:) its copy; when its folder lies below one
         others may not enter (e.g. pytest's tmp_path, or a home folder), that one is hidden too."""
         hidden, revealed = self.view
-        cwd = str(node.cwd) if node.cwd else None
-        if node.cwd is not None:
-            closed = closed_ancestor(node.cwd)
-            hidden = hidden + ((closed,) if closed else ())
-        return sandbox.Box(self.uids[node.name], node.name, str(self.journal.folder / "hosts" / node.name), cwd,
-                           hidden, revealed, files_size(node.cwd) if node.cwd else 0)
+        box = sandbox.Box(self.uids[node.name], node.name, str(self.journal.folder / "hosts" / node.name), None,
+                          hidden, revealed)
+        if node.cwd is None:
+            return box
+        closed = closed_ancestor(node.cwd)
+        if node.cwd not in self.surveys:  # once per folder, however many nodes share it
+            self.surveys[node.cwd] = survey(node.cwd)
+        given = self.surveys[node.cwd]
+        return dataclasses.replace(box, cwd=str(node.cwd), hidden=hidden + ((closed,) if closed else ()),
+                                   files_size=given.size, skip=given.outputs)
 
     def _self_fd(self) -> int:
         if "self" not in self.fds:

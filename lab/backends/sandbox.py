@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -36,6 +35,7 @@ from typing import NoReturn
 
 from lab.backends import linux, seccomp
 from lab.backends.files import SYSTEM, TMP_SIZE, chown_tree, closed_ancestor
+from lab.roles.common import copy_files
 
 SHM_SIZE = 16 * 2**20  # its /dev/shm
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -54,6 +54,7 @@ class Box:
     hidden: tuple[str, ...]
     revealed: tuple[str, ...]
     files_size: int = 0  # bytes of the node's files (the copy's tmpfs is this plus TMP_SIZE)
+    skip: tuple[str, ...] = ()  # folders inside them that are not the node's (files.Survey.outputs)
 
 
 def interpreter_paths() -> list[Path]:
@@ -100,6 +101,7 @@ def confine(box: Box) -> None:
         os.makedirs(box.cwd, exist_ok=True)
         _tmpfs(box.cwd, f"size={box.files_size + TMP_SIZE},mode=0755,uid={box.uid},gid={box.uid}")
         skip = {os.path.relpath(h, box.cwd) for h in box.hidden if _within(h, box.cwd) and h != box.cwd}
+        skip.update(box.skip)
         _copy(f"/proc/self/fd/{sources[box.cwd]}", box.cwd, box.uid, skip)
     for fd in sources.values():
         os.close(fd)
@@ -160,15 +162,9 @@ def _tmpfs(path: str, options: str) -> None:
 
 
 def _copy(source: str, dest: str, uid: int, skip: set[str]) -> None:
-    """The node's files into its own tmpfs, owned by its uid (symlinks copied as links), without
-    `skip` (relative paths of hidden folders inside them: a run folder under `files: .`)."""
-
-    def ignore(folder: str, names: list[str]) -> list[str]:
-        rel = os.path.relpath(folder, source)
-        return [n for n in names if os.path.normpath(os.path.join(rel, n)) in skip]
-
-    shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True, copy_function=shutil.copy2,
-                    ignore=ignore if skip else None)
+    """The node's files into its own tmpfs, owned by its uid, without `skip` (relative paths of
+    hidden folders and of the lab's run folders inside them)."""
+    copy_files(source, dest, skip)
     chown_tree(dest, uid)
 
 

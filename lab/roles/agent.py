@@ -93,10 +93,10 @@ def main() -> int:
 
 def settle(spec: dict[str, Any]) -> None:
     """The node's own copy of its files; then, in a container started as root, the node's uid."""
-    import shutil
+    from lab.roles.common import copy_files
 
     if spec.get("source") and spec["cwd"] != "/" and os.path.isdir(spec["source"]):
-        shutil.copytree(spec["source"], spec["cwd"], symlinks=True, dirs_exist_ok=True)
+        copy_files(spec["source"], spec["cwd"], spec.get("skip", ()))
     uid = spec.get("uid")
     if uid is None or os.getuid() != 0:
         return

@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 STATUS_FD_ENV = "LAB_STATUS_FD"  # a pipe or stream to the lab: one fact per line ("ready", "answered")
@@ -207,3 +208,17 @@ def loopback(address: str) -> bool:
         return address.upper().endswith(LOOPBACK_V4)
     upper = address.upper()
     return upper == LOOPBACK_V6[0] or (upper.startswith(LOOPBACK_V6[1]) and upper.endswith(LOOPBACK_V4))
+
+
+def copy_files(source: str, dest: str, skip: Iterable[str] = ()) -> None:
+    """A node's own copy of its files (links copied as links), without `skip` (paths relative to
+    `source`: the lab's run folders found inside them). In a namespace or a container alike."""
+    import shutil
+
+    left_out = {os.path.normpath(p) for p in skip}
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        rel = os.path.relpath(folder, source)
+        return [n for n in names if os.path.normpath(os.path.join(rel, n)) in left_out]
+
+    shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True, ignore=ignore if left_out else None)

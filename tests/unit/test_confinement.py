@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from lab.backends import sandbox, seccomp, uids
-from lab.backends.files import closed_ancestor
+from lab.backends.files import closed_ancestor, survey
 from lab.journal import Journal
+from lab.roles.common import copy_files
 
 
 def _journal(tmp_path: Path, lab_id: str) -> Journal:
@@ -126,3 +127,21 @@ def test_the_filter_refuses_user_namespaces_and_keyrings_and_allows_the_rest() -
     assert verdict("read") == seccomp.RET_ALLOW
     assert verdict("read", arch_word=0x40000003) == seccomp.RET_KILL  # another ABI's numbers
     assert _run_filter({seccomp.ARCH: arch, seccomp.NR: 0x40000000 + 1}) == seccomp.RET_KILL  # x32
+
+
+def test_the_labs_own_run_folders_inside_a_nodes_files_are_not_given_to_it(tmp_path: Path) -> None:
+    files = tmp_path / "exercise"
+    run = files / "runs" / "echo-1"
+    (run / "nodes").mkdir(parents=True)
+    (run / "scenario.yaml").write_text("x")
+    (run / "plan.json").write_text("{}")
+    (files / "server.py").write_text("print('hi')\n")
+    (files / "data").mkdir()
+    (files / "data" / "nodes").mkdir()  # a student's folder named like ours is still theirs
+    (files / "data" / "plan.json").write_text("{}")
+    given = survey(files)
+    assert given.outputs == ("runs/echo-1",)
+    assert given.size == len("print('hi')\n") + 2
+    copy_files(str(files), str(tmp_path / "copy"), given.outputs)
+    copied = {str(p.relative_to(tmp_path / "copy")) for p in (tmp_path / "copy").rglob("*")}
+    assert copied == {"server.py", "data", "data/nodes", "data/plan.json", "runs"}

@@ -23,12 +23,13 @@ import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from lab.backends import EXITED, LAUNCHED, Event, Options, limit_reached
 from lab.backends.containers import images
 from lab.backends.containers.engine import api_error
-from lab.backends.files import TMP_SIZE, files_size
+from lab.backends.files import TMP_SIZE, Survey, survey
 from lab.errors import BackendError
 from lab.journal import Journal
 from lab.plan import NodePlan, Plan, address_for, start_order
@@ -121,6 +122,7 @@ class ContainerBackend(ABC, Generic[B]):
         self.pending: list[Event] = []  # observed while stopping other nodes, handed out by the next poll
         self.closing = False
         self.uids: dict[str, int] = {}  # node -> the uid its processes run as (uids.py)
+        self.surveys: dict[Path, Survey] = {}  # a node folder's size and the run folders inside it
 
     # -- what a subclass says ----------------------------------------------------------------
     @abstractmethod
@@ -204,7 +206,7 @@ class ContainerBackend(ABC, Generic[B]):
             container["user"] = f"{uid}:{uid}"
         tmpfs = {"/tmp": f"size={TMP_SIZE},mode=1777"}
         if node.cwd is not None:
-            tmpfs[FILES] = f"size={files_size(node.cwd) + TMP_SIZE},mode=0755,uid={uid},gid={uid}"
+            tmpfs[FILES] = f"size={self._survey(node.cwd).size + TMP_SIZE},mode=0755,uid={uid},gid={uid}"
         host: dict[str, Any] = {"cap_drop": ["ALL"], "cap_add": ["SETUID", "SETGID", "CHOWN", *caps] if as_root else [],
                                 "read_only": not as_root, "tmpfs": tmpfs,
                                 "security_opt": ["no-new-privileges"], "ulimits": limits,
@@ -212,6 +214,20 @@ class ContainerBackend(ABC, Generic[B]):
                                 "pids_limit": node.limits.processes,
                                 "extra_hosts": {n.name: str(address_for(node, n)) for n in plan.nodes}}
         return container, host
+
+    def _survey(self, folder: Path) -> Survey:
+        """Once per folder, however many nodes share it (called from the creating threads: a race
+        only surveys a folder twice)."""
+        if folder not in self.surveys:
+            self.surveys[folder] = survey(folder)
+        return self.surveys[folder]
+
+    def _agent_spec(self, node: NodePlan) -> dict[str, Any]:
+        """`agent_spec`, and the lab's run folders inside the node's files, which its copy leaves out."""
+        spec = agent_spec(node)
+        if node.cwd is not None:
+            spec["skip"] = list(self._survey(node.cwd).outputs)
+        return spec
 
     def _launch(self, plan: Plan) -> None:
         """Bring the containers up in the background, in start order.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ from lab.backends.containers.base import (
     SOURCE,
     Box,
     ContainerBackend,
-    agent_spec,
     container_name,
     remove_containers,
 )
@@ -47,7 +45,7 @@ from lab.backends.files import chown_tree, readable_by_all
 from lab.errors import BackendError, EnvironmentProblem, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
-from lab.roles.common import listening_tcp_ports
+from lab.roles.common import copy_files, listening_tcp_ports
 from lab.rundir import RunDir
 
 FACTS = "/lab/facts"  # inside a container: where its agent and role tell the lab facts (ready, answered, exit)
@@ -103,7 +101,7 @@ class DockerBackend(ContainerBackend[_Box]):
         ctl = self.journal.folder / "ctl" / node.name
         ctl.mkdir(parents=True, exist_ok=True)
         spec = {"go": "/lab/ctl/go", "facts": f"{FACTS}/{node.name}.{{fact}}", "exit": f"{FACTS}/{node.name}.exit",
-                **agent_spec(node)}
+                **self._agent_spec(node)}
         (ctl / "spec.json").write_text(json.dumps(spec))
         if node.runs_something:  # held open read-write by the lab: the agent blocks on it until "go"
             os.mkfifo(ctl / "go", 0o600)
@@ -137,7 +135,7 @@ class DockerBackend(ContainerBackend[_Box]):
         if readable_by_all(node.cwd):
             return node.cwd
         source = ctl / "source"
-        shutil.copytree(node.cwd, source, symlinks=True, dirs_exist_ok=True)
+        copy_files(str(node.cwd), str(source), self._survey(node.cwd).outputs)
         chown_tree(source, self.uids[node.name])
         return source
 

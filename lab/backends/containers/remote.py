@@ -129,8 +129,10 @@ def parse_time(text: str) -> float:
 # ----------------------------------------------------------------------------- files
 
 
-def tar_files(files: Iterable[tuple[str, bytes]], folders: Iterable[tuple[str, Path]] = ()) -> bytes:
-    """A tar of literal files (name, data) and of whole folders (name in the tar, path here)."""
+def tar_files(files: Iterable[tuple[str, bytes]], folders: Iterable[tuple[str, Path]] = (),
+              skip: Iterable[str] = ()) -> bytes:
+    """A tar of literal files (name, data) and of whole folders (name in the tar, path here), without
+    `skip` (paths relative to a folder)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, data in files:
@@ -138,7 +140,12 @@ def tar_files(files: Iterable[tuple[str, bytes]], folders: Iterable[tuple[str, P
             info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
             tar.addfile(info, io.BytesIO(data))
         for name, path in folders:  # root's, readable: the agent copies them before it drops to the node
-            tar.add(str(path), arcname=name, filter=_readable)
+            left_out = {f"{name}/{s}" for s in skip}
+
+            def keep(info: tarfile.TarInfo, out: set[str] = left_out) -> tarfile.TarInfo | None:
+                return None if info.name in out else _readable(info)
+
+            tar.add(str(path), arcname=name, filter=keep)
     return buf.getvalue()
 
 

@@ -30,7 +30,7 @@ import docker.tls
 
 from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, uids
 from lab.backends.containers import images
-from lab.backends.containers.base import OUT, SOURCE, WORKERS, Box, ContainerBackend, agent_spec, container_name
+from lab.backends.containers.base import OUT, SOURCE, WORKERS, Box, ContainerBackend, container_name
 from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
 from lab.backends.containers.engine import api_error, connect, remote
 from lab.backends.containers.overlay import (
@@ -218,7 +218,7 @@ class SwarmBackend(ContainerBackend[_Box]):
             raise api_error(f"start container for {node.name} on host {box.host}", e) from None
 
     def _files(self, node: NodePlan) -> bytes:
-        spec = {"channel": "stdio", "uid": self.uids[node.name], **agent_spec(node)}
+        spec = {"channel": "stdio", "uid": self.uids[node.name], **self._agent_spec(node)}
         if node.argv and node.ready.kind == TCP:
             spec.update(ready_tcp=node.ready.port)
         if node.routes:
@@ -226,7 +226,9 @@ class SwarmBackend(ContainerBackend[_Box]):
         files = [("lab/ctl/spec.json", json.dumps(spec).encode()), (f"lab/out/{node.name}.log", b"")]
         if node.image:
             files += [(f"opt/lab/{name}", data) for name, data in images.payload()]
-        return tar_files(files, [(SOURCE.lstrip("/"), node.cwd)] if node.cwd else [])
+        if node.cwd is None:
+            return tar_files(files)
+        return tar_files(files, [(SOURCE.lstrip("/"), node.cwd)], skip=self._survey(node.cwd).outputs)
 
     def _engine(self, box: _Box) -> Any:
         e = self.engines[box.host]
