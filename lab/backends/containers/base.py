@@ -191,7 +191,8 @@ class ContainerBackend(ABC, Generic[B]):
 
         node_image = {"entrypoint": ["python3", "-S", "-m", "lab.roles.agent"]} if node.image else {}
         env = {"LAB_NODE": node.name, "LAB_ID": self.journal.lab_id, "LAB_SPEC": "/lab/ctl/spec.json",
-               "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", **node.env}
+               "PYTHONPATH": "/opt/lab", "PYTHONUNBUFFERED": "1", "HOME": FILES if node.cwd else "/tmp",
+               "USER": node.name, "LOGNAME": node.name, **node.env}  # (a uid with no account: as on netns)
         labels = {LABEL_ID: self.journal.lab_id, LABEL_NODE: node.name, LABEL_SCENARIO: plan.name}
         container: dict[str, Any] = {"image": node.image or self.image, "hostname": node.name, "environment": env,
                                      "labels": labels, "working_dir": FILES if node.cwd else "/", **node_image}
