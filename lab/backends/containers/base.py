@@ -207,7 +207,8 @@ class ContainerBackend(ABC, Generic[B]):
             container["user"] = f"{uid}:{uid}"
         tmpfs = {"/tmp": f"size={TMP_SIZE},mode=1777"}
         if node.cwd is not None:
-            tmpfs[FILES] = f"size={self._survey(node.cwd).size + TMP_SIZE},mode=0755,uid={uid},gid={uid}"
+            owner = "" if as_root else f",uid={uid},gid={uid}"  # (as root: the agent fills it, then hands it over)
+            tmpfs[FILES] = f"size={self._survey(node.cwd).size + TMP_SIZE},mode=0755{owner}"
         host: dict[str, Any] = {"cap_drop": ["ALL"], "cap_add": ["SETUID", "SETGID", "CHOWN", *caps] if as_root else [],
                                 "read_only": not as_root, "tmpfs": tmpfs,
                                 "security_opt": ["no-new-privileges"], "ulimits": limits,
