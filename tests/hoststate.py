@@ -72,7 +72,7 @@ def node_uid_processes() -> list[str]:
                 state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except (OSError, IndexError):
                 continue
-            if uids.BASE <= uid < uids.BASE + uids.SLOTS and state != "Z":  # (a zombie is its reaper's)
+            if uids.BASE <= uid < uids.BASE + uids.SLOTS and state not in ("Z", "X"):  # (dead: its reaper's)
                 found.append(f"{entry.name} (uid {uid}, {state})")
     return sorted(found)
 
