@@ -27,7 +27,19 @@ LOCK_TIMEOUT = 30.0
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("LAB_STATE_DIR", DEFAULT_STATE))
+    """Root's labs in /run/lab; a user's own (rootless) in user_state_dir(); LAB_STATE_DIR overrides."""
+    if "LAB_STATE_DIR" in os.environ:
+        return Path(os.environ["LAB_STATE_DIR"])
+    return Path(DEFAULT_STATE) if os.geteuid() == 0 else user_state_dir()
+
+
+def user_state_dir() -> Path:
+    """Where a user's labs are journaled: $XDG_RUNTIME_DIR/lab, else /tmp/lab-UID (made 0700 by the
+    lab, and refused unless it is the user's own)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "lab"
+    return Path(f"/tmp/lab-{os.getuid()}")
 
 
 def new_lab_id() -> str:

@@ -114,11 +114,22 @@ class Fabric:
                     with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
                         f.write("0")
                     with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
-                        f.write("0 2147483647")
+                        f.write(f"0 {_highest_gid()}")
 
     def remove(self, kill: bool = True) -> list[str]:
         """Delete every namespace the journal lists (killing what runs inside, unless told not to)."""
         return remove_namespaces(journal_namespaces(self.journal), kill=kill, journal=self.journal)
+
+
+def _highest_gid() -> int:
+    """The highest group id this process's user namespace maps (all of them for root; 0 alone in a
+    rootless lab's): ping_group_range may only name mapped groups."""
+    highest = 0
+    with open("/proc/self/gid_map") as f:
+        for line in f:
+            inside, _, count = (int(x) for x in line.split())
+            highest = max(highest, inside + count - 1)
+    return min(highest, 2**31 - 1)
 
 
 def journal_namespaces(journal: Journal) -> list[str]:

@@ -29,6 +29,7 @@ from lab.backends import (
     limit_reached,
     linux,
     nodeproc,
+    rootless,
     sandbox,
     uids,
 )
@@ -71,12 +72,17 @@ class NetnsBackend:
         self.cgroups = cgroups.available()  # v1 memory and pids hierarchies the lab may write
         self.hidden = tuple(options.hidden) if options else ()  # folders no node may see (a grading batch's)
         self.uids: dict[str, int] = {}
+        self.rootless = False  # in a user namespace of our own: one uid (ours), no cgroup
         self.surveys: dict[Path, Survey] = {}  # a node folder's size and the run folders inside it
         self.view: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # (hidden, revealed) for every node
         self.fds: dict[str, int] = {}  # this process's own pidfd and PID namespace, opened once
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
+        if rootless.needed():  # this process becomes root of a user namespace of its own
+            rootless.check()
+            rootless.enter()
+            self.rootless = True
         check_machine("the netns backend needs root (network namespaces): run as root, e.g. sudo lab run ...")
         if not linux.has_mount_setattr():  # a confined node's read-only view of the host needs it
             raise EnvironmentProblem(f"the netns backend needs Linux 5.12 or later (mount_setattr) to confine "
@@ -100,7 +106,8 @@ class NetnsBackend:
         hosts.mkdir(exist_ok=True)
         for n in plan.nodes:  # for programs, and for `lab shell` / `lab exec` into any node
             (hosts / n.name).write_text(plan.hosts_file(n.name))
-        self.uids = uids.claim(self.journal, [n.name for n in plan.nodes])
+        self.uids = {n.name: 0 for n in plan.nodes} if self.rootless else uids.claim(
+            self.journal, [n.name for n in plan.nodes])
         self.view = sandbox.hidden_folders(  # as the kernel resolves them (a symlink in --out, say)
             [Path(os.path.realpath(p)) for p in (plan.folder, rundir.root, self.journal.state, *self.hidden)],
             sandbox.interpreter_paths())
@@ -141,7 +148,10 @@ class NetnsBackend:
                                str(self.rundir.transcript(node.name)), log, self._self_fd(), ready_w, control_r)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = linux.fork_in_new_pid_namespace(self._pidns())
+        if self.rootless:  # our own PID namespace is not our user namespace's: no setns back to it
+            pid = rootless.fork_in_new_pid_namespace(start.netns)
+        else:
+            pid = linux.fork_in_new_pid_namespace(self._pidns())
         if pid == 0:  # pragma: no cover - the child never returns
             nodeproc.run(start)
         os.close(log)

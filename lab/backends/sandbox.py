@@ -84,25 +84,28 @@ def confine(box: Box) -> None:
     sources = {p: os.open(p, os.O_PATH | os.O_CLOEXEC) for p in (*box.revealed, *([box.cwd] if box.cwd else []))}
     linux.mount(box.hosts, "/etc/hosts", None, linux.MS_BIND)
     linux.mount_setattr("/", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID)
-    linux.umount("/proc", linux.MNT_DETACH)
+    # Over the host's (a rootless lab may not unmount what it inherited: those mounts are locked).
     linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-    linux.umount("/sys", linux.MNT_DETACH)
     linux.mount("sysfs", "/sys", "sysfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     _tmpfs("/dev/shm", f"size={SHM_SIZE},mode=1777")
     steps = sorted([(h, False) for h in box.hidden] + [(r, True) for r in box.revealed],
                    key=lambda step: (step[0].count("/"), step[1]))
+    covers = []
     for path, reveal in steps:
         if reveal:
             os.makedirs(path, exist_ok=True)  # inside an empty folder made here: root's, 0755
             linux.mount(f"/proc/self/fd/{sources[path]}", path, None, linux.MS_BIND | linux.MS_REC)
         elif os.path.isdir(path):  # (absent: already inside something hidden)
             _tmpfs(path, f"size={TMP_SIZE},mode=1777" if path == "/tmp" else "size=64k,mode=0755")
+            covers += [path] if path != "/tmp" else []
     if box.cwd:
         os.makedirs(box.cwd, exist_ok=True)
         _tmpfs(box.cwd, f"size={box.files_size + TMP_SIZE},mode=0755,uid={box.uid},gid={box.uid}")
         skip = {os.path.relpath(h, box.cwd) for h in box.hidden if _within(h, box.cwd) and h != box.cwd}
         skip.update(box.skip)
         _copy(f"/proc/self/fd/{sources[box.cwd]}", box.cwd, box.uid, skip)
+    for path in covers:  # read-only once made: in a rootless lab the node owns them (it is uid 0)
+        linux.mount_setattr(path, linux.MOUNT_ATTR_RDONLY, recursive=False)
     for fd in sources.values():
         os.close(fd)
     os.chdir(box.cwd or "/")
@@ -112,12 +115,15 @@ def drop(uid: int, processes: int | None = None) -> None:
     """Become the node's uid for good: no groups, no capability left or to come, no new privileges,
     the node's system-call filter (seccomp.py). RLIMIT_NPROC counts this uid's processes: the
     node's alone (a floor under the cgroup's limit)."""
-    if processes is not None:
-        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
     linux.drop_bounding_set()
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)  # root -> another uid clears every capability
+    if uid != os.geteuid():  # (a rootless lab's nodes keep its one uid: the bounding set and the
+        if processes is not None:  # lost privileges below are their confinement)
+            resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # root -> another uid clears every capability
+    else:
+        linux.drop_capabilities()
     linux.set_no_new_privs()
     seccomp.install()
 

@@ -62,7 +62,15 @@ attempt("read /etc/shadow", lambda: open("/etc/shadow").read())
 attempt("see the host's processes", processes)
 attempt("see the host's init", host_init)
 attempt("signal the lab", signal_lab)
-attempt("become root", lambda: os.setuid(0))
+def become_root():
+    os.setuid(0)  # (a rootless lab's node is uid 0 of the lab's own user namespace already)
+    caps = next(line for line in open("/proc/self/status") if line.startswith("CapEff:")).split()[1]
+    if int(caps, 16) == 0:
+        raise PermissionError("uid 0 of its own user namespace at most, with no capability")
+    return f"capabilities {caps}"
+
+
+attempt("become root", become_root)
 attempt("change a sysctl", lambda: write("/proc/sys/net/ipv4/ip_forward"))
 attempt("add a route", lambda: command(["ip", "route", "add", "10.123.0.0/24", "dev", "lo"]))
 attempt("sniff", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)))
