@@ -65,7 +65,9 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     rundir = RunDir.create(out, plan.name)
     rundir.write("scenario.yaml", scenario.source)
     rundir.write("plan.json", json.dumps(plan.to_json(), indent=2))
-    result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time())
+    result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time(), notes=backend.notes())
+    for note in result.notes:
+        progress(f"lab {plan.name}: {note}")
     try:
         execution = _execute(result, str(scenario.path), backend, journal, progress, hold, guard)
         result.placements = backend.placements()

@@ -86,6 +86,7 @@ class RunResult:
     interrupted: int = 0  # the signal number, or 0
     placements: dict[str, Placement] = field(default_factory=dict)  # node -> host (multi-host backends)
     clock: float = 0.0  # the lab's clock: time.monotonic() when the nodes' run began (NodeState times)
+    notes: list[str] = field(default_factory=list)  # what the backend said of this machine (limits it cannot enforce)
 
     @property
     def passed(self) -> bool:

@@ -26,6 +26,7 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v chromium >/dev/null || need+=(chromium)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+/usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)  # labs without root (tests/integration/test_rootless.py)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   echo "setup       installing ${need[*]} (apt-get; package lists first)"

@@ -61,6 +61,9 @@ class ScriptedBackend:
     def placements(self) -> dict[str, Placement]:
         return self.placed
 
+    def notes(self) -> list[str]:
+        return []
+
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         self.stopped += nodes
         return {n: STOPPED for n in nodes}

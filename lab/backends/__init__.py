@@ -126,6 +126,10 @@ class Backend(Protocol):
     def placements(self) -> dict[str, Placement]:
         """Node -> where it ran; empty when every node ran on this machine."""
 
+    def notes(self) -> list[str]:
+        """What the run must say about how this machine runs the lab, after `check` (e.g. which
+        limits it cannot enforce there); one line each."""
+
     @classmethod
     def prepare(cls) -> None:
         """Make this machine ready for runs ahead of time (build the node image); may print progress."""

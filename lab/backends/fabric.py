@@ -30,10 +30,11 @@ IP_TIMEOUT = 30.0
 NETNS = "netns"  # journal kind
 
 
-def check_machine(needs_root: str) -> None:
+def check_machine(needs_root: str | None) -> None:
     """Raise EnvironmentProblem unless this process can build a fabric: it is root (`needs_root`
-    tells the user why) and iproute2 is installed."""
-    if os.geteuid() != 0:
+    tells the user why; None: a rootless lab, root of its own user namespace once up) and iproute2
+    is installed."""
+    if needs_root is not None and os.geteuid() != 0:
         raise EnvironmentProblem(needs_root)
     if shutil.which("ip") is None:
         raise EnvironmentProblem("'ip' (iproute2) is not installed: apt-get install iproute2")

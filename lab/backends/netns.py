@@ -79,11 +79,10 @@ class NetnsBackend:
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
-        if rootless.needed():  # this process becomes root of a user namespace of its own
+        self.rootless = rootless.needed()
+        if self.rootless:  # (up() makes the user namespace: `lab up` checks in a process that keeps nothing)
             rootless.check()
-            rootless.enter()
-            self.rootless = True
-        check_machine("the netns backend needs root (network namespaces): run as root, e.g. sudo lab run ...")
+        check_machine(None if self.rootless else "the netns backend needs root (network namespaces)")
         if not linux.has_mount_setattr():  # a confined node's read-only view of the host needs it
             raise EnvironmentProblem(f"the netns backend needs Linux 5.12 or later (mount_setattr) to confine "
                                      f"nodes; this is {os.uname().release}: use --backend docker")
@@ -99,6 +98,8 @@ class NetnsBackend:
     # -- topology ----------------------------------------------------------------------------
     def up(self, plan: Plan, rundir: RunDir) -> None:
         self.plan, self.rundir = plan, rundir
+        if self.rootless:  # this process becomes root of a user namespace of its own
+            rootless.enter()
         self.fabric.create(plan)
         self.inodes = {n.name: linux.netns_inode(self.fabric.path(n.name)) for n in plan.nodes}
         self.fabric.wire(plan)
@@ -248,6 +249,9 @@ class NetnsBackend:
             self.pending += self._observe(0.05)
         return {n: self.procs[n].code for n in nodes if n in self.procs}
 
+    def notes(self) -> list[str]:
+        return [rootless.ENFORCED] if self.rootless or not self.cgroups else []
+
     def placements(self) -> dict[str, Placement]:
         return {}  # every node runs on this machine
 
@@ -284,9 +288,16 @@ class NetnsBackend:
         """A fresh process enters the node (as a program of the lab would: its network, hostname,
         hosts file and folder), then execs `argv` (lab/backends/enter.py)."""
         netns = Fabric(journal).path(node.name)
-        if not os.path.exists(netns):
-            raise UnknownLab(f"lab {journal.lab_id} has no running node {node.name!r}")
         env = {**os.environ, "LAB_NODE": node.name, "LAB_ID": journal.lab_id, "HOSTNAME": node.name}
+        seen = netns
+        if rootless.needed():  # the lab's names live in its keeper's namespaces: enter through it
+            keeper = journal.meta().get("pid")
+            if not isinstance(keeper, int) or not journal.alive():
+                raise UnknownLab(f"lab {journal.lab_id} has no running keeper: its nodes cannot be entered")
+            env[rootless.VIA] = str(keeper)
+            seen = f"/proc/{keeper}/root{netns}"
+        if not os.path.exists(seen):
+            raise UnknownLab(f"lab {journal.lab_id} has no running node {node.name!r}")
         if interactive:
             env["PS1"] = f"[lab {journal.lab_id}] {node.name}:\\w$ "
         hosts = journal.folder / "hosts" / node.name
@@ -297,7 +308,8 @@ class NetnsBackend:
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> int | None:
     """Move this fresh process into a node: its network, and, while the node runs, its own view
     (mount and UTS namespaces: its files' copy as the node wrote it, its /tmp, its hosts file, the
-    host read-only); returns the node's uid, which the caller must then become (nothing the node
+    host read-only; its PID namespace for the caller's children: the caller forks); returns the
+    node's uid, which the caller must then become (nothing the node
     could have planted in its folder runs as root). Once the node has ended (None): a private view
     like it, as root: the lab's hosts file as /etc/hosts, the node's /sys and hostname."""
     fd = os.open(netns, os.O_RDONLY)
@@ -310,7 +322,7 @@ def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> int | None:
     if init is not None:
         try:
             uid = os.stat(f"/proc/{init}").st_uid
-            for kind, flag in (("uts", linux.CLONE_NEWUTS), ("mnt", linux.CLONE_NEWNS)):
+            for kind, flag in (("uts", linux.CLONE_NEWUTS), ("pid", linux.CLONE_NEWPID), ("mnt", linux.CLONE_NEWNS)):
                 ns = os.open(f"/proc/{init}/ns/{kind}", os.O_RDONLY)
                 try:
                     linux.setns(ns, flag)

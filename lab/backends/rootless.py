@@ -33,7 +33,9 @@ KNOBS = (  # sysctl, the value that forbids unprivileged user namespaces, the fi
      "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (or an AppArmor profile for lab)"),
 )
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-ENFORCED = "rootless: open files, CPU time and output are limited (rlimits); memory and processes are not (no cgroup)"
+VIA = "LAB_ENTER_VIA"  # `lab exec` into a rootless lab: the keeper whose namespaces hold its nodes
+ENFORCED = ("limits: open files, CPU time and output are enforced (rlimits); memory and processes are not "
+            "(no cgroup this user may write)")
 
 
 def needed() -> bool:
@@ -133,3 +135,14 @@ def fork_in_new_pid_namespace(netns: str) -> int:
             os.write(2, f"lab: cannot start a node: {e}\n".encode())
         finally:
             os._exit(127)
+
+
+def join(keeper: int) -> None:
+    """Join the user and mount namespaces of a rootless lab's keeper (this user's own: allowed),
+    where its nodes' names are; a fresh, single-threaded process (`lab exec`) does it."""
+    for kind, flag in (("user", CLONE_NEWUSER), ("mnt", linux.CLONE_NEWNS)):
+        fd = os.open(f"/proc/{keeper}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            linux.setns(fd, flag)
+        finally:
+            os.close(fd)

@@ -31,6 +31,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "timed_out": result.timed_out,
         "interrupted": result.interrupted,
         "error": result.error,
+        "notes": result.notes,
         "checks": [
             {"check": e.result.check, "node": e.result.node, "passed": e.result.passed,
              "detail": e.result.detail, "expectation": e.expectation, "ran": e.result.ran}

@@ -107,3 +107,27 @@ def _user_processes() -> list[int]:
             except (OSError, IndexError):
                 continue
     return found
+
+
+def test_a_user_keeps_a_lab_enters_its_nodes_and_takes_it_down(copy: Path) -> None:
+    up = _as_user(copy, "up", "scenarios/greeting.yaml", "--out", "runs/kept")
+    assert up.returncode == 0, up.stdout + up.stderr
+    lab_id = next(ln for ln in up.stdout.splitlines() if ln.startswith("lab ") and " is up " in ln).split()[1]
+    try:
+        ps = _as_user(copy, "ps")
+        assert lab_id in ps.stdout, ps.stdout + ps.stderr
+        inside = _as_user(copy, "exec", lab_id, "server", "--", "sh", "-c",
+                          "hostname; ls /proc | grep -c '^[0-9]'; grep CapEff /proc/self/status")
+        assert inside.returncode == 0, inside.stdout + inside.stderr
+        name, count, caps = inside.stdout.splitlines()
+        assert name == "server" and int(count) < 10 and caps.split()[1] == "0000000000000000", inside.stdout
+        assert root_sees_nothing_of(lab_id)
+    finally:
+        down = _as_user(copy, "down", lab_id)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert json.loads((copy / "runs" / "kept" / "report.json").read_text())["passed"]
+
+
+def root_sees_nothing_of(lab_id: str) -> bool:
+    """A rootless lab's namespaces are not in the host's /run/netns, and root's `lab ps` state is apart."""
+    return not Path(f"/run/netns/lab-{lab_id}").exists() and not Path(f"/run/lab/{lab_id}").exists()

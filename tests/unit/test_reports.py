@@ -119,6 +119,7 @@ class QuietBackend:
     def exit_code(self, node: str) -> int | None: return None
     def down(self) -> None: ...
     def placements(self) -> dict[str, Placement]: return {}
+    def notes(self) -> list[str]: return []
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: QuietBackend,

@@ -373,6 +373,9 @@ class ContainerBackend(ABC, Generic[B]):
         except Exception:  # noqa: BLE001 - an unknown code is reported as such
             box.code = None
 
+    def notes(self) -> list[str]:
+        return []  # the engine enforces every limit
+
     def exit_code(self, node: str) -> int | None:
         b = self.boxes.get(node)
         return b.code if b else None
