@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from pathlib import Path
 
 from lab.backends import linux
@@ -43,8 +42,15 @@ def needed() -> bool:
 
 
 def check() -> None:
-    """Exit 3 (EnvironmentProblem) naming the setting when this kernel forbids what a rootless lab
-    needs, before anything is created."""
+    """Exit 3 (EnvironmentProblem), before anything is created, when this process cannot become root
+    of a user namespace: the kernel forbids it (naming the setting and the fix), or it has threads."""
+    check_kernel()
+    if len(os.listdir("/proc/self/task")) > 1:  # (every thread of the process, Python's or not)
+        raise EnvironmentProblem("a lab without root must be started from a single-threaded process "
+                                 "(the `lab` command, `python -m lab.entry`), not from one with threads")
+
+
+def check_kernel() -> None:
     for path, forbidding, fix in KNOBS:
         try:
             value = Path(path).read_text().strip()
@@ -54,9 +60,6 @@ def check() -> None:
             name = path.removeprefix("/proc/sys/").replace("/", ".")
             raise EnvironmentProblem(f"this kernel forbids unprivileged user namespaces ({name} = {value}), "
                                      f"which a lab without root needs: as root, {fix}; or run lab as root")
-    if threading.active_count() > 1:
-        raise EnvironmentProblem("a lab without root must be started from a single-threaded process "
-                                 "(the `lab` command, `python -m lab.entry`), not from one with threads")
 
 
 def enter() -> None:

@@ -36,14 +36,19 @@ def test_validate_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert err.startswith(f"{bad}:4:") and "did you mean 'role'" in err and "Traceback" not in err
 
 
-def test_not_root_exits_3_before_creating_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_not_root_on_a_kernel_without_user_namespaces_exits_3_before_creating_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from lab.backends import rootless
+
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
+    knob = tmp_path / "unprivileged_userns_clone"
+    knob.write_text("0\n")
+    monkeypatch.setattr(rootless, "KNOBS", ((str(knob), "0", "sysctl -w kernel.unprivileged_userns_clone=1"),))
     code = main(["run", str(ROOT / "scenarios" / "echo.yaml"), "--out", str(tmp_path / "run")])
     assert code == 3
     errors = capsys.readouterr().err.splitlines()
-    assert len(errors) == 1 and "needs root" in errors[0]  # one line, and no "starting" before it
+    assert len(errors) == 1 and "unprivileged_userns_clone" in errors[0]  # one line, no "starting" before it
     assert not (tmp_path / "run").exists() and not (tmp_path / "state").exists()
 
 
