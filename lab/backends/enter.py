@@ -26,8 +26,7 @@ def main(argv: Sequence[str]) -> int:
 
             join(int(via))
         uid = enter_node(netns, Path(hosts), hostname, cwd)
-        if uid is not None:  # a running node: one of its processes (its PID namespace), as the node
-            _become_a_child()
+        if uid is not None:  # a running node: as the node, never root in a folder it wrote
             from lab.backends import sandbox
 
             sandbox.drop(uid)
@@ -43,35 +42,6 @@ def main(argv: Sequence[str]) -> int:
     except OSError as e:
         print(f"lab: {hostname}: cannot run {cmd[0]}: {e.strerror}", file=sys.stderr)
         return 126
-
-
-def _become_a_child() -> None:
-    """Fork into the node's PID namespace (setns only placed our children there): the child goes on
-    to exec the command; this process waits, as a shell does, and leaves with the command's code."""
-    import signal
-
-    child = os.fork()
-    if child == 0:
-        return
-    for sig in (signal.SIGINT, signal.SIGQUIT):  # a terminal's signals reach the command itself
-        signal.signal(sig, signal.SIG_IGN)
-
-    def forward(signum: int, frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except InterruptedError:
-            continue
-    code = os.waitstatus_to_exitcode(status)
-    os._exit(code if code >= 0 else 128 - code)
 
 
 if __name__ == "__main__":

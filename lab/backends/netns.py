@@ -308,8 +308,9 @@ class NetnsBackend:
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> int | None:
     """Move this fresh process into a node: its network, and, while the node runs, its own view
     (mount and UTS namespaces: its files' copy as the node wrote it, its /tmp, its hosts file, the
-    host read-only; its PID namespace for the caller's children: the caller forks); returns the
-    node's uid, which the caller must then become (nothing the node
+    host read-only; not its PID namespace, whose end would kill the command: /proc shows the node's
+    processes, not the command's own); returns the node's uid, which the caller must then become
+    (nothing the node
     could have planted in its folder runs as root). Once the node has ended (None): a private view
     like it, as root: the lab's hosts file as /etc/hosts, the node's /sys and hostname."""
     fd = os.open(netns, os.O_RDONLY)
@@ -322,7 +323,7 @@ def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> int | None:
     if init is not None:
         try:
             uid = os.stat(f"/proc/{init}").st_uid
-            for kind, flag in (("uts", linux.CLONE_NEWUTS), ("pid", linux.CLONE_NEWPID), ("mnt", linux.CLONE_NEWNS)):
+            for kind, flag in (("uts", linux.CLONE_NEWUTS), ("mnt", linux.CLONE_NEWNS)):
                 ns = os.open(f"/proc/{init}/ns/{kind}", os.O_RDONLY)
                 try:
                     linux.setns(ns, flag)
