@@ -64,6 +64,12 @@ def node_uid_processes() -> list[str]:
     """Processes running as a node's uid (lab/backends/uids.py): none may outlive its lab."""
     from lab.backends import uids
 
+    return live_processes(range(uids.BASE, uids.BASE + uids.SLOTS))
+
+
+def live_processes(owners: range) -> list[str]:
+    """Processes of a uid in `owners` that are still alive (a zombie, or one already dead, is its
+    reaper's business): 'PID (uid U, STATE)'."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -72,7 +78,7 @@ def node_uid_processes() -> list[str]:
                 state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except (OSError, IndexError):
                 continue
-            if uids.BASE <= uid < uids.BASE + uids.SLOTS and state not in ("Z", "X"):  # (dead: its reaper's)
+            if uid in owners and state not in ("Z", "X"):
                 found.append(f"{entry.name} (uid {uid}, {state})")
     return sorted(found)
 

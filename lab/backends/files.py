@@ -22,33 +22,42 @@ RUN_MARK = frozenset({"nodes", "scenario.yaml", "plan.json"})  # what every run 
 class Survey:
     """A node's `files:` as the node is given them: their bytes (its copy's tmpfs holds them, and
     TMP_SIZE more), without the lab's own run folders found inside (`files: .` in a folder where
-    `lab run` keeps its `runs/`: past runs are not the node's files, and would be copied each time)."""
+    `lab run` keeps its `runs/`: past runs are not the node's files, and would be copied each time),
+    and whether any uid may read them all where they are (docker binds them as they are, then)."""
 
     size: int
     outputs: tuple[str, ...]  # the run folders inside, relative to the folder
+    readable: bool
 
 
 def survey(folder: Path) -> Survey:
-    total, outputs = 0, []
+    """One walk of the folder for all three."""
+    total, outputs, readable = 0, [], closed_ancestor(folder) is None
     for root, dirs, names in os.walk(folder):
         if RUN_MARK <= set(dirs) | set(names) and root != str(folder):
             outputs.append(os.path.relpath(root, folder))
             dirs.clear()
             continue
+        readable = readable and _readable(root, stat.S_IROTH | stat.S_IXOTH)
+        for name in dirs:
+            readable = readable and _readable(os.path.join(root, name), stat.S_IROTH | stat.S_IXOTH)
         for name in names:
+            path = os.path.join(root, name)
+            readable = readable and _readable(path, stat.S_IROTH)
             try:
-                total += os.lstat(os.path.join(root, name)).st_size
+                total += os.lstat(path).st_size
             except OSError:
                 pass
-    return Survey(total, tuple(outputs))
+    return Survey(total, tuple(outputs), readable)
 
 
-def chown_tree(folder: str | Path, uid: int) -> None:
-    """Give a node's copy of its files to the node's uid (links themselves, never their targets)."""
-    for root, _, names in os.walk(folder):
-        os.lchown(root, uid, uid)
-        for name in names:
-            os.lchown(os.path.join(root, name), uid, uid)
+def _readable(path: str, need: int) -> bool:
+    """Whether others have `need` on `path` (a link is its target's business)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISLNK(mode) or mode & need == need
 
 
 def closed_ancestor(path: Path) -> str | None:
@@ -61,18 +70,3 @@ def closed_ancestor(path: Path) -> str | None:
         except OSError:
             return None
     return None
-
-
-def readable_by_all(folder: Path) -> bool:
-    """Whether any uid can reach `folder` and read all of it (folders entered, files read)."""
-    if closed_ancestor(folder) is not None:
-        return False
-    for root, dirs, names in os.walk(folder):
-        for path in [root] + [os.path.join(root, n) for n in dirs + names]:
-            mode = os.lstat(path).st_mode
-            if stat.S_ISLNK(mode):
-                continue
-            need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
-            if mode & need != need:
-                return False
-    return True

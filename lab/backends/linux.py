@@ -13,6 +13,7 @@ import os
 import signal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import cache
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -82,10 +83,16 @@ def has_mount_setattr() -> bool:
     return not (result != 0 and ctypes.get_errno() == errno.ENOSYS)
 
 
+@cache
+def last_capability() -> int:
+    """This kernel's highest capability number: read once, in the orchestrator (its forks inherit it)."""
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
 def drop_bounding_set() -> None:
     """No capability can ever come back to this process or its children (setuid files included)."""
-    last = int(open("/proc/sys/kernel/cap_last_cap").read())  # noqa: SIM115 - read once per node
-    for cap in range(last + 1):
+    for cap in range(last_capability() + 1):
         _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "prctl(PR_CAPBSET_DROP)")
 
 

@@ -83,6 +83,7 @@ class NetnsBackend:
         if self.rootless:  # (up() makes the user namespace: `lab up` checks in a process that keeps nothing)
             rootless.check()
         check_machine(None if self.rootless else "the netns backend needs root (network namespaces)")
+        linux.last_capability()  # read here, once: every node's fork inherits it
         if not linux.has_mount_setattr():  # a confined node's read-only view of the host needs it
             raise EnvironmentProblem(f"the netns backend needs Linux 5.12 or later (mount_setattr) to confine "
                                      f"nodes; this is {os.uname().release}: use --backend docker")

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from lab.backends import linux, seccomp
-from lab.backends.files import SYSTEM, TMP_SIZE, chown_tree, closed_ancestor
-from lab.roles.common import copy_files
+from lab.backends.files import SYSTEM, TMP_SIZE, closed_ancestor
+from lab.roles.common import chown_tree, copy_files
 
 SHM_SIZE = 16 * 2**20  # its /dev/shm
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)

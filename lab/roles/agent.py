@@ -93,7 +93,7 @@ def main() -> int:
 
 def settle(spec: dict[str, Any]) -> None:
     """The node's own copy of its files; then, in a container started as root, the node's uid."""
-    from lab.roles.common import copy_files
+    from lab.roles.common import chown_tree, copy_files
 
     if spec.get("source") and spec["cwd"] != "/" and os.path.isdir(spec["source"]):
         copy_files(spec["source"], spec["cwd"], spec.get("skip", ()))
@@ -105,10 +105,7 @@ def settle(spec: dict[str, Any]) -> None:
         os.fchown(fd, uid, uid)
         os.close(fd)
     if spec["cwd"] != "/":
-        for root, _dirs, names in os.walk(spec["cwd"]):
-            os.lchown(root, uid, uid)
-            for name in names:
-                os.lchown(os.path.join(root, name), uid, uid)
+        chown_tree(spec["cwd"], uid)
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)  # root -> another uid: every capability is gone (no-new-privileges is set)

@@ -222,3 +222,11 @@ def copy_files(source: str, dest: str, skip: Iterable[str] = ()) -> None:
         return [n for n in names if os.path.normpath(os.path.join(rel, n)) in left_out]
 
     shutil.copytree(source, dest, symlinks=True, dirs_exist_ok=True, ignore=ignore if left_out else None)
+
+
+def chown_tree(folder: str | os.PathLike[str], uid: int) -> None:
+    """Give a node's copy of its files to the node's uid (links themselves, never their targets)."""
+    for root, _, names in os.walk(folder):
+        os.lchown(root, uid, uid)
+        for name in names:
+            os.lchown(os.path.join(root, name), uid, uid)

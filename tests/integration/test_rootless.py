@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hoststate import node_uid_processes
+from tests.hoststate import live_processes, node_uid_processes
 
 from .conftest import ROOT, until
 
@@ -87,26 +87,12 @@ def test_a_killed_rootless_lab_leaves_nothing_and_clean_removes_its_journal(copy
             break
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    until("every process of the killed lab gone", lambda: not _user_processes())
+    until("every process of the killed lab gone", lambda: not live_processes(range(USER, USER + 1)))
     assert not node_uid_processes()
     assert STATE.is_dir()  # its journal: the one thing a killed rootless lab leaves
     done = _as_user(copy, "clean")
     assert done.returncode == 0 and "cleaned lab" in done.stdout, done.stdout + done.stderr
     assert not STATE.exists()
-
-
-def _user_processes() -> list[int]:
-    """Live processes of the user (the lab's, all in its user namespace)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                if entry.stat().st_uid == USER and state not in ("Z", "X"):
-                    found.append(int(entry.name))
-            except (OSError, IndexError):
-                continue
-    return found
 
 
 def test_a_user_keeps_a_lab_enters_its_nodes_and_takes_it_down(copy: Path) -> None:

@@ -41,11 +41,10 @@ from lab.backends.containers.base import (
 )
 from lab.backends.containers.engine import api_error, connect
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
-from lab.backends.files import chown_tree, readable_by_all
 from lab.errors import BackendError, EnvironmentProblem, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
-from lab.roles.common import copy_files, listening_tcp_ports
+from lab.roles.common import chown_tree, copy_files, listening_tcp_ports
 from lab.rundir import RunDir
 
 FACTS = "/lab/facts"  # inside a container: where its agent and role tell the lab facts (ready, answered, exit)
@@ -132,7 +131,7 @@ class DockerBackend(ContainerBackend[_Box]):
         given to the node's uid (the original may be the instructor's alone, e.g. in a 0700
         folder), in the lab's own folder: removed with the lab."""
         assert node.cwd is not None
-        if readable_by_all(node.cwd):
+        if self._survey(node.cwd).readable:
             return node.cwd
         source = ctl / "source"
         copy_files(str(node.cwd), str(source), self._survey(node.cwd).outputs)
