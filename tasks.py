@@ -53,7 +53,8 @@ def images(c: Context, base: str = "debootstrap") -> None:
 
 
 @task(help={"sizes": "comma-separated client counts (default 10,100 netns; 10,50 docker)",
-            "rounds": "runs per side and size", "backends": "netns,docker"})
+            "rounds": "runs per side and size",
+            "backends": "netns,docker (rootless: netns as uid 65534 against root)"})
 def bench(c: Context, sizes: str = "", rounds: int = 3, peers: str | None = None,
           backends: str = "netns,docker") -> None:
     """Time lab against Mininet (netns) and docker compose (docker): alternating runs, medians, ratio."""

@@ -46,15 +46,16 @@ def load(scenario: str | Path) -> Scenario:
 
 def run(scenario: str | Path | Scenario, backend: str = "netns", out: str | Path | None = None, *,
         cluster: str | Path | None = None, progress: Progress = stderr_progress,
-        guard: SignalGuard | None = None, hidden: Sequence[str | Path] = ()) -> RunResult:
+        guard: SignalGuard | None = None, hidden: Sequence[str | Path] = (), own_process: bool = False) -> RunResult:
     """A whole run: up, run, check, report, down, always. Its reports are in `result.rundir`.
-    No node sees `hidden` (nor the scenario's folder beyond its own files, nor the run folder)."""
+    No node sees `hidden` (nor the scenario's folder beyond its own files, nor the run folder).
+    `own_process`: this process is the lab's alone (see orchestrator.run)."""
     loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     if guard is not None:
         guard.check()  # signalled while loading: nothing exists yet
     options = Options(cluster=Path(cluster) if cluster else None, hidden=tuple(Path(p).absolute() for p in hidden))
     return orchestrator.run(loaded, backend, Path(out) if out else None, progress=progress, options=options,
-                            guard=guard)
+                            guard=guard, own_process=own_process)
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,15 @@ The job (as in ../shared/peers): one echo server, N clients each on its own host
 sends one line and checks the echo, then everything is torn down. Each side is timed end to end as
 a fresh process (interpreter start included), A B A B, and the medians are compared:
 - the netns backend against Mininet 2.3 (`run_mininet.sh N`),
-- the docker backend against docker compose (`compose_echo.sh N`, `--scale client=N`).
+- the docker backend against docker compose (`compose_echo.sh N`, `--scale client=N`);
+- `rootless`: the netns backend run by an ordinary user (uid ROOTLESS_USER, its labs in a user
+  namespace) against the same run by root; both sides run Debian's python3 and one copy of the lab
+  that the user can read, so only who runs it differs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -55,7 +59,9 @@ PAIRINGS = {
     "docker": Pairing("docker", "compose", "compose_echo.sh", ("docker-compose",),
                       "apt-get install docker-compose; bash build_peer_image.sh"),
 }
-DEFAULT_SIZES = {"netns": [10, 100], "docker": [10, 50]}
+DEFAULT_SIZES = {"netns": [10, 100], "docker": [10, 50], "rootless": [10, 100]}
+ROOTLESS_USER = 65534  # nobody
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def _timed(argv: list[str]) -> tuple[float, bool, str, int]:
@@ -89,6 +95,12 @@ def bench(sizes: list[int] | None = None, rounds: int = 3, peers: str | None = N
     rows = []
     ok = True
     for backend in backends or ["netns", "docker"]:
+        if backend == "rootless":
+            for n in sizes or DEFAULT_SIZES[backend]:
+                user_t, root_t, good = _rootless(n, rounds)
+                ok &= good
+                rows.append((backend, "root", n, user_t, root_t))
+            continue
         pairing = PAIRINGS[backend]
         script = peer_dir / pairing.script
         have_peer = script.exists() and all(shutil.which(c) for c in pairing.needs)
@@ -129,3 +141,33 @@ def _compare(backend: str, pairing: Pairing, script: Path | None, n: int,
                 peer_times.append(t)
                 print(f"  {backend:<6} N={n:<4} round {k + 1}: {pairing.peer} {t:6.2f}s {last}")
     return statistics.median(lab_times), statistics.median(peer_times) if peer_times else None, ok
+
+
+def _rootless(n: int, rounds: int) -> tuple[float, float | None, bool]:
+    """(median as the user, median as root, all passed): A B A B from one copy of the lab. Run by a
+    user, only the user's side is timed."""
+    user_times: list[float] = []
+    root_times: list[float] = []
+    ok = True
+    with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
+        folder = Path(tmp)
+        shutil.copytree(Path(__file__).resolve().parent, folder / "lab", ignore=shutil.ignore_patterns("__pycache__"))
+        (folder / f"bench-{n}.yaml").write_text(SCENARIO.format(n=n))
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        root = os.geteuid() == 0
+        user = ["setpriv", f"--reuid={ROOTLESS_USER}", f"--regid={ROOTLESS_USER}", "--clear-groups"] if root else []
+        env = ["env", "-u", "XDG_RUNTIME_DIR", f"PYTHONPATH={folder}", "PYTHONDONTWRITEBYTECODE=1"]
+        for k in range(rounds):
+            sides = [("user", user, user_times)] + ([("root", [], root_times)] if root else [])
+            for who, prefix, times in sides:
+                out = folder / f"run-{who}-{k}"
+                out.mkdir()
+                if prefix:
+                    os.chown(out, ROOTLESS_USER, ROOTLESS_USER)
+                t, good, last, _ = _timed([*prefix, *env, SYSTEM_PYTHON, "-m", "lab", "run",
+                                           str(folder / f"bench-{n}.yaml"), "--out", str(out)])
+                ok &= good
+                times.append(t)
+                print(f"  rootless N={n:<4} round {k + 1}: as {who} {t:6.2f}s {'ok' if good else 'FAILED: ' + last}")
+    return statistics.median(user_times), statistics.median(root_times) if root_times else None, ok

@@ -21,7 +21,7 @@ def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, clust
         from lab import api
         from lab.reports.terminal import table
 
-        result = api.run(scenario, backend, out, cluster=cluster, guard=guard)
+        result = api.run(scenario, backend, out, cluster=cluster, guard=guard, own_process=True)
     print(table(result))
     return result.exit_code
 
@@ -117,10 +117,10 @@ def cmd_ps() -> int:
     if not labs:
         print("no labs")
         return 0
-    print(f"{'ID':<10} {'SCENARIO':<16} {'BACKEND':<8} {'NODES':>5} {'AGE':>8}  {'STATE':<8} RUN FOLDER")
+    print(f"{'ID':<10} {'SCENARIO':<16} {'OWNER':<10} {'BACKEND':<8} {'NODES':>5} {'AGE':>8}  {'STATE':<8} RUN FOLDER")
     for info in labs:
-        print(f"{info.id:<10} {info.name:<16} {info.backend:<8} {info.nodes:>5} {_age(info.age):>8}  "
-              f"{info.state:<8} {info.run_dir}")
+        print(f"{info.id:<10} {info.name:<16} {info.owner:<10} {info.backend:<8} {info.nodes:>5} "
+              f"{_age(info.age):>8}  {info.state:<8} {info.run_dir}")
     return 0
 
 
@@ -264,7 +264,8 @@ def parser() -> argparse.ArgumentParser:
     dn.add_argument("lab")
     b = sub.add_parser("bench", help="time lab against Mininet and docker compose (alternating runs)")
     b.add_argument("--sizes", default="", help="client counts (default: 10,100 for netns, 10,50 for docker)")
-    b.add_argument("--backends", default="netns,docker")
+    b.add_argument("--backends", default="netns,docker",
+                   help="netns, docker, rootless (netns run by uid 65534, against the same run by root)")
     b.add_argument("--rounds", type=int, default=3)
     b.add_argument("--peers", default=None, help="folder of the peer scripts (default ../shared/peers)")
     return p

@@ -31,7 +31,7 @@ def run(scenario: str, backend: str, out: str, hidden: Sequence[str] = ()) -> in
     with SignalGuard(then=signal.SIG_IGN) as guard:
         from lab import api
 
-        result = api.run(scenario, backend, out, guard=guard, hidden=hidden)
+        result = api.run(scenario, backend, out, guard=guard, hidden=hidden, own_process=True)
     return result.exit_code
 
 

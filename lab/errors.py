@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,17 @@ class LabError(Exception):
     """Base of every error the lab reports to its user (never shown as a traceback)."""
 
     exit_code = 1
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Whole across processes (a run in a child process, lab/forked.py), whatever its __init__ takes."""
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[LabError], args: tuple[Any, ...], state: dict[str, Any]) -> LabError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ScenarioError(LabError):

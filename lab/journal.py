@@ -11,8 +11,10 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pwd
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.errors import BackendError, writing
+from lab.errors import BackendError, EnvironmentProblem, writing
 
 DEFAULT_STATE = "/run/lab"
 LOCK_TIMEOUT = 30.0
@@ -40,6 +42,44 @@ def user_state_dir() -> Path:
     if runtime and os.path.isdir(runtime):
         return Path(runtime) / "lab"
     return Path(f"/tmp/lab-{os.getuid()}")
+
+
+def make_state(state: Path) -> None:
+    """The state folder, made if missing: a user's is 0700 (its labs are the user's alone: no other
+    user lists, reads or enters them) and refused unless it is the user's own real folder (in /tmp
+    anyone could have made it first, or put a link there)."""
+    mine = os.geteuid() != 0
+    with writing(state):
+        state.mkdir(mode=0o700 if mine else 0o755, parents=not mine, exist_ok=True)
+    info = os.lstat(state)
+    if mine and (info.st_uid != os.geteuid() or not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) & 0o077):
+        raise EnvironmentProblem(f"{state} is not this user's own folder (0700): remove it, or set XDG_RUNTIME_DIR")
+
+
+def users_state_dirs() -> list[Path]:
+    """Other users' state folders (their rootless labs), as root sees them: $XDG_RUNTIME_DIR/lab
+    under /run/user/UID and the fallback /tmp/lab-UID, each counted only when it is a real folder
+    owned by that very uid (anyone can make /tmp/lab-123: it is not uid 123's unless 123 owns it)."""
+    if os.geteuid() != 0 or "LAB_STATE_DIR" in os.environ:
+        return []
+    found = []
+    for pattern, uid_of in (("/run/user/*/lab", lambda p: p.parent.name), ("/tmp/lab-*", lambda p: p.name[4:])):
+        for path in sorted(Path("/").glob(pattern.lstrip("/"))):
+            uid = uid_of(path)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if uid.isdigit() and int(uid) != 0 and info.st_uid == int(uid) and stat.S_ISDIR(info.st_mode):
+                found.append(path)
+    return found
+
+
+def owner_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def new_lab_id() -> str:
@@ -86,8 +126,10 @@ class Journal:
         return self.folder / "journal.jsonl"
 
     def open(self, **meta: Any) -> None:
-        with state_lock(self.state), writing(self.folder):
-            self.folder.mkdir(parents=True, exist_ok=False)
+        with state_lock(self.state):
+            make_state(self.state)
+            with writing(self.folder):
+                self.folder.mkdir(exist_ok=False)
         meta = {"id": self.lab_id, "pid": os.getpid(), "pid_start": process_start(os.getpid()),
                 "started": time.time(), **meta}
         tmp = self.folder / "meta.json.tmp"
@@ -121,6 +163,20 @@ class Journal:
         except (OSError, json.JSONDecodeError):
             return {}
 
+    @property
+    def owner(self) -> int:
+        """The uid whose lab this is: the owner of its state folder (a user's rootless lab, seen by root)."""
+        try:
+            return self.state.stat().st_uid
+        except OSError:
+            return os.geteuid()
+
+    @property
+    def foreign(self) -> bool:
+        """Another user's rootless lab, seen by root: everything it made lives in that user's own
+        namespaces, so root never removes anything of it from the host by the journal's names."""
+        return self.owner != os.geteuid()
+
     def alive(self) -> bool:
         """Whether the process that owns this lab still runs (pid and start time match)."""
         pid = self.meta().get("pid")
@@ -152,12 +208,11 @@ def _rmdir_if_empty(path: Path) -> None:
         pass
 
 
-def journals(state: Path | None = None) -> list[Journal]:
-    state = state or state_dir()
-    if not state.is_dir():
-        return []
+def journals(state: Path | None = None, *, everyone: bool = False) -> list[Journal]:
+    """The labs of one state folder (default: this user's); `everyone`, for root: every user's too."""
+    folders = [state or state_dir()] + (users_state_dirs() if everyone else [])
     # Every folder here is a lab's (a lab whose teardown was cut short may have lost its meta.json).
-    return [Journal(state, p.name) for p in sorted(state.iterdir()) if p.is_dir()]
+    return [Journal(f, p.name) for f in folders if f.is_dir() for p in sorted(f.iterdir()) if p.is_dir()]
 
 
 def drop_empty_state(state: Path | None = None) -> None:

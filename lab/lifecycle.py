@@ -11,6 +11,7 @@ scenario file may be gone, the working directory another).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -27,7 +28,7 @@ from lab import backends, watch
 from lab.checks import evaluate
 from lab.errors import EnvironmentProblem, LabError, UnknownLab
 from lab.execution import HOSTS_LIMIT, Execution
-from lab.journal import Journal, drop_empty_state, journals, process_start, state_dir
+from lab.journal import Journal, drop_empty_state, journals, owner_name, process_start, state_dir
 from lab.outcome import ExpectationResult, NodeOutcome, node_outcome
 from lab.plan import make_plan
 from lab.reports import Report, load_report
@@ -146,7 +147,8 @@ def keep(scenario_path: str, backend: str, out: str, status_fd: int) -> int:
     from lab import orchestrator
 
     scenario = load_scenario(scenario_path)
-    result = orchestrator.run(scenario, backend, Path(out), hold=StatusHolder(status_fd, backend))
+    result = orchestrator.run(scenario, backend, Path(out), hold=StatusHolder(status_fd, backend),
+                              own_process=True)
     return result.exit_code
 
 
@@ -192,11 +194,13 @@ class LabInfo:
     age: float  # seconds since it started
     state: str  # kept | running | dead (lab clean)
     run_dir: str
+    owner: str = ""  # the user whose lab it is (root sees every user's rootless labs)
 
 
 def labs() -> list[LabInfo]:
+    """This user's labs; root's view includes every user's rootless labs, with their owner."""
     out = []
-    for j in journals():
+    for j in journals(everyone=True):
         meta = j.meta()
         try:
             nodes = len(_plan_json(j)["nodes"])
@@ -204,7 +208,8 @@ def labs() -> list[LabInfo]:
             nodes = 0
         state = ("kept" if meta.get("kept") else "running") if j.alive() else "dead (lab clean)"
         out.append(LabInfo(j.lab_id, str(meta.get("name", "?")), str(meta.get("backend", "?")), nodes,
-                           time.time() - float(meta.get("started", time.time())), state, str(meta.get("run_dir", ""))))
+                           time.time() - float(meta.get("started", time.time())), state, str(meta.get("run_dir", "")),
+                           owner_name(j.owner)))
     return out
 
 
@@ -348,10 +353,15 @@ def clean(everything: bool = False) -> list[Cleaned]:
     """Remove what dead labs left behind, by their journals only (`everything`: stop running labs
     first, as `down` does). One lab's unreachable host does not stop the others' cleaning."""
     out: list[Cleaned] = []
-    for j in journals():
+    for j in journals(everyone=True):
         name = str(j.meta().get("name", "?"))
         if j.alive() and not everything:
             out.append(Cleaned(j.lab_id, name, kept=True))
+            continue
+        if j.foreign and not j.meta() and not everything:
+            continue  # a user's lab opening its journal this instant (its own `lab clean` finds it)
+        if j.foreign:
+            out.append(_clean_foreign(j, name))
             continue
         if j.alive() and stop_owner(j):
             out.append(Cleaned(j.lab_id, name, stopped=True))
@@ -362,3 +372,27 @@ def clean(everything: bool = False) -> list[Cleaned]:
             out.append(Cleaned(j.lab_id, name, error=str(e)))
     drop_empty_state()
     return out
+
+
+def _clean_foreign(j: Journal, name: str) -> Cleaned:
+    """Root cleaning a user's rootless lab: all it made lives in namespaces of the user's, which end
+    with its last process. A running one is asked to stop (it tears down and reports as on `down`),
+    then killed if it has not within the deadline; what is left is its journal."""
+    if j.alive() and stop_owner(j):
+        return Cleaned(j.lab_id, name, stopped=True)
+    if j.alive():
+        _kill_owner(j)
+    j.close()
+    return Cleaned(j.lab_id, name, removed=("journal",))
+
+
+def _kill_owner(j: Journal) -> None:
+    meta = j.meta()
+    pid = int(meta["pid"])
+    with contextlib.suppress(ProcessLookupError):
+        if process_start(pid) == meta.get("pid_start"):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + DOWN_TIMEOUT
+    while process_start(pid) == meta.get("pid_start") and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)

@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
-from lab import backends, watch
+from lab import backends, forked, watch
 from lab.backends import Backend, Placement
 from lab.checks import evaluate
 from lab.errors import Interrupted, LabError, StorageProblem
@@ -45,7 +45,8 @@ class Holder(Protocol):
 
 def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None,
         progress: Progress = stderr_progress, hold: Holder | None = None,
-        options: backends.Options | None = None, guard: SignalGuard | None = None) -> RunResult:
+        options: backends.Options | None = None, guard: SignalGuard | None = None,
+        own_process: bool = False) -> RunResult:
     """Run a validated scenario; always tears down; returns the result, its reports written.
 
     With `hold`, the lab is brought up, announced, and kept running until SIGINT/SIGTERM; the
@@ -54,11 +55,26 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     `guard`: the caller's, already in place (`lab run` installs it before its imports); without
     one, the run installs its own once it starts creating things. A signal the caller's guard
     recorded before anything exists raises `Interrupted` here: nothing to tear down or report.
-    Once the run folder exists, its reports are written however the run ends."""
+    Once the run folder exists, its reports are written however the run ends.
+
+    `own_process`: this process is the lab's alone (`lab run`, a keeper, `python -m lab.entry`), so
+    a backend whose `up` changes its process (a lab without root) may change it; otherwise (a
+    library caller: the pytest plugin, a test) that run happens in a child process (lab/forked.py)."""
     plan = make_plan(scenario)
     journal = Journal(state_dir(), new_lab_id())
     backend = backends.create(backend_name, journal, options)
     backend.check(plan)  # environment problems surface before anything is created
+    if backend.changes_process() and not own_process:  # not the caller's process: a child's
+        with _guarded(guard) as guard:
+            return forked.run(lambda p: _run(scenario, plan, (backend_name, backend), journal, out, p, hold, guard,
+                                             os.getppid()), progress, guard)
+    return _run(scenario, plan, (backend_name, backend), journal, out, progress, hold, guard, os.getpid())
+
+
+def _run(scenario: Scenario, plan: Plan, named: tuple[str, Backend], journal: Journal, out: Path | None,
+         progress: Progress, hold: Holder | None, guard: SignalGuard | None, caller: int) -> RunResult:
+    """The run proper; `caller`: the pid that signals go to (the STARTED line names it)."""
+    backend_name, backend = named
     raise_fd_limit()
     if guard is not None:
         guard.check()
@@ -69,7 +85,7 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     for note in result.notes:
         progress(f"lab {plan.name}: {note}")
     try:
-        execution = _execute(result, str(scenario.path), backend, journal, progress, hold, guard)
+        execution = _execute(result, str(scenario.path), backend, journal, progress, hold, guard, caller)
         result.placements = backend.placements()
         if execution is not None:
             _collect(result, execution, backend)
@@ -91,13 +107,13 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
 
 
 def _execute(result: RunResult, scenario_path: str, backend: Backend, journal: Journal, progress: Progress,
-             hold: Holder | None, guard: SignalGuard | None) -> Execution | None:
+             hold: Holder | None, guard: SignalGuard | None, caller: int) -> Execution | None:
     """Up, execute (or hold), down: always down, with signals deferred. How it ended goes into
     `result` (error, interrupted, duration); the execution, if it began, holds what the nodes did."""
     plan, name, t0 = result.plan, result.plan.name, time.monotonic()
     execution: Execution | None = None
     with _guarded(guard) as guard:
-        progress(STARTED.format(name=name, backend=result.backend, pid=os.getpid()))
+        progress(STARTED.format(name=name, backend=result.backend, pid=caller))
         journal.open(backend=result.backend, scenario=scenario_path, run_dir=str(result.rundir.root),
                      name=name, kept=hold is not None)
         try:

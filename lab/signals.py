@@ -20,6 +20,17 @@ from typing import Any
 
 from lab.errors import Interrupted
 
+
+def set_parent_death_signal(signum: int) -> None:
+    """Have the kernel send `signum` to this process when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl: {os.strerror(err)}")
+
+
+PR_SET_PDEATHSIG = 1
 STARTED = "lab {name}: starting on {backend} (pid {pid}); Ctrl-C or SIGTERM stops it cleanly"
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 

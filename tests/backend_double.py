@@ -61,6 +61,9 @@ class ScriptedBackend:
     def placements(self) -> dict[str, Placement]:
         return self.placed
 
+    def changes_process(self) -> bool:
+        return False
+
     def notes(self) -> list[str]:
         return []
 

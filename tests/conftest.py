@@ -63,6 +63,8 @@ def leftovers() -> list[str]:
         found += [f"namespace {p.name}" for p in netns.iterdir() if p.name.startswith("lab-")]
     if Path(os.environ.get("LAB_STATE_DIR", "/run/lab")).exists():
         found.append("state folder /run/lab")
+    # users' rootless labs (tests/integration: USER_BACKEND, test_rootless)
+    found += [f"state folder {p}" for p in [*Path("/tmp").glob("lab-[0-9]*"), *Path("/run/user").glob("*/lab")]]
     if shutil.which("docker"):
         out = subprocess.run(["docker", "ps", "-a", "--filter", "label=lab.id", "--format", "{{.Names}}"],
                              capture_output=True, text=True).stdout

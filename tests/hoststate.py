@@ -36,6 +36,9 @@ def _lab_netns_inodes() -> set[int]:
     return found
 
 
+TEST_USER = 65534  # the ordinary user whose rootless labs the tests run (nobody: it runs nothing here)
+
+
 def host_state() -> dict[str, Any]:
     sysctls = ["net/ipv4/ip_forward", "net/ipv4/conf/all/forwarding", "net/ipv6/conf/all/forwarding"]
     sysctls += [f"net/bridge/{k}" for k in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
@@ -57,6 +60,8 @@ def host_state() -> dict[str, Any]:
         "docker_volumes": _out("docker", "volume", "ls", "--format", "{{.Name}}"),
         "cgroups": _lab_cgroups(),
         "node_uid_processes": node_uid_processes(),
+        "test_user_processes": live_processes(range(TEST_USER, TEST_USER + 1)),
+        "users_state": sorted(str(p) for p in [*Path("/tmp").glob("lab-[0-9]*"), *Path("/run/user").glob("*/lab")]),
     }
 
 

@@ -46,6 +46,7 @@ HOST_WIDE = {
     "test_soak",  # asserts no namespace of any lab is left after each cycle
     "test_docker::test_clean_never_removes_an_unlabelled_container",  # clean --all
     "test_lifecycle::test_clean_after_kill_9",  # asserts what `lab clean` found, then "nothing to clean"
+    "test_rootless::test_root_cleans_every_users_labs_with_all",  # clean --all
     "test_lifecycle::test_clean_never_touches_an_unmarked_namespace",  # clean --all
     "test_parallel::test_xdist_runs_labs_side_by_side",  # a nested session whose leak guard sees every lab
     "test_swarm::test_a_host_that_goes_away_fails_clearly_and_the_rest_is_removed",  # asserts what clean found

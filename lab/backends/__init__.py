@@ -126,6 +126,10 @@ class Backend(Protocol):
     def placements(self) -> dict[str, Placement]:
         """Node -> where it ran; empty when every node ran on this machine."""
 
+    def changes_process(self) -> bool:
+        """Whether `up` changes the process it runs in (a lab without root makes it root of a user
+        namespace), after `check`: the run then happens in a child process (lab/forked.py)."""
+
     def notes(self) -> list[str]:
         """What the run must say about how this machine runs the lab, after `check` (e.g. which
         limits it cannot enforce there); one line each."""

@@ -30,7 +30,6 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MNT_DETACH = 0x2
-PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 AT_FDCWD = -100
@@ -126,10 +125,6 @@ def umount(target: str, flags: int = 0) -> None:
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
-
-
-def set_parent_death_signal(signum: int) -> None:
-    _check(_libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl")
 
 
 @contextmanager

@@ -250,6 +250,9 @@ class NetnsBackend:
             self.pending += self._observe(0.05)
         return {n: self.procs[n].code for n in nodes if n in self.procs}
 
+    def changes_process(self) -> bool:
+        return self.rootless
+
     def notes(self) -> list[str]:
         return [rootless.ENFORCED] if self.rootless or not self.cgroups else []
 

@@ -27,6 +27,7 @@ from lab.roles import default_signals, run_role
 from lab.roles.common import CONTROL_FD_ENV, STATUS_FD_ENV
 from lab.roles.stdin import feed
 from lab.rundir import MAX_OUTPUT
+from lab.signals import set_parent_death_signal
 
 BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TERM", "TZ")
 
@@ -51,7 +52,7 @@ def run(start: Start) -> NoReturn:
     code = 127
     node = start.node
     try:
-        linux.set_parent_death_signal(signal.SIGKILL)
+        set_parent_death_signal(signal.SIGKILL)
         if select.select([start.parent], [], [], 0)[0]:  # the orchestrator died before the line above
             os._exit(code)
         null = os.open("/dev/null", os.O_RDONLY)
@@ -121,7 +122,7 @@ def _drop(start: Start) -> None:
     """The node's first process becomes the node's uid. The kernel forgets the parent-death signal
     when the uid changes: set it again, and make sure the orchestrator is still there to send it."""
     sandbox.drop(start.box.uid, start.node.limits.processes)
-    linux.set_parent_death_signal(signal.SIGKILL)
+    set_parent_death_signal(signal.SIGKILL)
     if select.select([start.parent], [], [], 0)[0]:
         os._exit(137)
     os.close(start.parent)

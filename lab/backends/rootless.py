@@ -22,7 +22,8 @@ from pathlib import Path
 
 from lab.backends import linux
 from lab.errors import EnvironmentProblem
-from lab.journal import user_state_dir
+from lab.journal import make_state, state_dir
+from lab.signals import set_parent_death_signal
 
 CLONE_NEWUSER = 0x10000000
 KNOBS = (  # sysctl, the value that forbids unprivileged user namespaces, the fix
@@ -42,15 +43,8 @@ def needed() -> bool:
 
 
 def check() -> None:
-    """Exit 3 (EnvironmentProblem), before anything is created, when this process cannot become root
-    of a user namespace: the kernel forbids it (naming the setting and the fix), or it has threads."""
-    check_kernel()
-    if len(os.listdir("/proc/self/task")) > 1:  # (every thread of the process, Python's or not)
-        raise EnvironmentProblem("a lab without root must be started from a single-threaded process "
-                                 "(the `lab` command, `python -m lab.entry`), not from one with threads")
-
-
-def check_kernel() -> None:
+    """Exit 3 (EnvironmentProblem), before anything is created, when the kernel forbids this user a
+    user namespace (naming the setting and the fix)."""
     for path, forbidding, fix in KNOBS:
         try:
             value = Path(path).read_text().strip()
@@ -64,9 +58,12 @@ def check_kernel() -> None:
 
 def enter() -> None:
     """Become root of a user namespace of this process's own, with its own mount namespace (a
-    private /run, where `ip netns` keeps its names) and network namespace."""
-    state = user_state_dir()
-    _own_folder(state)
+    private /run, where `ip netns` keeps its names) and network namespace. The run is in a process
+    of its own by then (lab/forked.py): the kernel refuses this to a process with threads."""
+    if len(os.listdir("/proc/self/task")) > 1:  # (every thread of the process, Python's or not)
+        raise EnvironmentProblem("a lab without root must run in a single-threaded process")
+    state = state_dir()
+    make_state(state)
     os.environ["LAB_STATE_DIR"] = str(state)  # as the user sees it, from here on (we are "root" now)
     uid, gid = os.getuid(), os.getgid()
     try:
@@ -86,16 +83,6 @@ def enter() -> None:
         os.close(keep)
 
 
-def _own_folder(state: Path) -> None:
-    try:
-        state.mkdir(mode=0o700, exist_ok=True)
-        info = os.lstat(state)
-    except OSError as e:
-        raise EnvironmentProblem(f"cannot make the lab's state folder {state}: {e.strerror}") from None
-    if info.st_uid != os.getuid() or not os.path.isdir(state) or os.path.islink(state):
-        raise EnvironmentProblem(f"{state} is not this user's folder: remove it, or set XDG_RUNTIME_DIR")
-
-
 def fork_in_new_pid_namespace(netns: str) -> int:
     """fork(), the child being pid 1 of a new PID namespace, through a process in between (a lab
     without root cannot return to its own PID namespace, which the host's user namespace owns).
@@ -108,7 +95,7 @@ def fork_in_new_pid_namespace(netns: str) -> int:
     try:
         from lab.roles import shell_code
 
-        linux.set_parent_death_signal(signal.SIGKILL)
+        set_parent_death_signal(signal.SIGKILL)
         os.setsid()
         fd = os.open(netns, os.O_RDONLY)
         linux.setns(fd, linux.CLONE_NEWNET)

@@ -8,13 +8,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tests.hoststate import changes, host_state
 
-from .conftest import ROOT, lab
+from .conftest import ROOT, door, lab
 
 KILLS = 20
 SPAN = {"netns": 1.2, "docker": 4.0}  # s: one whole run of echo.yaml on each backend, teardown included
@@ -26,9 +25,10 @@ def test_kill_9_at_random_moments_then_clean_leaves_the_host_as_it_was(tmp_path:
     before = host_state()
     for k in range(KILLS):
         at = moments.uniform(0, SPAN[backend])
-        proc = subprocess.Popen([sys.executable, "-m", "lab", "run", str(ROOT / "scenarios" / "echo.yaml"),
-                                 "--out", str(tmp_path / f"run-{k}"), "--backend", backend],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(door().argv("run", str(ROOT / "scenarios" / "echo.yaml"),
+                                            "--out", str(tmp_path / f"run-{k}"), "--backend", backend),
+                                cwd=door().cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
         time.sleep(at)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)

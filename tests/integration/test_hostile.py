@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import door
+
 HERE = Path(__file__).parent / "scenarios"
 
 SCENARIO = """\
@@ -64,10 +66,13 @@ def instructor() -> Iterator[Path]:
 
 
 @pytest.fixture
-def small_run_folder() -> Iterator[Path]:
-    """Outside /tmp too (a node's /tmp is its own: only hiding keeps it from the run folder there)."""
+def small_run_folder(backend: str) -> Iterator[Path]:
+    """Outside /tmp too (a node's /tmp is its own: only hiding keeps it from the run folder there);
+    the lab's user's (root's, or the ordinary user's whose lab is rootless)."""
     out = Path(tempfile.mkdtemp(prefix="lab-hostile-run-", dir="/var/tmp"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0755", "tmpfs", str(out)], check=True)
+    owner = door().uid or 0
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=48m,mode=0755,uid={owner},gid={owner}", "tmpfs", str(out)],
+                   check=True)
     try:
         yield out
     finally:

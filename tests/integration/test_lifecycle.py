@@ -6,22 +6,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from lab.journal import state_dir, state_lock
-from tests.hoststate import node_uid_processes
+from tests.hoststate import live_processes, node_uid_processes
 
-from .conftest import HERE, ROOT, lab, until
+from .conftest import HERE, ROOT, USER, door, lab, until
 
 
 def _start(scenario: Path, out: Path, backend: str = "netns") -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "lab", "run", str(scenario), "--out", str(out),
-                             "--backend", backend],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return subprocess.Popen(door().argv("run", str(scenario), "--out", str(out), "--backend", backend),
+                            cwd=door().cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
 
@@ -64,7 +62,11 @@ def test_clean_after_kill_9(tmp_path: Path, backend: str) -> None:
     _wait_for(proc, "ready   server")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
-    assert list(Path("/run/netns").glob("lab-*")), "the killed lab should have left namespaces"
+    if door().uid is None:
+        assert list(Path("/run/netns").glob("lab-*")), "the killed lab should have left namespaces"
+    else:  # a rootless lab's namespaces are its user namespace's, which ends with its last process
+        until("every process of the killed rootless lab gone", lambda: not live_processes(range(USER, USER + 1)))
+        assert list(door().state.iterdir()), "the killed lab should have left its journal"
     if backend == "netns":  # its nodes die with it (a node's uid change must not lose its parent-death signal)
         until("the nodes of the killed lab gone", lambda: not node_uid_processes())
     done = lab("clean")

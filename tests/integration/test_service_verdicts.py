@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.lifecycle import node_status
-
-from .conftest import HERE, lab, until
+from .conftest import HERE, door, lab, until
 
 SCENARIOS = HERE / "scenarios" / "verdicts"
 PROGRAMS = HERE / "programs"
@@ -123,7 +121,7 @@ def test_lab_check_on_a_kept_lab_reports_a_crashed_service(backend: str, tmp_pat
     lab_id = next(ln for ln in up.stdout.splitlines() if " is up " in ln).split()[1]
     try:
         # The event `lab check` judges: the keeper has seen the server exit (its status.json).
-        until("the keeper seeing the server exit", lambda: node_status(lab_id).get("server", {}).get("exited"))
+        until("the keeper seeing the server exit", lambda: door().node_status(lab_id).get("server", {}).get("exited"))
         check = lab("check", lab_id)
         assert check.returncode == 1, check.stdout + check.stderr
         line = next(ln for ln in check.stdout.splitlines() if ln.startswith("service server"))

@@ -14,16 +14,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from lab.journal import state_dir
 from lab.signals import STARTED
 
-from .conftest import HERE, ROOT, lab, until
+from .conftest import HERE, door, lab, until
 
 EXPECTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
 PHASES = ["starting", "first-namespace", "nodes-start", "clients-run", "teardown"]
@@ -42,16 +40,16 @@ def _read_until(proc: subprocess.Popen[str], needle: str) -> None:
     raise AssertionError(f"never saw {needle!r}: {''.join(seen)}")
 
 
-def _first_namespace(pid: int) -> bool:
-    """Whether the lab of process `pid` has created its own namespace (`lab-ID`); found through its
+def _first_namespace(out: Path) -> bool:
+    """Whether the lab writing to `out` has created its own namespace (`lab-ID`); found through its
     journal, so that another lab's namespaces never count."""
-    for meta in state_dir().glob("*/meta.json"):
+    for meta in door().state.glob("*/meta.json"):
         try:
             data = json.loads(meta.read_text())
         except (OSError, ValueError):
             continue
-        if data.get("pid") == pid:
-            return Path(f"/run/netns/lab-{data['id']}").exists()
+        if data.get("run_dir") == str(out):
+            return door().netns(data["pid"], data["id"]).exists()
     return False
 
 
@@ -63,7 +61,7 @@ def _reach(phase: str, proc: subprocess.Popen[str], out: Path, backend: str) -> 
     """Wait until the run is observably in `phase`."""
     _read_until(proc, STARTED.format(name="long", backend=backend, pid=proc.pid))  # the handlers are in place
     if phase == "first-namespace":
-        until("the lab's first namespace", lambda: _first_namespace(proc.pid))
+        until("the lab's first namespace", lambda: _first_namespace(out))
     elif phase == "nodes-start":
         _read_until(proc, "ready   server")  # the clients are being started now
     elif phase == "clients-run":
@@ -82,9 +80,9 @@ def _reach(phase: str, proc: subprocess.Popen[str], out: Path, backend: str) -> 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_signal_at_each_phase(backend: str, sig: signal.Signals, phase: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", str(HERE / "scenarios" / "long.yaml"),
-                             "--backend", backend, "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(door().argv("run", str(HERE / "scenarios" / "long.yaml"), "--backend", backend,
+                                        "--out", str(out)),
+                            cwd=door().cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
         _reach(phase, proc, out, backend)

@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("outcome", ["lab.outcome"]),
     ("judges", ["lab.checks", "lab.watch"]),
     ("reports", ["lab.reports.*"]),
-    ("library", ["lab.orchestrator", "lab.lifecycle", "lab.grading", "lab.bench", "lab.docs"]),
+    ("library", ["lab.forked", "lab.orchestrator", "lab.lifecycle", "lab.grading", "lab.bench", "lab.docs"]),
     ("api", ["lab.api"]),
     ("doors", ["lab.cli", "lab.pytest_plugin", "lab.__main__", "lab.entry"]),
 ]

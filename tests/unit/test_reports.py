@@ -119,6 +119,7 @@ class QuietBackend:
     def exit_code(self, node: str) -> int | None: return None
     def down(self) -> None: ...
     def placements(self) -> dict[str, Placement]: return {}
+    def changes_process(self) -> bool: return False
     def notes(self) -> list[str]: return []
 
 

@@ -33,7 +33,7 @@ def test_a_kernel_that_forbids_user_namespaces_is_named_with_the_fix(
         knobs.append((str(fake), forbidding, fix))
     monkeypatch.setattr(rootless, "KNOBS", tuple(knobs))
     with pytest.raises(EnvironmentProblem) as e:
-        rootless.check_kernel()
+        rootless.check()
     assert knob in str(e.value) and "sysctl -w" in str(e.value) and "\n" not in str(e.value)
     assert e.value.exit_code == 3
 
@@ -45,4 +45,4 @@ def test_a_kernel_that_allows_them_passes(tmp_path: Path, monkeypatch: pytest.Mo
         fake.write_text("1\n" if forbidding == "0" else "0\n")
         knobs.append((str(fake), forbidding, fix))
     monkeypatch.setattr(rootless, "KNOBS", tuple(knobs))
-    rootless.check_kernel()
+    rootless.check()

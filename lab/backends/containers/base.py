@@ -373,6 +373,9 @@ class ContainerBackend(ABC, Generic[B]):
         except Exception:  # noqa: BLE001 - an unknown code is reported as such
             box.code = None
 
+    def changes_process(self) -> bool:
+        return False  # the engine's processes are apart already
+
     def notes(self) -> list[str]:
         return []  # the engine enforces every limit
 
