@@ -38,6 +38,7 @@ class NodeState:
     failed_start: bool = False
     killed_at_deadline: bool = False
     launching: bool = False  # asked to start, waiting for its host to exist
+    launched_at: float | None = None  # when its deferred host came to exist (LAUNCHED), if it was deferred
     cause: str = ""  # why it ended, when a limit ended it (the backend's word)
     note: str = ""
 
@@ -156,6 +157,7 @@ class Execution:
             return  # already accounted for (stopped by the lab)
         if event.kind == LAUNCHED:  # its host is up now: readiness is timed from here
             s.started_at, s.launching = time.monotonic(), False
+            s.launched_at = s.started_at
             if s.plan.ready.kind == STARTED:
                 s.ready_at = s.started_at
         elif event.kind == ANSWERED:

@@ -13,7 +13,8 @@ import os
 import resource
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -60,20 +61,25 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     `own_process`: this process is the lab's alone (`lab run`, a keeper, `python -m lab.entry`), so
     a backend whose `up` changes its process (a lab without root) may change it; otherwise (a
     library caller: the pytest plugin, a test) that run happens in a child process (lab/forked.py)."""
+    t0 = time.monotonic()
     plan = make_plan(scenario)
+    planned = (t0, time.monotonic())
     journal = Journal(state_dir(), new_lab_id())
     backend = backends.create(backend_name, journal, options)
     backend.check(plan)  # environment problems surface before anything is created
     if backend.changes_process() and not own_process:  # not the caller's process: a child's
         with _guarded(guard) as guard:
-            return forked.run(lambda p: _run(scenario, plan, (backend_name, backend), journal, out, p, hold, guard,
-                                             os.getppid()), progress, guard)
-    return _run(scenario, plan, (backend_name, backend), journal, out, progress, hold, guard, os.getpid())
+            return forked.run(lambda p: _run(scenario, (plan, planned), (backend_name, backend), journal, out, p,
+                                             hold, guard, os.getppid()), progress, guard)
+    return _run(scenario, (plan, planned), (backend_name, backend), journal, out, progress, hold, guard, os.getpid())
 
 
-def _run(scenario: Scenario, plan: Plan, named: tuple[str, Backend], journal: Journal, out: Path | None,
-         progress: Progress, hold: Holder | None, guard: SignalGuard | None, caller: int) -> RunResult:
-    """The run proper; `caller`: the pid that signals go to (the STARTED line names it)."""
+def _run(scenario: Scenario, planned: tuple[Plan, tuple[float, float]], named: tuple[str, Backend], journal: Journal,
+         out: Path | None, progress: Progress, hold: Holder | None, guard: SignalGuard | None,
+         caller: int) -> RunResult:
+    """The run proper; `caller`: the pid that signals go to (the STARTED line names it); `planned`:
+    the plan, and when planning began and ended (the lab's clock starts there)."""
+    plan, (t0, plan_end) = planned
     backend_name, backend = named
     raise_fd_limit()
     if guard is not None:
@@ -81,7 +87,8 @@ def _run(scenario: Scenario, plan: Plan, named: tuple[str, Backend], journal: Jo
     rundir = RunDir.create(out, plan.name)
     rundir.write("scenario.yaml", scenario.source)
     rundir.write("plan.json", json.dumps(plan.to_json(), indent=2))
-    result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time(), notes=backend.notes())
+    result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time(), notes=backend.notes(), t0=t0,
+                       phases={"plan": (0.0, plan_end - t0)})
     for note in result.notes:
         progress(f"lab {plan.name}: {note}")
     try:
@@ -89,7 +96,8 @@ def _run(scenario: Scenario, plan: Plan, named: tuple[str, Backend], journal: Jo
         result.placements = backend.placements()
         if execution is not None:
             _collect(result, execution, backend)
-        result.results = check(plan, result.states, rundir, result.placements, result.clock)
+        with _phase(result, "check"):
+            result.results = check(plan, result.states, rundir, result.placements, result.clock)
     except BaseException as e:  # it goes on up; the reports written below say it, never "passed"
         if isinstance(e, Interrupted):
             result.interrupted = result.interrupted or e.signum
@@ -117,15 +125,17 @@ def _execute(result: RunResult, scenario_path: str, backend: Backend, journal: J
         journal.open(backend=result.backend, scenario=scenario_path, run_dir=str(result.rundir.root),
                      name=name, kept=hold is not None)
         try:
-            backend.up(plan, result.rundir)
+            with _phase(result, "up"):
+                backend.up(plan, result.rundir)
             guard.check()
             progress(f"lab {name}: {len(plan.networks)} network(s), {len(plan.nodes)} node(s) up "
                      f"in {time.monotonic() - t0:.2f}s ({result.backend}, lab {journal.lab_id})")
             execution = Execution(plan, backend, progress, lambda n: log_tail(result.rundir, n), guard.check)
-            if hold is None:
-                execution.run()
-            else:
-                _hold(execution, hold, journal.lab_id, guard)
+            with _phase(result, "run"):
+                if hold is None:
+                    execution.run()
+                else:
+                    _hold(execution, hold, journal.lab_id, guard)
         except Interrupted as e:
             result.interrupted = e.signum
             progress(f"lab {name}: interrupted (signal {e.signum}), tearing down")
@@ -136,7 +146,8 @@ def _execute(result: RunResult, scenario_path: str, backend: Backend, journal: J
             result.error = f"internal error: {type(e).__name__}: {e}"
             progress(f"lab {name}: {result.error} (please report it)")
         finally:
-            _down(result, backend, progress)
+            with _phase(result, "down"):
+                _down(result, backend, progress)
         if guard.seen and not result.interrupted:
             result.interrupted = guard.seen[0]
     result.duration = time.monotonic() - t0
@@ -163,6 +174,16 @@ def _collect(result: RunResult, execution: Execution, backend: Backend) -> None:
             s.exited, s.stopped_by_lab, s.note = True, True, f"stopped: {_cut(result.error, 100)}"
         if s.exited and s.exit_code is None and s.plan.runs_something:
             s.exit_code = backend.exit_code(s.plan.name)
+
+
+@contextmanager
+def _phase(result: RunResult, name: str) -> Iterator[None]:
+    """Time one phase of the run on the lab's clock (report.json's `timings`), however it ends."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        result.phases[name] = (start - result.t0, time.monotonic() - result.t0)
 
 
 def _guarded(guard: SignalGuard | None) -> AbstractContextManager[SignalGuard]:

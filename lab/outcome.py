@@ -87,6 +87,27 @@ class RunResult:
     placements: dict[str, Placement] = field(default_factory=dict)  # node -> host (multi-host backends)
     clock: float = 0.0  # the lab's clock: time.monotonic() when the nodes' run began (NodeState times)
     notes: list[str] = field(default_factory=list)  # what the backend said of this machine (limits it cannot enforce)
+    t0: float = 0.0  # the lab's clock: time.monotonic() when the run began (planning); timings count from it
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # plan/up/run/down/check: (start, end) s
+
+    def node_times(self, node: str) -> dict[str, float | None]:
+        """When a node's host existed (`created`: the end of `up`, or its deferred launch), its
+        program started, it was ready and it exited, in s on the lab's clock (None: it never did)."""
+        s = self.states.get(node)
+        up_end = round(self.phases.get("up", (0.0, 0.0))[1], 4)
+
+        def at(moment: float | None) -> float | None:
+            return None if moment is None else round(moment - self.t0, 4)
+
+        if s is None:
+            return {"created": None, "started": None, "ready": None, "exited": None}
+        created = at(s.launched_at) if s.launched_at is not None else (up_end if s.started_at is not None else None)
+        return {"created": created, "started": at(s.started_at), "ready": at(s.ready_at),
+                "exited": at(s.exited_at) if s.exited_at is not None else self._stopped_at(s)}
+
+    def _stopped_at(self, s: NodeState) -> float | None:
+        """A node the lab stopped ended as teardown began."""
+        return round(self.phases["down"][0], 4) if s.stopped_by_lab and "down" in self.phases else None
 
     @property
     def passed(self) -> bool:

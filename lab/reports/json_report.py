@@ -32,6 +32,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "interrupted": result.interrupted,
         "error": result.error,
         "notes": result.notes,
+        "timings": timings_json(result),
         "checks": [
             {"check": e.result.check, "node": e.result.node, "passed": e.result.passed,
              "detail": e.result.detail, "expectation": e.expectation, "ran": e.result.ran}
@@ -61,6 +62,14 @@ def node_json(result: RunResult, n: NodePlan) -> dict[str, Any]:
         "transcript": f"nodes/{n.name}.jsonl" if n.role else None,
         **placement_json(result, n.name),
     }
+
+
+def timings_json(result: RunResult) -> dict[str, Any]:
+    """Where the time went, in s on the lab's clock (0 = the run began): each phase's start and end,
+    and each node's created / started / ready / exited moments."""
+    return {"phases": {name: {"start": round(a, 4), "end": round(b, 4), "seconds": round(b - a, 4)}
+                       for name, (a, b) in result.phases.items()},
+            "nodes": {n.name: result.node_times(n.name) for n in result.plan.nodes}}
 
 
 def placement_json(result: RunResult, node: str) -> dict[str, Any]:

@@ -152,3 +152,20 @@ def test_a_run_whose_checking_fails_still_leaves_a_report(tmp_path: Path, monkey
     with pytest.raises(RuntimeError):
         _run(tmp_path, monkeypatch, QuietBackend())
     assert load_report(tmp_path / "run").results == []
+
+
+def test_the_report_says_where_the_time_went(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each phase's start and end and each node's moments, on one clock, in the order they happen."""
+    _run(tmp_path, monkeypatch, QuietBackend())
+    timings = json.loads((tmp_path / "run" / "report.json").read_text())["timings"]
+    phases = timings["phases"]
+    assert list(phases) == ["plan", "up", "run", "down", "check"]
+    order = [t for name in phases for t in (phases[name]["start"], phases[name]["end"])]
+    assert order == sorted(order) and phases["plan"]["start"] == 0
+    assert all(abs(p["seconds"] - (p["end"] - p["start"])) < 1e-3 for p in phases.values())
+    for node in ("server", "client"):
+        moments = timings["nodes"][node]
+        assert None not in moments.values(), moments
+        assert phases["up"]["end"] == moments["created"] <= moments["started"] <= moments["ready"] \
+            <= moments["exited"] <= phases["run"]["end"], moments
+    assert timings["nodes"]["server"]["ready"] <= timings["nodes"]["client"]["started"]  # after: server
