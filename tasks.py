@@ -20,18 +20,27 @@ def _exit(code: int) -> None:
         raise Exit(code=code)
 
 
+LOUDNESS = {"quiet": "less output: only the final line (twice: nothing when all went well)",
+            "verbose": "more output: each phase's time (plan, up, run, down, check)"}
+
+
+def _loud(quiet: int, verbose: int = 0) -> list[str]:
+    return ["-q"] * quiet + ["-v"] * verbose
+
+
 @task(help={"scenario": "scenario file", "backend": "netns (default), docker or swarm", "out": "run folder",
-            "cluster": "cluster file for --backend swarm"})
+            "cluster": "cluster file for --backend swarm", **LOUDNESS}, incrementable=["quiet", "verbose"])
 def run(c: Context, scenario: str, backend: str = "netns", out: str | None = None,
-        cluster: str | None = None) -> None:
+        cluster: str | None = None, quiet: int = 0, verbose: int = 0) -> None:
     """Run a scenario: up, run, check, report, down (exit 0 all expectations hold, 1 some failed)."""
-    _exit(cli.cmd_run(scenario, backend, out, cluster))
+    _exit(cli.main(["run", scenario, "--backend", backend, *(["--out", out] if out else []),
+                    *(["--cluster", cluster] if cluster else []), *_loud(quiet, verbose)]))
 
 
 @task(iterable=["scenario"], help={"scenario": "scenario file (repeatable)"})
 def validate(c: Context, scenario: list[str]) -> None:
     """Validate scenario files without running anything (exit 2 when one is invalid)."""
-    _exit(cli.cmd_validate(scenario or ["scenarios/echo.yaml"]))
+    _exit(cli.main(["validate", *(scenario or ["scenarios/echo.yaml"])]))
 
 
 @task(help={"scenario": "scenario file", "out": "SVG file to write (default: stdout)"})
@@ -40,16 +49,16 @@ def graph(c: Context, scenario: str, out: str | None = None) -> None:
     _exit(cli.main(["graph", scenario] + (["-o", out] if out else [])))
 
 
-@task(name="clean", help={"all": "also labs whose process still runs"})
-def clean_(c: Context, all: bool = False) -> None:  # noqa: A002 - the flag is --all
+@task(name="clean", help={"all": "also labs whose process still runs", "lab": "one dead lab (default: all)"})
+def clean_(c: Context, all: bool = False, lab: str | None = None) -> None:  # noqa: A002 - the flag is --all
     """Remove what dead labs left behind, found by their journals (never by name patterns)."""
-    _exit(cli.cmd_clean(all))
+    _exit(cli.main(["clean", *([lab] if lab else []), *(["--all"] if all else [])]))
 
 
 @task(help={"base": "'debootstrap' (default, no registry needed) or a registry image"})
 def images(c: Context, base: str = "debootstrap") -> None:
     """Build the node image for container backends (tagged by content: never stale, never rebuilt)."""
-    _exit(cli.cmd_images(base))
+    _exit(cli.main(["images", "--base", base]))
 
 
 @task(help={"sizes": "comma-separated client counts (default 10,100 netns; 10,50 docker)",
@@ -141,16 +150,17 @@ def lock(c: Context) -> None:
     test(c)
 
 
-@task(help={"scenario": "scenario file", "backend": "netns (default) or docker", "out": "run folder"})
-def up(c: Context, scenario: str, backend: str = "netns", out: str | None = None) -> None:
+@task(help={"scenario": "scenario file", "backend": "netns (default) or docker", "out": "run folder",
+            "quiet": LOUDNESS["quiet"]}, incrementable=["quiet"])
+def up(c: Context, scenario: str, backend: str = "netns", out: str | None = None, quiet: int = 0) -> None:
     """Start a lab and keep it running; prints its nodes, addresses and roles, and its id."""
-    _exit(cli.main(["up", scenario, "--backend", backend] + (["--out", out] if out else [])))
+    _exit(cli.main(["up", scenario, "--backend", backend] + (["--out", out] if out else []) + _loud(quiet)))
 
 
-@task
-def ps(c: Context) -> None:
-    """List labs: id, scenario, backend, nodes, age, state."""
-    _exit(cli.main(["ps"]))
+@task(help={"lab": "one lab: its nodes (state, exit code, addresses, host, uptime)", "json": "as JSON"})
+def ps(c: Context, lab: str | None = None, json: bool = False) -> None:
+    """List labs: id, scenario, owner, backend, nodes, age, state (or one lab's nodes)."""
+    _exit(cli.main(["ps", *([lab] if lab else []), *(["--json"] if json else [])]))
 
 
 @task(help={"lab": "lab id, id prefix or scenario name", "node": "node name"})
@@ -167,10 +177,12 @@ def exec_(c: Context, lab: str, node: str, cmd: str) -> None:
     _exit(cli.main(["exec", lab, node, "--", *shlex.split(cmd)]))
 
 
-@task(help={"lab": "lab id", "node": "one node (default: all)", "follow": "keep printing"})
-def logs(c: Context, lab: str, node: str | None = None, follow: bool = False) -> None:
+@task(help={"lab": "lab id", "node": "one node (default: all)", "follow": "keep printing",
+            "tail": "only each node's last N lines first"})
+def logs(c: Context, lab: str, node: str | None = None, follow: bool = False, tail: int | None = None) -> None:
     """The logs of a lab's nodes."""
-    _exit(cli.main(["logs", lab] + ([node] if node else []) + (["-f"] if follow else [])))
+    _exit(cli.main(["logs", lab] + ([node] if node else []) + (["-f"] if follow else [])
+                   + (["--tail", str(tail)] if tail is not None else [])))
 
 
 @task(help={"lab": "lab id"})
@@ -179,20 +191,20 @@ def check(c: Context, lab: str) -> None:
     _exit(cli.main(["check", lab]))
 
 
-@task(help={"lab": "lab id"})
-def down(c: Context, lab: str) -> None:
-    """Stop a lab: check its expectations, write its report, tear it down."""
-    _exit(cli.main(["down", lab]))
+@task(help={"lab": "lab id", **LOUDNESS}, incrementable=["quiet", "verbose"])
+def down(c: Context, lab: str, quiet: int = 0, verbose: int = 0) -> None:
+    """Stop a lab: check its expectations, write its report, tear it down (exit 1 if one failed)."""
+    _exit(cli.main(["down", lab, *_loud(quiet, verbose)]))
 
 
 @task(help={"scenario": "the exercise's scenario", "submissions": "folder with one entry per student",
             "node": "the node each submission replaces", "jobs": "labs at once", "out": "grades folder",
-            "backend": "netns (default) or docker"})
+            "backend": "netns (default) or docker", "quiet": LOUDNESS["quiet"]}, incrementable=["quiet"])
 def grade(c: Context, scenario: str, submissions: str, node: str, jobs: int = 4, out: str | None = None,
-          backend: str = "netns") -> None:
+          backend: str = "netns", quiet: int = 0) -> None:
     """Grade submissions: each runs as its own lab; grades.json, grades.csv and an index page."""
     _exit(cli.main(["grade", scenario, submissions, "--node", node, "--jobs", str(jobs), "--backend", backend]
-                   + (["--out", out] if out else [])))
+                   + (["--out", out] if out else []) + _loud(quiet)))
 
 
 @task(help={"hosts": "number of hosts (Docker engines)", "name": "cluster name", "file": "cluster file to write"})

@@ -17,16 +17,16 @@ library starts `python -m lab.entry`, never the command line.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import grading, lifecycle, orchestrator
-from lab.backends import Options
+from lab import grading, inventory, lifecycle, orchestrator
+from lab.backends import ExecResult, Options
 from lab.grading import Grade
-from lab.lifecycle import Cleaned, LabInfo
+from lab.inventory import LabInfo, NodeInfo
+from lab.lifecycle import Cleaned
 from lab.orchestrator import Progress, stderr_progress
 from lab.outcome import ExpectationResult, RunResult
 from lab.reports import Report
@@ -82,25 +82,33 @@ def up(scenario: str | Path, backend: str = "netns", out: str | Path | None = No
 
 def labs() -> list[LabInfo]:
     """The labs on this machine, found by their journals: kept, running, or dead (for `clean`)."""
-    return lifecycle.labs()
+    return inventory.labs()
 
 
 def exec(lab: str, node: str, argv: list[str], *, capture: bool = True, input: str | None = None,  # noqa: A001
-         timeout: float | None = None, interactive: bool = False) -> subprocess.CompletedProcess[str]:
+         timeout: float | None = None, interactive: bool = False) -> ExecResult:
     """Run a command inside a node of a running lab (`lab` is an id, a prefix or a scenario name):
-    its output captured as text (`capture`), or attached to this terminal. Exit code 128+N: signal N."""
+    its output captured (`capture`: `.stdout` as text, `.stdout_bytes` exactly as written), or
+    attached to this terminal. Exit code 128+N: signal N."""
     return lifecycle.exec_in(lab, node, argv, interactive=interactive, capture=capture, input=input,
                              timeout=timeout)
 
 
+def lab_nodes(lab: str) -> list[NodeInfo]:
+    """A lab's nodes as its keeper sees them now: state, exit code, addresses, host, uptime."""
+    return inventory.lab_nodes(lab)
+
+
 def nodes(lab: str) -> list[str]:
     """The names of a lab's nodes, in the plan's order."""
-    return lifecycle.node_names(lab)
+    return inventory.node_names(lab)
 
 
-def logs(lab: str, node: str | None = None, follow: bool = False) -> Iterator[tuple[str, str]]:
-    """(node, line) of the nodes' logs; `follow`: until the lab goes down."""
-    return lifecycle.log_lines(lab, node, follow)
+def logs(lab: str, node: str | None = None, follow: bool = False, *,
+         tail: int | None = None) -> Iterator[tuple[str, str]]:
+    """(node, line) of the nodes' logs; `tail`: only each node's last N lines first; `follow`: then
+    what they write, until the lab goes down."""
+    return lifecycle.log_lines(lab, node, follow, tail)
 
 
 def check(lab: str) -> list[ExpectationResult]:
@@ -120,10 +128,10 @@ def down(lab: str) -> Report | None:
     return lifecycle.take_down(lab)[2]
 
 
-def clean(everything: bool = False) -> list[Cleaned]:
+def clean(everything: bool = False, lab: str | None = None) -> list[Cleaned]:
     """Remove what dead labs left behind, found by their journals (never by name patterns);
-    `everything`: running labs too, each stopped first as `down` does."""
-    return lifecycle.clean(everything)
+    `everything`: running labs too, each stopped first as `down` does; `lab`: that lab alone."""
+    return lifecycle.clean(everything, lab)
 
 
 def grade(scenario: str | Path, submissions: str | Path, node: str, *, jobs: int = 4, out: str | Path | None = None,

@@ -6,7 +6,8 @@ user needs to act (a location, the evidence) and the process exit code it maps t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import difflib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,19 @@ def writing(path: Path | str) -> Iterator[None]:
         yield
     except OSError as e:
         raise StorageProblem(getattr(e, "filename", None) or path, e) from None
+
+
+class UsageError(LabError):
+    """The command line (or a library call) asked for something that does not exist, e.g. a
+    mistyped backend: exit 2, as argparse's own usage errors; the message names the closest."""
+
+    exit_code = 2
+
+
+def did_you_mean(value: str, names: Sequence[str]) -> str:
+    """` (did you mean 'docker'?)`, or nothing when no name is close."""
+    close = difflib.get_close_matches(value, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class UnknownLab(LabError):

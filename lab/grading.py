@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab import backends
 from lab.errors import LabError
 from lab.execution import HOSTS_LIMIT
 from lab.outcome import CheckResult
@@ -71,6 +72,7 @@ def grade(scenario_path: str, submissions: str, node: str, jobs: int = 4, out: s
     the grades, in the submissions' order. `progress` gets a line per submission as it is graded."""
     scenario = load_scenario(scenario_path)
     graded = _graded_node(scenario, node)
+    backends.load(backend)  # a mistyped one is a usage error before anything exists, not 200 failed labs
     entries = _entries(Path(submissions))
     root = Path(out or f"grades/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}").absolute()
     (root / "work").mkdir(parents=True, exist_ok=True)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import backends, watch
+from lab import backends, inventory, watch
 from lab.checks import evaluate
-from lab.errors import EnvironmentProblem, LabError, UnknownLab
+from lab.errors import EnvironmentProblem, LabError
 from lab.execution import HOSTS_LIMIT, Execution
-from lab.journal import Journal, drop_empty_state, journals, owner_name, process_start, state_dir
+from lab.journal import Journal, drop_empty_state, journals, process_start, state_dir
 from lab.outcome import ExpectationResult, NodeOutcome, node_outcome
 from lab.plan import make_plan
 from lab.reports import Report, load_report
@@ -152,74 +152,14 @@ def keep(scenario_path: str, backend: str, out: str, status_fd: int) -> int:
     return result.exit_code
 
 
-# -- finding a lab ---------------------------------------------------------------------------------
-def find(ref: str) -> Journal:
-    """A lab by id, id prefix, or scenario name (when one running lab has it)."""
-    labs = journals()
-    exact = [j for j in labs if j.lab_id == ref]
-    if exact:
-        return exact[0]
-    matches = [j for j in labs if j.lab_id.startswith(ref)] or [j for j in labs if j.meta().get("name") == ref]
-    if len(matches) == 1:
-        return matches[0]
-    known = ", ".join(f"{j.lab_id} ({j.meta().get('name', '?')})" for j in labs) or "none"
-    what = "ambiguous" if matches else "unknown"
-    raise UnknownLab(f"{what} lab {ref!r} (labs: {known})")
-
-
-def _plan_json(j: Journal) -> dict[str, Any]:
-    run_dir = j.meta().get("run_dir")
-    if not run_dir:
-        raise UnknownLab(f"lab {j.lab_id} has no run folder recorded")
-    data: dict[str, Any] = json.loads((Path(run_dir) / "plan.json").read_text())
-    return data
-
-
-def _node(j: Journal, name: str) -> dict[str, Any]:
-    nodes = {n["name"]: n for n in _plan_json(j)["nodes"]}
-    if name not in nodes:
-        raise UnknownLab(f"lab {j.lab_id} has no node {name!r} (nodes: {', '.join(nodes)})")
-    return nodes[name]
-
-
-# -- ps / shell / exec / logs / check / down -------------------------------------------------------
-@dataclass(frozen=True)
-class LabInfo:
-    """One lab on this machine, from its journal: what `lab ps` shows."""
-
-    id: str
-    name: str
-    backend: str
-    nodes: int
-    age: float  # seconds since it started
-    state: str  # kept | running | dead (lab clean)
-    run_dir: str
-    owner: str = ""  # the user whose lab it is (root sees every user's rootless labs)
-
-
-def labs() -> list[LabInfo]:
-    """This user's labs; root's view includes every user's rootless labs, with their owner."""
-    out = []
-    for j in journals(everyone=True):
-        meta = j.meta()
-        try:
-            nodes = len(_plan_json(j)["nodes"])
-        except (LabError, OSError, ValueError):
-            nodes = 0
-        state = ("kept" if meta.get("kept") else "running") if j.alive() else "dead (lab clean)"
-        out.append(LabInfo(j.lab_id, str(meta.get("name", "?")), str(meta.get("backend", "?")), nodes,
-                           time.time() - float(meta.get("started", time.time())), state, str(meta.get("run_dir", "")),
-                           owner_name(j.owner)))
-    return out
-
-
+# -- shell / exec / logs / check / down --------------------------------------------------------
 def exec_in(ref: str, node: str, argv: list[str], *, interactive: bool = False, capture: bool = False,
-            input: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+            input: str | None = None, timeout: float | None = None) -> backends.ExecResult:
     """Run a command inside a node (see backends.run_in): attached to this terminal, or its output
-    captured as text."""
-    j = find(ref)
-    info = _node(j, node)
-    at = backends.NodeRef(node, info.get("cwd"), bool(_status(j).get(node, {}).get("exited")))
+    captured (as text and as bytes)."""
+    j = inventory.find(ref)
+    info = inventory.node_plan(j, node)
+    at = backends.NodeRef(node, info.get("cwd"), bool(inventory.status(j).get(node, {}).get("exited")))
     return backends.run_in(j, at, argv, interactive=interactive, capture=capture, input=input, timeout=timeout)
 
 
@@ -227,16 +167,13 @@ def shell_argv() -> list[str]:
     return [os.environ.get("LAB_SHELL", "/bin/bash"), "-i"]
 
 
-def node_names(ref: str) -> list[str]:
-    return [n["name"] for n in _plan_json(find(ref))["nodes"]]
-
-
-def log_lines(ref: str, node: str | None = None, follow: bool = False) -> Iterator[tuple[str, str]]:
+def log_lines(ref: str, node: str | None = None, follow: bool = False,
+              tail: int | None = None) -> Iterator[tuple[str, str]]:
     """(node, line) of the lab's logs, in the order written per node; with `follow`, until the lab
     goes down (then what the nodes wrote after the last look)."""
-    j = find(ref)
+    j = inventory.find(ref)
     rundir = RunDir(Path(j.meta()["run_dir"]))
-    names = [node] if node else [n["name"] for n in _plan_json(j)["nodes"]]
+    names = [node] if node else [n["name"] for n in inventory.plan_json(j)["nodes"]]
     offsets = {n: 0 for n in names}
 
     def new() -> Iterator[tuple[str, str]]:
@@ -251,7 +188,11 @@ def log_lines(ref: str, node: str | None = None, follow: bool = False) -> Iterat
             for line in data.decode(errors="replace").splitlines():
                 yield name, line
 
-    yield from new()
+    first = list(new())
+    if tail is not None:  # each node's last `tail` lines (the order per node is kept)
+        kept = {name: [ln for n, ln in first if n == name][-tail:] if tail > 0 else [] for name in names}
+        first = [(name, ln) for name in names for ln in kept[name]]
+    yield from first
     while follow and j.folder.exists():
         time.sleep(0.2)
         yield from new()
@@ -261,10 +202,10 @@ def log_lines(ref: str, node: str | None = None, follow: bool = False) -> Iterat
 
 def check_now(ref: str) -> list[ExpectationResult]:
     """Every expectation's result per node (and every crashed service's), against the running lab now."""
-    j = find(ref)
-    plan = _plan_json(j)
+    j = inventory.find(ref)
+    plan = inventory.plan_json(j)
     rundir = RunDir(Path(j.meta()["run_dir"]))
-    status = _status(j)
+    status = inventory.status(j)
     outcomes, crashed = watch.judge({n["name"]: _outcome(rundir, n["name"], status.get(n["name"], {}))
                                      for n in plan["nodes"]}, watch.runs_from_status(plan, status),
                                     ((e["check"], e["nodes"]) for e in plan["expect"]))
@@ -277,15 +218,7 @@ def check_now(ref: str) -> list[ExpectationResult]:
 
 def node_status(ref: str) -> dict[str, Any]:
     """The keeper's view of each node ({"started", "ready", "exited", "exit_code", "note"})."""
-    return _status(find(ref))
-
-
-def _status(j: Journal) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads((j.folder / "status.json").read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
+    return inventory.status(inventory.find(ref))
 
 
 def _outcome(rundir: RunDir, name: str, st: dict[str, Any]) -> NodeOutcome:
@@ -323,7 +256,7 @@ def take_down(ref: str) -> tuple[str, Path | None, Report | None]:
     """Stop a lab (its keeper checks, reports and tears down; a lab whose keeper is gone is removed
     from its journal alone): (its id, its run folder, its report if one was written). Idempotent:
     an unknown lab raises UnknownLab, which a caller may take as "already down"."""
-    j = find(ref)
+    j = inventory.find(ref)
     run_dir = j.meta().get("run_dir")
     if j.alive():
         stop_owner(j)
@@ -349,11 +282,12 @@ class Cleaned:
     error: str = ""  # it could not be cleaned (e.g. a host out of reach): why
 
 
-def clean(everything: bool = False) -> list[Cleaned]:
+def clean(everything: bool = False, ref: str | None = None) -> list[Cleaned]:
     """Remove what dead labs left behind, by their journals only (`everything`: stop running labs
-    first, as `down` does). One lab's unreachable host does not stop the others' cleaning."""
+    first, as `down` does; `ref`: that lab alone). One lab's unreachable host does not stop the
+    others' cleaning."""
     out: list[Cleaned] = []
-    for j in journals(everyone=True):
+    for j in [inventory.find(ref)] if ref is not None else journals(everyone=True):
         name = str(j.meta().get("name", "?"))
         if j.alive() and not everything:
             out.append(Cleaned(j.lab_id, name, kept=True))

@@ -59,6 +59,34 @@ class CheckResult:
     detail: str
     ran: bool = True  # False: the node did not run (blocked by another's failure), so no fault of its own
 
+    def __repr__(self) -> str:  # what an assertion on a result shows: short, the verdict and why
+        return f"<{self.check} {self.node}: {'pass' if self.passed else 'FAIL'}: {self.detail}>"
+
+
+class Checks(list[CheckResult]):
+    """Results of a kept lab's expectations now (`lab.check()` in the pytest fixture): a list, whose
+    `passed` and `assert_passed()` say the verdict, the latter with each failure and the run folder."""
+
+    def __init__(self, results: list[CheckResult], where: str = ""):
+        super().__init__(results)
+        self.where = where
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self)
+
+    def assert_passed(self) -> None:
+        """Raise AssertionError listing each failing check with its detail, and where to look."""
+        bad = [r for r in self if not r.passed]
+        if bad:
+            raise AssertionError("\n".join([f"{len(bad)} of {len(self)} check(s) failed:",
+                                            *(f"  {r.check} {r.node}: {r.detail}" for r in bad),
+                                            *([f"run folder: {self.where}"] if self.where else [])]))
+
+    def __repr__(self) -> str:
+        bad = [r for r in self if not r.passed]
+        return f"<Checks: {len(self) - len(bad)}/{len(self)} passed{'; failed: ' + repr(bad) if bad else ''}>"
+
 
 @dataclass(frozen=True)
 class ExpectationResult:
@@ -125,6 +153,23 @@ class RunResult:
     def status(self) -> str:
         """The run in one word, as the terminal table and the page lead with it."""
         return "PASSED" if self.passed else ("INTERRUPTED" if self.interrupted else "FAILED")
+
+    def __repr__(self) -> str:  # an assertion on a result shows this, not the whole plan
+        good = sum(e.result.passed for e in self.results)
+        return (f"<RunResult {self.plan.name} {self.status} ({good}/{len(self.results)} checks passed; "
+                f"{self.backend}, lab {self.lab_id}) -> {self.rundir.root}>")
+
+    def assert_passed(self) -> None:
+        """Raise AssertionError saying why the run failed: its error or signal, each failing
+        expectation with its node and detail, and the run folder (report.html, the nodes' logs)."""
+        if self.passed:
+            return
+        lines = [f"lab {self.plan.name} {self.status} ({self.backend}, lab {self.lab_id})"]
+        lines += [f"error: {self.error}"] if self.error else []
+        lines += [f"interrupted by signal {self.interrupted}"] if self.interrupted else []
+        lines += [f"  {e.expectation}: {e.result.node}: {e.result.detail}" for e in self.results if not e.result.passed]
+        lines.append(f"run folder: {self.rundir.root} (report.html)")
+        raise AssertionError("\n".join(lines))
 
 
 # ------------------------------------------------------------------------------------ node outcomes

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,9 +30,9 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.backends import BACKENDS
+from lab.backends import BACKENDS, ExecResult
 from lab.errors import LabError, ScenarioError
-from lab.outcome import CheckResult, RunResult, read_log, read_transcript
+from lab.outcome import Checks, RunResult, read_log, read_transcript
 from lab.plan import Plan, make_plan
 from lab.reports import load_report
 from lab.reports.terminal import failure_text
@@ -307,16 +306,16 @@ class RunningLab:
         return [n.name for n in self.plan.nodes]
 
     def exec(self, node: str, *argv: str, timeout: float = 60.0,
-             input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run a command inside a node (as `lab exec`); its output captured, as text. A node that
-        cannot be entered gives `lab exec`'s exit code (2) and its error line on stderr."""
+             input: str | None = None) -> ExecResult:
+        """Run a command inside a node (as `lab exec`); its output captured: `.stdout` as text (line
+        ends made `\n`), `.stdout_bytes` exactly as written. A node that cannot be entered gives
+        `lab exec`'s exit code (2) and its error line on stderr."""
         from lab import api
 
         try:
             return api.exec(self.id, node, list(argv), input=input, timeout=timeout)
         except LabError as e:
-            return subprocess.CompletedProcess(["lab", "exec", self.id, node, *argv], e.exit_code, "",
-                                               f"lab: error: {e}\n")
+            return ExecResult(["lab", "exec", self.id, node, *argv], e.exit_code, b"", f"lab: error: {e}\n".encode())
 
     def transcript(self, node: str) -> list[dict[str, Any]]:
         """The node's transcript events so far (roles only): connected, sent, received, closed, error."""
@@ -339,11 +338,12 @@ class RunningLab:
                 raise TimeoutError(f"lab {self.id}: tasks still running after {timeout:g}s")
             time.sleep(0.1)
 
-    def check(self) -> list[CheckResult]:
-        """Every expectation evaluated against the lab now (one result per expectation per node)."""
+    def check(self) -> Checks:
+        """Every expectation evaluated against the lab now (one result per expectation per node):
+        `.passed`, and `.assert_passed()`, which fails listing each failing check and the run folder."""
         from lab import api
 
-        return [e.result for e in api.check(self.id)]
+        return Checks([e.result for e in api.check(self.id)], str(self.rundir.root))
 
     def down(self) -> RunResult:
         """Check, write the report, tear down (as `lab down`); idempotent."""

@@ -13,6 +13,7 @@ imported only when used, so that the netns backend never needs the Docker SDK.
 from __future__ import annotations
 
 import importlib
+import locale
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from lab.errors import EnvironmentProblem
+from lab.errors import UsageError, did_you_mean
 from lab.journal import Journal
 from lab.plan import NodePlan, Plan
 from lab.rundir import RunDir
@@ -166,7 +167,8 @@ def load(name: str) -> type[Backend]:
     try:
         module, _, cls = BACKENDS[name].partition(":")
     except KeyError:
-        raise EnvironmentProblem(f"unknown backend {name!r} (backends: {', '.join(BACKENDS)})") from None
+        raise UsageError(f"unknown backend {name!r}{did_you_mean(name, list(BACKENDS))}; the backends: "
+                         f"{', '.join(BACKENDS)}") from None
     kind: type[Backend] = getattr(importlib.import_module(module), cls)
     return kind
 
@@ -186,29 +188,45 @@ def clean(journal: Journal) -> list[str]:
     return of(journal).clean(journal)
 
 
+class ExecResult(subprocess.CompletedProcess[str]):
+    """A command's result inside a node: `stdout`/`stderr` as text, as a text-mode pipe reads them
+    (line ends made `\n`), and `stdout_bytes`/`stderr_bytes` exactly as the command wrote them
+    (a `\r\n` stays `\r\n`). None when not captured."""
+
+    def __init__(self, args: list[str], returncode: int, out: bytes | None, err: bytes | None):
+        super().__init__(args, returncode, _text(out), _text(err))
+        self.stdout_bytes, self.stderr_bytes = out, err
+
+
+def _text(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    text = data.decode(locale.getpreferredencoding(False), errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def run_in(journal: Journal, node: NodeRef, argv: list[str], *, interactive: bool = False,
-           capture: bool = False, input: str | None = None,
-           timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+           capture: bool = False, input: str | None = None, timeout: float | None = None) -> ExecResult:
     """Run `argv` inside a node; its exit code is 128+N when signal N killed it, on every backend.
 
-    Attached to this terminal unless `capture` (then stdout and stderr come back as text, and
-    `input` is its stdin). Attached, Ctrl-C belongs to the command, as in a shell: this process
+    Attached to this terminal unless `capture` (then stdout and stderr come back as text and as the
+    exact bytes, and `input` is its stdin). Attached, Ctrl-C belongs to the command, as in a shell: this process
     ignores SIGINT until the command ends (after it has started, so the command does not inherit
     the ignoring). A command that cannot start exits 127 and says why on its stderr."""
     cmd = of(journal).command(journal, node, argv, interactive)
     pipe = subprocess.PIPE if capture else None
     try:
-        proc = subprocess.Popen(cmd.argv, env=cmd.env, text=True, stdin=subprocess.PIPE if input is not None else None,
+        proc = subprocess.Popen(cmd.argv, env=cmd.env, stdin=subprocess.PIPE if input is not None else None,
                                 stdout=pipe, stderr=pipe)
     except (OSError, subprocess.SubprocessError) as e:
         why = f"lab: {node.name}: {argv[0]}: {e}"
         if not capture:
             print(why, file=sys.stderr, flush=True)
-        return subprocess.CompletedProcess(cmd.argv, 127, "" if capture else None, why + "\n" if capture else None)
+        return ExecResult(cmd.argv, 127, b"" if capture else None, (why + "\n").encode() if capture else None)
     attached = not capture and threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGINT, signal.SIG_IGN) if attached else None
     try:
-        out, err = proc.communicate(input, timeout=timeout)
+        out, err = proc.communicate(None if input is None else input.encode(), timeout=timeout)
     except BaseException:  # a timeout, or Ctrl-C while captured: the command goes too (not its pipes'
         proc.kill()        # other holders, which a second communicate() would wait for)
         proc.wait()
@@ -217,7 +235,7 @@ def run_in(journal: Journal, node: NodeRef, argv: list[str], *, interactive: boo
         if attached:
             signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    return subprocess.CompletedProcess(cmd.argv, code, out, err)
+    return ExecResult(cmd.argv, code, out, err)
 
 
 # -- the container wing's tools, for `lab images` and `lab cluster` (imported only when used) ---

@@ -103,6 +103,7 @@ class Report:
     scenario: str = ""
     backend: str = ""
     lab_id: str = ""
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # timings: (start, end) on the lab's clock
 
 
 def load_report(run_dir: Path) -> Report:
@@ -117,7 +118,9 @@ def load_report(run_dir: Path) -> Report:
             interrupted=int(data.get("interrupted", 0)),
             results=[_expectation_result(c) for c in data.get("checks", [])],
             scenario=str(data.get("scenario", "")), backend=str(data.get("backend", "")),
-            lab_id=str(data.get("lab_id", "")))
+            lab_id=str(data.get("lab_id", "")),
+            phases={name: (float(p["start"]), float(p["end"]))
+                    for name, p in data.get("timings", {}).get("phases", {}).items()})
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{path}: not a lab report ({type(e).__name__}: {e})") from e
 

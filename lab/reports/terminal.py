@@ -26,8 +26,35 @@ def table(result: RunResult) -> str:
         lines.append(hosts_line(result))
     if result.error:
         lines.append(f"error: {result.error}")
-    lines.append(f"{result.status} in {result.duration:.2f}s ({result.backend}) -> {result.rundir.root}")
+    lines.append(verdict_line(result))
     return "\n".join(lines)
+
+
+def verdict_line(result: RunResult) -> str:
+    """The run in one line, with where its reports are (`-q` prints this alone)."""
+    return f"{result.status} in {result.duration:.2f}s ({result.backend}) -> {result.rundir.root} (report.html)"
+
+
+PHASES = ("plan", "up", "run", "down", "check")
+
+
+def phase_lines(phases: dict[str, tuple[float, float]]) -> list[str]:
+    """`-v`: each phase's time and its share of the whole, in the order they happen."""
+    total = max((end for _, end in phases.values()), default=0.0) or 1.0
+    return [f"  {name:<6} {end - start:7.3f}s  {100 * (end - start) / total:3.0f}%  "
+            f"(from {start:.3f}s to {end:.3f}s)" for name in PHASES if name in phases
+            for start, end in [phases[name]]]
+
+
+def row(cells: Sequence[str], widths: Sequence[int], last: str = "") -> str:
+    """One table row: each cell fits its width (cut with `…` rather than run into the next column),
+    then `last`, which may be as long as it is."""
+    fitted = [fit(text, width) for text, width in zip(cells, widths, strict=True)]
+    return " ".join([*fitted, last]).rstrip()
+
+
+def fit(text: str, width: int) -> str:
+    return text.ljust(width) if len(text) <= width else text[:width - 1] + "…"
 
 
 def expectation_table(results: Sequence[ExpectationResult]) -> list[str]:

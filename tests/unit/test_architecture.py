@@ -35,9 +35,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("outcome", ["lab.outcome"]),
     ("judges", ["lab.checks", "lab.watch"]),
     ("reports", ["lab.reports.*"]),
-    ("library", ["lab.forked", "lab.orchestrator", "lab.lifecycle", "lab.grading", "lab.bench", "lab.docs"]),
+    ("library", ["lab.forked", "lab.inventory", "lab.orchestrator", "lab.lifecycle", "lab.grading", "lab.bench",
+                 "lab.docs"]),
     ("api", ["lab.api"]),
-    ("doors", ["lab.cli", "lab.pytest_plugin", "lab.__main__", "lab.entry"]),
+    ("doors", ["lab.cli", "lab.cliargs", "lab.pytest_plugin", "lab.__main__", "lab.entry"]),
 ]
 
 MODEL = ("lab.scenario", "lab.plan")  # the scenario's model and the plan made from it

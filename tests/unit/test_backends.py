@@ -13,7 +13,7 @@ import pytest
 
 from lab import backends
 from lab.backends import BACKENDS, Backend
-from lab.errors import EnvironmentProblem
+from lab.errors import EnvironmentProblem, UsageError
 from lab.journal import Journal
 from tests.backend_double import TOY_SCENARIO, ScriptedBackend, ToyBackend
 
@@ -61,9 +61,11 @@ def test_a_lab_s_backend_is_found_from_its_journal(tmp_path: Path) -> None:
     assert backends.of(older) is REAL["netns"]  # journals from before backends were named
 
 
-def test_an_unknown_backend_is_named_with_the_known_ones() -> None:
-    with pytest.raises(EnvironmentProblem, match="unknown backend 'nope' \\(backends: netns, docker, swarm\\)"):
-        backends.load("nope")
+def test_an_unknown_backend_is_a_usage_error_naming_the_closest_and_the_known_ones() -> None:
+    with pytest.raises(UsageError) as got:
+        backends.load("dokcer")
+    assert got.value.exit_code == 2 and "'docker'?" in str(got.value)
+    assert all(name in str(got.value) for name in BACKENDS)
 
 
 def test_swarm_says_it_keeps_no_lab_through_the_protocol(tmp_path: Path) -> None:

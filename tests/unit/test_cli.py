@@ -71,12 +71,6 @@ def test_a_signal_while_the_scenario_loads_is_an_orderly_exit(
     assert not (tmp_path / "run").exists() and not (tmp_path / "state").exists()
 
 
-def test_unknown_backend_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", str(ROOT / "scenarios" / "echo.yaml"), "--backend", "nope", "--out", str(tmp_path / "r")])
-    assert code == 3
-    assert "unknown backend 'nope'" in capsys.readouterr().err
-
-
 def test_clean_drops_a_state_folder_a_killed_lab_left_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """SIGKILL between the state folder's creation and the lab's own folder's leaves it empty, with no

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,14 @@ def test_the_lab_command_runs_in_its_own_process(tmp_path: Path, monkeypatch: py
 
 def test_a_signal_to_the_caller_reaches_the_lab_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parent = os.getpid()
-    backend = ChangingBackend(lambda: os.kill(parent, signal.SIGINT))  # Ctrl-C at the caller, mid-up
     with SignalGuard() as guard:
-        result, lines = _run(tmp_path, monkeypatch, backend, guard=guard)
+        def ctrl_c() -> None:  # at the caller, mid-up; up ends once the lab (this child) has it
+            os.kill(parent, signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while not guard.seen and time.monotonic() < deadline:  # (the child's copy of the guard)
+                time.sleep(0.001)
+
+        result, lines = _run(tmp_path, monkeypatch, ChangingBackend(ctrl_c), guard=guard)
     assert result.interrupted == signal.SIGINT and result.exit_code == 130  # once: a second would leave at once
     assert any("interrupted (signal 2)" in line for line in lines)
 

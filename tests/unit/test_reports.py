@@ -12,7 +12,7 @@ import pytest
 
 from lab import cli, lifecycle, orchestrator
 from lab.backends import EXITED, READY, Event, Placement
-from lab.outcome import CheckResult, ExpectationResult, RunResult
+from lab.outcome import CheckResult, Checks, ExpectationResult, RunResult
 from lab.plan import NodePlan, Plan, make_plan
 from lab.reports import load_report, write_reports
 from lab.reports.terminal import MAX_FAILURES_SHOWN, expectation_table, table
@@ -169,3 +169,34 @@ def test_the_report_says_where_the_time_went(tmp_path: Path, monkeypatch: pytest
         assert phases["up"]["end"] == moments["created"] <= moments["started"] <= moments["ready"] \
             <= moments["exited"] <= phases["run"]["end"], moments
     assert timings["nodes"]["server"]["ready"] <= timings["nodes"]["client"]["started"]  # after: server
+
+
+def test_a_result_in_an_assertion_is_short_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`assert result.passed` shows a one-line repr (not the whole plan); `assert_passed()` fails with
+    each failing expectation, its node and detail, and the run folder."""
+    result = _run(tmp_path, monkeypatch, QuietBackend())
+    assert repr(result).startswith("<RunResult t PASSED (1/1 checks passed") and len(repr(result)) < 200
+    result.assert_passed()
+    failing = CheckResult("echo", "client-1", False, "expected 'hi', got 'HI'")
+    result.results = [ExpectationResult("echo client", failing)]
+    with pytest.raises(AssertionError) as failed:
+        result.assert_passed()
+    lines = str(failed.value).splitlines()
+    assert lines[0].startswith("lab t FAILED") and "  echo client: client-1: expected 'hi', got 'HI'" in lines
+    assert lines[-1] == f"run folder: {tmp_path / 'run'} (report.html)"
+
+
+def test_checks_now_say_their_verdict_and_each_failure() -> None:
+    good, bad = CheckResult("echo", "a", True, "echoed"), CheckResult("echo", "b", False, "no reply")
+    assert Checks([good]).passed and not Checks([good, bad]).passed
+    assert repr(Checks([good, bad], "runs/x")) == "<Checks: 1/2 passed; failed: [<echo b: FAIL: no reply>]>"
+    with pytest.raises(AssertionError, match=r"(?s)1 of 2 check\(s\) failed:\n  echo b: no reply\nrun folder: runs/x"):
+        Checks([good, bad], "runs/x").assert_passed()
+
+
+def test_exec_results_keep_the_exact_bytes() -> None:
+    from lab.backends import ExecResult
+
+    done = ExecResult(["x"], 0, b"hello\r\nworld\r\n\xff", b"")
+    assert done.stdout_bytes == b"hello\r\nworld\r\n\xff" and done.stdout.startswith("hello\nworld\n")
+    assert done.returncode == 0 and done.stderr == ""
