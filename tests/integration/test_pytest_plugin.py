@@ -104,15 +104,17 @@ def test_the_lab_fixture(tmp_path: Path) -> None:
             kept = lab.up({str(ROOT / "scenarios/exercise-echo.yaml")!r})
             done = kept.exec("prober", "sh", "-c", "printf 'x\\\\r\\\\n' | nc -q 1 server 9999")
             assert done.returncode == 0, done.stderr
-            assert done.stdout.strip() == "x"
+            assert done.stdout == "x\\n" and done.stdout_bytes == b"x\\r\\n"  # text, and the exact bytes
             kept.wait()
             assert any(e["event"] == "received" for e in kept.transcript("client-1"))
             assert "Socket listening" in kept.log("server")
             results = kept.check()
             assert {{r.check for r in results}} == {{"echo", "concurrent", "output", "exit"}}
-            assert all(r.passed for r in results), results
+            results.assert_passed()
+            assert results.passed and repr(results).startswith("<Checks: ")
             result = kept.down()
-            assert result.passed and result.exit_code == 0, result.results
+            result.assert_passed()
+            assert result.exit_code == 0 and repr(result).startswith("<RunResult exercise-echo PASSED")
             assert kept.rundir.file("report.json").exists()
             assert str(kept.rundir.root).startswith({str(tmp_path)!r})
 

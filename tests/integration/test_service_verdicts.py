@@ -128,4 +128,4 @@ def test_lab_check_on_a_kept_lab_reports_a_crashed_service(backend: str, tmp_pat
         assert "FAIL" in line and "exited with code 3" in line
     finally:
         down = lab("down", lab_id)
-    assert "is down: FAILED" in down.stdout and "service server" in down.stdout, down.stdout
+    assert down.returncode == 1 and "is down: FAILED" in down.stdout and "service server" in down.stdout, down.stdout
