@@ -111,7 +111,8 @@ def lab_nodes(ref: str) -> list[NodeInfo]:
 def _node_info(plan: dict[str, Any], st: dict[str, Any], now: float) -> NodeInfo:
     started, exited = st.get("started_at"), st.get("exited_at")
     if not st.get("started", False):
-        state = f"not started: {st['note']}" if st.get("note") else "starting"
+        note = str(st.get("note", ""))
+        state = (note if note.startswith("not started") else f"not started: {note}") if note else "starting"
     elif st.get("exited"):
         state = "stopped" if st.get("stopped_by_lab") else "exited"
     else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,12 +26,20 @@ class Checker:
         self.problems: list[Problem] = []
         self.misspelled: set[KeyPath] = set()  # known keys that appear under a close misspelling
 
-    def unknown_keys(self, path: KeyPath, given: Iterable[str], known: list[str], message: str) -> None:
+    def unknown_keys(self, path: KeyPath, given: Iterable[str], known: list[str], message: str,
+                     hints: Mapping[str, tuple[str, KeyPath]] | None = None) -> None:
         """Report keys not in `known` (at the key); remember which known key each probably meant.
 
-        `message` says what is unknown, with `{key}` where the key goes.
+        `message` says what is unknown, with `{key}` where the key goes; `hints`, for some keys, a
+        better hint than the closest names and where the key belongs (a role's parameter indented
+        too little: not missing there, then).
         """
         for key in given:
+            if key in (hints or {}) and key not in known:
+                hint, meant = (hints or {})[key]
+                self.error(path + (key,), f"{message.replace('{key}', show(key))} {hint}", at_key=True)
+                self.misspelled.add(meant)
+                continue
             if key not in known:
                 hint = suggest(key, known, "allowed") if known else "(it takes none)"
                 self.error(path + (key,), f"{message.replace('{key}', show(key))} {hint}", at_key=True)
@@ -58,14 +66,14 @@ class Checker:
             self.error(path + e.sub, e.message)
             return None
 
-    def mapping(self, path: KeyPath, value: Any, allowed: Iterable[str],
-                required: Iterable[str] = (), what: str = "key") -> dict[str, Any] | None:
+    def mapping(self, path: KeyPath, value: Any, allowed: Iterable[str], required: Iterable[str] = (),
+                what: str = "key", hints: Mapping[str, tuple[str, KeyPath]] | None = None) -> dict[str, Any] | None:
         """A mapping with only `allowed` keys (unknown ones reported at the key, with a suggestion)."""
         if not isinstance(value, dict):
             self.error(path, f"expected a mapping, got {kind(value)}")
             return None
         known = list(allowed)
-        self.unknown_keys(path, value, known, f"unknown {what} {{key}}")
+        self.unknown_keys(path, value, known, f"unknown {what} {{key}}", hints)
         for key in required:
             if key not in value:
                 self.missing(path, key, f"missing required {what} {key!r}")

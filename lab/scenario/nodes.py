@@ -58,7 +58,11 @@ def check_node(s: Scope, name: str, raw: Any, replicas: int | None) -> Node | No
     """A Node with whatever validated (partial if there were problems, which were reported)."""
     c = s.checker
     path: KeyPath = ("nodes", name)
-    body = c.mapping(path, raw, NODE_KEYS, required=("networks",))
+    if name in NODE_KEYS and not (isinstance(raw, dict) and "networks" in raw):  # `with:` indented too little
+        c.error(path, f"a node named {name!r} (a node's key) with no networks: if it belongs to the node "
+                      f"above, indent it under that node", at_key=True)
+        return None
+    body = c.mapping(path, raw, NODE_KEYS, required=("networks",), hints=_indent_hints(path, raw))
     if body is None:
         return None
     before = len(c.problems)
@@ -89,6 +93,25 @@ def check_node(s: Scope, name: str, raw: Any, replicas: int | None) -> Node | No
         host_loc=c.source.value_loc(path + ("host",)) if "host" in body else None,
         limits=check_limits(c, path + ("limits",), body["limits"], s.limits) if "limits" in body else s.limits,
     )
+
+
+def _indent_hints(path: KeyPath, raw: Any) -> dict[str, tuple[str, KeyPath]]:
+    """A role's parameter written beside `role:` instead of under `with:`: say so, not `did you mean`."""
+    role = raw.get("role") if isinstance(raw, dict) else None
+    if not isinstance(role, str) or role not in ROLES:
+        return {}
+    return {key: (f"(it is a parameter of {role}: indent it under `with:`)", path + ("with", key))
+            for key in ROLES[role].params}
+
+
+def misplaced_with(c: Checker, raw_nodes: dict[str, Any]) -> None:
+    """A `with:` indented too little, read as a node after the node it belongs to: its parameters
+    are not missing from that node (the misplaced `with` is reported, once)."""
+    names = list(raw_nodes)
+    for above, node in zip(names, names[1:], strict=False):
+        body = raw_nodes[node]
+        if node == "with" and isinstance(body, dict) and "networks" not in body:
+            c.misspelled.update(("nodes", above, "with", key) for key in body)
 
 
 def _known_network(s: Scope, path: KeyPath, net: str, at_key: bool) -> bool:

@@ -15,7 +15,7 @@ from lab.scenario.checker import Checker, NodeInfo, Refs
 from lab.scenario.expect import check_expect
 from lab.scenario.limits import check_limits
 from lab.scenario.model import Limits, Network, Node, Scenario
-from lab.scenario.nodes import Scope, check_node
+from lab.scenario.nodes import Scope, check_node, misplaced_with
 from lab.scenario.source import KeyPath, Source, problems_error
 from lab.scenario.values import Invalid, cidr, duration, integer, kind, name, string
 
@@ -41,6 +41,7 @@ def validate(source: Source, path: Path) -> Scenario:
     refs = Refs(_index(c, raw_nodes), hidden)
     limits = check_limits(c, ("limits",), top["limits"], Limits()) if "limits" in top else Limits()
     scope = Scope(c, {n.name: n for n in networks}, declared, hidden_nets, refs, path.parent, limits)
+    misplaced_with(c, raw_nodes)
     nodes = [check_node(scope, n, raw_nodes[n], refs.nodes[n].replicas) for n in refs.nodes]
     valid_nodes = [n for n in nodes if n is not None]
     _addresses(c, valid_nodes)

@@ -34,6 +34,9 @@ def syntax_error(text: str, e: yaml.MarkedYAMLError) -> Located:
         return message, e.context_mark.line + 1, e.context_mark.column + 1
     if context and e.context_mark is not None:
         where = f"line {e.context_mark.line + 1}, column {e.context_mark.column + 1}"
+        if "expected key" in problem and "block mapping" in context:  # the classic: a line indented
+            return (f"YAML syntax: this line's indentation matches no key above it (the mapping began at "
+                    f"{where}): indent it as its siblings are", mark.line + 1, mark.column + 1)
         return f"YAML syntax: {problem} ({context} at {where})", mark.line + 1, mark.column + 1
     return f"YAML syntax: {problem}", mark.line + 1, mark.column + 1
 
