@@ -135,7 +135,11 @@ def clean(everything: bool = False, lab: str | None = None) -> list[Cleaned]:
 
 
 def grade(scenario: str | Path, submissions: str | Path, node: str, *, jobs: int = 4, out: str | Path | None = None,
-          backend: str = "netns", progress: Progress = print) -> tuple[Path, list[Grade]]:
+          backend: str = "netns", progress: Progress = print, resume: bool = False,
+          only: Sequence[str] = ()) -> tuple[Path, list[Grade]]:
     """Each submission (an entry of the `submissions` folder) replaces `node`'s files and runs as its
-    own lab, `jobs` at a time; returns the grades folder and the grades."""
-    return grading.grade(str(scenario), str(submissions), node, jobs, str(out) if out else None, backend, progress)
+    own lab, `jobs` at a time; returns the grades folder and the grades. Each grade is recorded as its
+    submission finishes: `resume` grades only those the folder (`out`, or the latest) has none for,
+    `only` grades these names again."""
+    return grading.grade(str(scenario), str(submissions), node, jobs, str(out) if out else None, backend, progress,
+                         resume=resume, only=only)

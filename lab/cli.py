@@ -250,14 +250,30 @@ LIFECYCLE = ("up", "ps", "shell", "exec", "logs", "check", "down")
 
 
 def cmd_grade(scenario: str, submissions: str, node: str, jobs: int = 4, out: str | None = None,
-              backend: str = "netns", quiet: int = 0) -> int:
+              backend: str = "netns", quiet: int = 0, resume: bool = False, only: str = "") -> int:
     from lab import api
 
     def progress(line: str) -> None:
         print(line, flush=True)
 
-    api.grade(scenario, submissions, node, jobs=jobs, out=out, backend=backend,
-              progress=_quiet_progress if quiet else progress)
+    def stop(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    old = signal.signal(signal.SIGTERM, stop)  # SIGTERM as Ctrl-C: the running labs stop in order
+    try:
+        root, grades = api.grade(scenario, submissions, node, jobs=jobs, out=out, backend=backend,
+                                 progress=_quiet_progress if quiet else progress, resume=resume,
+                                 only=[n for n in only.split(",") if n])
+    except (KeyboardInterrupt, Interrupted) as e:
+        print("lab grade: stopped; every grade recorded so far is kept (grades.jsonl): the same command "
+              "with --resume grades the rest", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else e.exit_code
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if quiet < 2:
+        full = sum(g.score >= g.max for g in grades)
+        print(f"graded {len(grades)} submission(s), {full} with full marks -> {root / 'grades.csv'}, "
+              f"{root / 'grades.json'}, {root / 'index.html'}")
     return 0
 
 
@@ -291,7 +307,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "clean":
         return cmd_clean(args.all, args.lab)
     if args.command == "grade":
-        return cmd_grade(args.scenario, args.submissions, args.node, args.jobs, args.out, args.backend, args.quiet)
+        return cmd_grade(args.scenario, args.submissions, args.node, args.jobs, args.out, args.backend, args.quiet,
+                         args.resume, args.only)
     if args.command in LIFECYCLE:
         return _lifecycle(args)
     if args.command == "images":

@@ -96,6 +96,9 @@ def _running(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--node", required=True, help="the node whose files: each submission replaces")
     g.add_argument("--jobs", type=int, default=4, help="labs at once (default 4)")
     g.add_argument("--out", help="grades folder (default grades/<scenario>-<time>/)")
+    g.add_argument("--resume", action="store_true",
+                   help="grade only the submissions the grades folder (--out, or the latest) has no grade for")
+    g.add_argument("--only", metavar="NAMES", default="", help="grade these submissions again (comma-separated)")
     g.add_argument("--backend", default="netns", help=BACKEND_HELP)
     _loudness(g, verbose=False)  # (each submission's report has its timings)
 

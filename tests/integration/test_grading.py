@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
 
-from .conftest import HERE, ROOT, lab
+from .conftest import HERE, ROOT, door, lab, until
 
 EXPECTED = {"alice": 5, "bob": 2, "carol": 0, "dave": 0, "eve": 0}
 # Each student's work: folders, or single files (which take the name of the program the node runs).
@@ -66,3 +69,39 @@ def test_the_same_submissions_get_the_same_grades(tmp_path: Path) -> None:
     for name in EXPECTED:
         assert first[name]["score"] == second[name]["score"]
         assert [v["passed"] for v in first[name]["checks"]] == [v["passed"] for v in second[name]["checks"]]
+
+
+def test_a_stopped_batch_keeps_its_grades_resume_grades_the_rest_and_only_regrades(tmp_path: Path) -> None:
+    """Ctrl-C mid-batch keeps every grade recorded so far (the lab running then is stopped in order,
+    not graded); --resume grades only the rest; --only grades some again; a submission without the
+    program the node runs says so, and every expectation has its column whatever the first did."""
+    subs = tmp_path / "subs"
+    for name, source in {"alice/echo_server.py": SUBMISSIONS["alice/echo_server.py"],
+                         "bob.py": SUBMISSIONS["bob.py"], "carol/echo_server.py": SUBMISSIONS["carol/echo_server.py"],
+                         "frank/server.py": SUBMISSIONS["alice/echo_server.py"]}.items():
+        (subs / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, subs / name)
+    out, scenario = tmp_path / "g", str(ROOT / "scenarios" / "grade-echo.yaml")
+    args = ["grade", scenario, str(subs), "--node", "server", "--out", str(out)]
+    proc = subprocess.Popen(door().argv(*args, "--jobs", "1"), cwd=door().cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    recorded = out / "grades.jsonl"
+    until("a first grade recorded", lambda: recorded.exists() and recorded.read_text().count("\n") >= 1, 120)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and "--resume" in err, err
+    kept = [json.loads(line)["name"] for line in recorded.read_text().splitlines()]
+    assert kept and len(kept) < 4 and kept[0] == "alice"
+    resumed = lab(*args, "--resume", timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert not any(f"  {name} " in resumed.stdout for name in kept), resumed.stdout  # not graded again
+    grades = {g["name"]: g for g in json.loads((out / "grades.json").read_text())["grades"]}
+    assert {n: g["score"] for n, g in grades.items()} == {"alice": 5, "bob": 2, "carol": 0, "frank": 0}
+    assert grades["frank"]["note"] == "submission has no echo_server.py" and not grades["frank"]["run"]
+    header = next(csv.reader((out / "grades.csv").open()))
+    assert header[3:-1] == [c["expectation"] for c in grades["alice"]["checks"]] and len(header) == 3 + 2 + 1
+    again = lab(*args, "--only", "bob", timeout=300)
+    assert again.returncode == 0 and "  bob " in again.stdout and "  alice " not in again.stdout, again.stdout
+    assert len(json.loads((out / "grades.json").read_text())["grades"]) == 4
+    typo = lab(*args, "--only", "bbo")
+    assert typo.returncode == 2 and "did you mean 'bob'?" in typo.stderr, typo.stderr
