@@ -37,6 +37,7 @@ def _lab_netns_inodes() -> set[int]:
 
 
 TEST_USER = 65534  # the ordinary user whose rootless labs the tests run (nobody: it runs nothing here)
+OTHER_USER = 34  # a second one (backup), for two users' labs side by side
 
 
 def host_state() -> dict[str, Any]:
@@ -60,7 +61,7 @@ def host_state() -> dict[str, Any]:
         "docker_volumes": _out("docker", "volume", "ls", "--format", "{{.Name}}"),
         "cgroups": _lab_cgroups(),
         "node_uid_processes": node_uid_processes(),
-        "test_user_processes": live_processes(range(TEST_USER, TEST_USER + 1)),
+        "test_user_processes": [p for uid in (TEST_USER, OTHER_USER) for p in live_processes(range(uid, uid + 1))],
         "users_state": sorted(str(p) for p in [*Path("/tmp").glob("lab-[0-9]*"), *Path("/run/user").glob("*/lab")]),
     }
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.hoststate import OTHER_USER as OTHER
+
 from .conftest import ROOT, USER, Door, lab
 
-OTHER = 34  # backup: a second ordinary user
 SITE = ("pytest", "pluggy", "iniconfig", "packaging", "pygments", "pytest-xdist", "execnet", "invoke")  # distributions
 
 
