@@ -199,8 +199,10 @@ def _graded_so_far(root: Path) -> dict[str, Grade]:
 
 def _record(root: Path, grades: list[Grade], fresh: bool = False) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "grades.jsonl", "w" if fresh else "a") as f:
-        f.write("".join(json.dumps(asdict(g)) + "\n" for g in grades))
+    path = root / "grades.jsonl"
+    cut = not fresh and path.exists() and not path.read_bytes().endswith(b"\n") and path.stat().st_size > 0
+    with open(path, "w" if fresh else "a") as f:  # (after a line cut short by a crash: on a line of its own)
+        f.write("\n" * cut + "".join(json.dumps(asdict(g)) + "\n" for g in grades))
         f.flush()
         os.fsync(f.fileno())
 
