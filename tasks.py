@@ -199,12 +199,15 @@ def down(c: Context, lab: str, quiet: int = 0, verbose: int = 0) -> None:
 
 @task(help={"scenario": "the exercise's scenario", "submissions": "folder with one entry per student",
             "node": "the node each submission replaces", "jobs": "labs at once", "out": "grades folder",
-            "backend": "netns (default) or docker", "quiet": LOUDNESS["quiet"]}, incrementable=["quiet"])
+            "backend": "netns (default) or docker", "quiet": LOUDNESS["quiet"],
+            "resume": "grade only the submissions the grades folder has no grade for yet",
+            "only": "grade these submissions again (comma-separated)"}, incrementable=["quiet"])
 def grade(c: Context, scenario: str, submissions: str, node: str, jobs: int = 4, out: str | None = None,
-          backend: str = "netns", quiet: int = 0) -> None:
+          backend: str = "netns", quiet: int = 0, resume: bool = False, only: str = "") -> None:
     """Grade submissions: each runs as its own lab; grades.json, grades.csv and an index page."""
     _exit(cli.main(["grade", scenario, submissions, "--node", node, "--jobs", str(jobs), "--backend", backend]
-                   + (["--out", out] if out else []) + _loud(quiet)))
+                   + (["--out", out] if out else []) + _loud(quiet) + (["--resume"] if resume else [])
+                   + (["--only", only] if only else [])))
 
 
 @task(help={"hosts": "number of hosts (Docker engines)", "name": "cluster name", "file": "cluster file to write"})
