@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests import stress
-from tests.hoststate import changes, host_state
+from tests.hoststate import changes, host_state, read
 
 TEST_CLUSTER = "pytest"
 
@@ -43,11 +42,23 @@ HOST_TOOLS = ("ip", "iptables-save", "nft", "docker")
 _host_before: list[dict[str, object]] = []
 
 
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
 def _guards(config: pytest.Config) -> bool:
     """Only the process that owns the session, as root (no lab could run otherwise), with the tools
-    a reading needs (a unit-only machine may lack Docker)."""
+    a reading needs (a unit-only machine may lack Docker), when the session may run integration
+    tests: unit tests create nothing, and read no engine (a run beside a CI run stays out of it)."""
     return (not hasattr(config, "workerinput") and os.geteuid() == 0
-            and all(shutil.which(tool) for tool in HOST_TOOLS))
+            and all(shutil.which(tool) for tool in HOST_TOOLS) and _may_run_integration(config))
+
+
+def _may_run_integration(config: pytest.Config) -> bool:
+    for arg in config.args or [str(config.rootpath)]:
+        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if path == INTEGRATION or INTEGRATION in path.parents or path in INTEGRATION.parents:
+            return True
+    return False
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -66,13 +77,12 @@ def leftovers() -> list[str]:
     # users' rootless labs (tests/integration: USER_BACKEND, test_rootless)
     found += [f"state folder {p}" for p in [*Path("/tmp").glob("lab-[0-9]*"), *Path("/run/user").glob("*/lab")]]
     if shutil.which("docker"):
-        out = subprocess.run(["docker", "ps", "-a", "--filter", "label=lab.id", "--format", "{{.Names}}"],
-                             capture_output=True, text=True).stdout
+        out = read("docker", "ps", "-a", "--filter", "label=lab.id", "--format", "{{.Names}}")
         found += [f"container {name}" for name in out.split()]
         for kind in ("ps", "network"):  # the simulated clusters of tests/integration/test_swarm.py
             listing = ["ps", "-a"] if kind == "ps" else ["network", "ls"]
             argv = ["docker", *listing, "--filter", "label=lab.cluster", "--format", "{{.Names}}"]
-            out = subprocess.run(argv, capture_output=True, text=True).stdout
+            out = read(*argv)
             found += [f"cluster {'host' if kind == 'ps' else 'network'} {name}" for name in out.split()
                       if name.startswith(f"lab-cluster-{TEST_CLUSTER}")]
     return found

@@ -15,11 +15,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+READ_DEADLINE = 60.0  # s for one reading (`docker ps` on a loaded engine); a hung engine fails the guard
 
-def _out(*argv: str) -> str:
+
+def read(*argv: str) -> str:
     if shutil.which(argv[0]) is None:
         raise RuntimeError(f"{argv[0]} is not installed (scripts/setup.sh installs it)")
-    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=READ_DEADLINE).stdout
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"`{' '.join(argv)}` did not answer within {READ_DEADLINE:g}s (a hung engine?)") from None
 
 
 def _lab_netns_inodes() -> set[int]:
@@ -47,18 +52,18 @@ def host_state() -> dict[str, Any]:
     return {
         "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else None,
         "state": sorted(os.listdir("/run/lab")) if os.path.isdir("/run/lab") else None,
-        "links": sorted(line.split(":")[1].strip() for line in _out("ip", "-o", "link").splitlines()),
-        "routes": _out("ip", "route", "show", "table", "all"),
-        "rules": _out("ip", "rule"),
-        "iptables": "\n".join(line for line in _out("iptables-save").splitlines() if not line.startswith("#")),
-        "nft": re.sub(r"counter packets \d+ bytes \d+", "counter", _out("nft", "list", "ruleset")),
+        "links": sorted(line.split(":")[1].strip() for line in read("ip", "-o", "link").splitlines()),
+        "routes": read("ip", "route", "show", "table", "all"),
+        "rules": read("ip", "rule"),
+        "iptables": "\n".join(line for line in read("iptables-save").splitlines() if not line.startswith("#")),
+        "nft": re.sub(r"counter packets \d+ bytes \d+", "counter", read("nft", "list", "ruleset")),
         "sysctl": {k: Path(f"/proc/sys/{k}").read_text() for k in sysctls},
         "hosts": Path("/etc/hosts").read_bytes(),
         "mounts": sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()),
         "foreign_netns_processes": _lab_netns_inodes(),
-        "containers": _out("docker", "ps", "-a", "--format", "{{.Names}} {{.Labels}}"),
-        "docker_networks": _out("docker", "network", "ls", "--format", "{{.Name}}"),
-        "docker_volumes": _out("docker", "volume", "ls", "--format", "{{.Name}}"),
+        "containers": read("docker", "ps", "-a", "--format", "{{.Names}} {{.Labels}}"),
+        "docker_networks": read("docker", "network", "ls", "--format", "{{.Name}}"),
+        "docker_volumes": read("docker", "volume", "ls", "--format", "{{.Name}}"),
         "cgroups": _lab_cgroups(),
         "node_uid_processes": node_uid_processes(),
         "test_user_processes": [p for uid in (TEST_USER, OTHER_USER) for p in live_processes(range(uid, uid + 1))],
