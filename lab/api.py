@@ -46,16 +46,18 @@ def load(scenario: str | Path) -> Scenario:
 
 def run(scenario: str | Path | Scenario, backend: str = "netns", out: str | Path | None = None, *,
         cluster: str | Path | None = None, progress: Progress = stderr_progress,
-        guard: SignalGuard | None = None, hidden: Sequence[str | Path] = (), own_process: bool = False) -> RunResult:
+        guard: SignalGuard | None = None, hidden: Sequence[str | Path] = (), own_process: bool = False,
+        seed: int | None = None) -> RunResult:
     """A whole run: up, run, check, report, down, always. Its reports are in `result.rundir`.
     No node sees `hidden` (nor the scenario's folder beyond its own files, nor the run folder).
-    `own_process`: this process is the lab's alone (see orchestrator.run)."""
+    `own_process`: this process is the lab's alone (see orchestrator.run). `seed`: what the clients'
+    `{word}`s are drawn from (default: a new one; the report records it, so a run can be replayed)."""
     loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     if guard is not None:
         guard.check()  # signalled while loading: nothing exists yet
     options = Options(cluster=Path(cluster) if cluster else None, hidden=tuple(Path(p).absolute() for p in hidden))
     return orchestrator.run(loaded, backend, Path(out) if out else None, progress=progress, options=options,
-                            guard=guard, own_process=own_process)
+                            guard=guard, own_process=own_process, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,11 @@ def clean(everything: bool = False, lab: str | None = None) -> list[Cleaned]:
 
 def grade(scenario: str | Path, submissions: str | Path, node: str, *, jobs: int = 4, out: str | Path | None = None,
           backend: str = "netns", progress: Progress = print, resume: bool = False,
-          only: Sequence[str] = ()) -> tuple[Path, list[Grade]]:
+          only: Sequence[str] = (), seed: int | None = None) -> tuple[Path, list[Grade]]:
     """Each submission (an entry of the `submissions` folder) replaces `node`'s files and runs as its
     own lab, `jobs` at a time; returns the grades folder and the grades. Each grade is recorded as its
     submission finishes: `resume` grades only those the folder (`out`, or the latest) has none for,
-    `only` grades these names again."""
+    `only` grades these names again. `seed`: the batch's (each submission's clients' `{word}`s are
+    drawn from it and the submission's name; default a new one, recorded in grades.json)."""
     return grading.grade(str(scenario), str(submissions), node, jobs, str(out) if out else None, backend, progress,
-                         resume=resume, only=only)
+                         resume=resume, only=only, seed=seed)

@@ -21,7 +21,7 @@ def _quiet_progress(line: str) -> None:
 
 
 def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, cluster: str | None = None,
-            quiet: int = 0, verbose: int = 0) -> int:
+            quiet: int = 0, verbose: int = 0, seed: int | None = None) -> int:
     """The guard goes in first: a signal ends the run in order (130/143), whatever is being imported,
     loaded or created (the run says `STARTED` once it begins creating). Once the run has returned,
     its outcome is decided: a late Ctrl-C must not turn it into a traceback or another exit code."""
@@ -30,7 +30,7 @@ def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, clust
         from lab.orchestrator import stderr_progress
         from lab.reports.terminal import phase_lines, table, verdict_line
 
-        result = api.run(scenario, backend, out, cluster=cluster, guard=guard, own_process=True,
+        result = api.run(scenario, backend, out, cluster=cluster, guard=guard, own_process=True, seed=seed,
                          progress=_quiet_progress if quiet else stderr_progress)
     if quiet == 0:
         print(table(result))
@@ -250,7 +250,8 @@ LIFECYCLE = ("up", "ps", "shell", "exec", "logs", "check", "down")
 
 
 def cmd_grade(scenario: str, submissions: str, node: str, jobs: int = 4, out: str | None = None,
-              backend: str = "netns", quiet: int = 0, resume: bool = False, only: str = "") -> int:
+              backend: str = "netns", quiet: int = 0, resume: bool = False, only: str = "",
+              seed: int | None = None) -> int:
     from lab import api
 
     def progress(line: str) -> None:
@@ -263,7 +264,7 @@ def cmd_grade(scenario: str, submissions: str, node: str, jobs: int = 4, out: st
     try:
         root, grades = api.grade(scenario, submissions, node, jobs=jobs, out=out, backend=backend,
                                  progress=_quiet_progress if quiet else progress, resume=resume,
-                                 only=[n for n in only.split(",") if n])
+                                 only=[n for n in only.split(",") if n], seed=seed)
     except (KeyboardInterrupt, Interrupted) as e:
         print("lab grade: stopped; every grade recorded so far is kept (grades.jsonl): the same command "
               "with --resume grades the rest", file=sys.stderr)
@@ -297,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        return cmd_run(args.scenario, args.backend, args.out, args.cluster, args.quiet, args.verbose)
+        return cmd_run(args.scenario, args.backend, args.out, args.cluster, args.quiet, args.verbose, args.seed)
     if args.command == "cluster":
         return cmd_cluster(args.action, args.hosts, args.name, args.file)
     if args.command == "validate":
@@ -308,7 +309,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_clean(args.all, args.lab)
     if args.command == "grade":
         return cmd_grade(args.scenario, args.submissions, args.node, args.jobs, args.out, args.backend, args.quiet,
-                         args.resume, args.only)
+                         args.resume, args.only, args.seed)
     if args.command in LIFECYCLE:
         return _lifecycle(args)
     if args.command == "images":

@@ -89,6 +89,8 @@ def _running(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--backend", default="netns", help=BACKEND_HELP)
     r.add_argument("--out", help="run folder (default: runs/<scenario>-<time>/)")
     r.add_argument("--cluster", help="cluster file (hosts' Docker endpoints) for --backend swarm")
+    r.add_argument("--seed", type=int, help="what the clients' {word}s are drawn from (default: a new one, "
+                                            "in report.json: give it to replay a run)")
     _loudness(r)
     g = _command(sub, "grade", "grade submissions: each replaces a node's files and runs as its own lab")
     g.add_argument("scenario", help="the exercise's scenario file")
@@ -99,6 +101,8 @@ def _running(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--resume", action="store_true",
                    help="grade only the submissions the grades folder (--out, or the latest) has no grade for")
     g.add_argument("--only", metavar="NAMES", default="", help="grade these submissions again (comma-separated)")
+    g.add_argument("--seed", type=int, help="the batch's seed: each submission's {word}s are drawn from it and "
+                                            "its name (default: a new one, in grades.json)")
     g.add_argument("--backend", default="netns", help=BACKEND_HELP)
     _loudness(g, verbose=False)  # (each submission's report has its timings)
 

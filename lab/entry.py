@@ -5,11 +5,13 @@
 - `run SCENARIO BACKEND OUT [HIDDEN...]`: one lab in a process of its own, as grading runs each
   submission (a submission that crashes the interpreter, or must be stopped at a wall limit, takes
   only its own process with it), its nodes unable to see the HIDDEN folders. Its report is in OUT;
-  its last line on stderr says why when there is none.
+  its last line on stderr says why when there is none. `LAB_SEED` in its environment is the
+  seed of its clients' `{word}`s.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -30,8 +32,11 @@ def run(scenario: str, backend: str, out: str, hidden: Sequence[str] = ()) -> in
     """As `lab run`: the guard goes in first, so a signal (grading's wall limit) ends it in order."""
     with SignalGuard(then=signal.SIG_IGN) as guard:
         from lab import api
+        from lab.plan import SEED
 
-        result = api.run(scenario, backend, out, guard=guard, hidden=hidden, own_process=True)
+        seed = os.environ.get(SEED)  # grading: each submission's own, from the batch's
+        result = api.run(scenario, backend, out, guard=guard, hidden=hidden, own_process=True,
+                         seed=int(seed) if seed else None)
     return result.exit_code
 
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
+import hashlib
 import html
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,7 +38,7 @@ from lab import backends
 from lab.errors import LabError, did_you_mean
 from lab.execution import HOSTS_LIMIT
 from lab.outcome import CheckResult
-from lab.plan import ExpectationPlan, make_plan
+from lab.plan import SEED, ExpectationPlan, make_plan
 from lab.reports import Report, load_report
 from lab.scenario import load_scenario
 from lab.scenario.model import Node, Scenario
@@ -75,7 +77,7 @@ class Grade:
 
 def grade(scenario_path: str, submissions: str, node: str, jobs: int = 4, out: str | None = None,
           backend: str = "netns", progress: Callable[[str], None] = print, *, resume: bool = False,
-          only: Sequence[str] = ()) -> tuple[Path, list[Grade]]:
+          only: Sequence[str] = (), seed: int | None = None) -> tuple[Path, list[Grade]]:
     """Grade every submission (`resume`: those the grades folder has no grade for yet; `only`: these
     names again); returns the grades folder (grades.json, grades.csv, index.html) and all its
     grades, in the submissions' order. `progress` gets a line per submission as it is graded."""
@@ -90,6 +92,7 @@ def grade(scenario_path: str, submissions: str, node: str, jobs: int = 4, out: s
     root = _folder(scenario, out, resume or bool(only))
     kept = {} if not (resume or only) else {n: g for n, g in _graded_so_far(root).items() if n not in only}
     todo = [n for n in entries if n not in kept and (not only or n in only)]
+    seed = _seed(root, seed, resume or bool(only))
     _record(root, list(kept.values()), fresh=True)
     (root / "work").mkdir(parents=True, exist_ok=True)
     progress(f"grading {len(todo)} submission(s) of {scenario.name} ({node}), {jobs} at a time -> {root}"
@@ -99,7 +102,8 @@ def grade(scenario_path: str, submissions: str, node: str, jobs: int = 4, out: s
     def one(name: str) -> Grade | None:
         if batch.stopping:
             return None
-        g = _one(scenario, graded, expect, entries[name], root, (backend, [Path(submissions).absolute(), root]), batch)
+        g = _one(scenario, graded, expect, entries[name], root, (backend, [Path(submissions).absolute(), root]),
+                 batch, _submission_seed(seed, name))
         with batch.lock:  # as each finishes: a batch cut short keeps it (not one its stop cut short)
             if batch.stopping:
                 return None
@@ -117,8 +121,25 @@ def grade(scenario_path: str, submissions: str, node: str, jobs: int = 4, out: s
         pool.shutdown(wait=True, cancel_futures=True)
     shutil.rmtree(root / "work", ignore_errors=True)
     grades = [({**kept, **done})[n] for n in entries if n in kept or n in done]
-    _write(root, scenario, grades, expect)
+    _write(root, scenario, grades, expect, seed)
     return root, grades
+
+
+def _seed(root: Path, given: int | None, existing: bool) -> int:
+    """The batch's seed: given, or the one the folder was graded with (--resume, --only: the same
+    words as before), or a new one; kept in the folder (batch.json) and in grades.json."""
+    path = root / "batch.json"
+    if given is None and existing and path.exists():
+        given = int(json.loads(path.read_text())["seed"])
+    seed = secrets.randbelow(2**31) if given is None else given
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"seed": seed}) + "\n")
+    return seed
+
+
+def _submission_seed(seed: int, name: str) -> int:
+    """Each submission's own words, the same for the same batch seed (a hash, not Python's salted one)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 class Batch:
@@ -155,7 +176,7 @@ def _folder(scenario: Scenario, out: str | None, existing: bool) -> Path:
 
 
 def _one(scenario: Scenario, graded: Node, expect: Sequence[ExpectationPlan], entry: Path, root: Path,
-         how: tuple[str, list[Path]], batch: Batch) -> Grade:
+         how: tuple[str, list[Path]], batch: Batch, seed: int) -> Grade:
     """One submission: copied in, run as its own lab (unless a file it must have is missing), graded.
     `how`: the backend, and the batch's folders no node may see (the instructor's is added)."""
     backend, hidden = how
@@ -167,7 +188,7 @@ def _one(scenario: Scenario, graded: Node, expect: Sequence[ExpectationPlan], en
         return Grade(name, 0.0, sum(e.points for e in expect), "", 0, 0.0, checks, note)
     copy = _prepare(scenario, graded, entry, root / "work" / name)
     result = _run(copy, root / "runs" / name, backend, scenario.timeout + WALL_MARGIN, [*hidden, scenario.folder],
-                  batch)
+                  batch, seed)
     return _grade(name, expect, root / "runs" / name, result)
 
 
@@ -252,7 +273,7 @@ def _prepare(scenario: Scenario, graded: Node, entry: Path, dest: Path) -> Path:
 
 
 def _run(scenario: Path, out: Path, backend: str, wall: float, hidden: list[Path],
-         batch: Batch) -> subprocess.CompletedProcess[str]:
+         batch: Batch, seed: int) -> subprocess.CompletedProcess[str]:
     """One submission's lab, in a process of its own; no node of it can see `hidden` (the other
     submissions, the batch's folder, the instructor's scenario folder with its reference solution)."""
     with batch.lock:
@@ -260,7 +281,8 @@ def _run(scenario: Path, out: Path, backend: str, wall: float, hidden: list[Path
             return subprocess.CompletedProcess([], 130, "", "the batch was stopped")
         proc = subprocess.Popen([sys.executable, "-m", "lab.entry", "run", str(scenario), backend, str(out),
                                  *map(str, hidden)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                env={**os.environ, SEED: str(seed)})
         batch.running.add(proc)
     try:
         return _wait(proc, wall)
@@ -326,9 +348,9 @@ def own_fault(bad: list[CheckResult]) -> bool:
     return any(r.ran for r in bad)
 
 
-def _write(root: Path, scenario: Scenario, grades: list[Grade], expect: Sequence[ExpectationPlan]) -> None:
+def _write(root: Path, scenario: Scenario, grades: list[Grade], expect: Sequence[ExpectationPlan], seed: int) -> None:
     (root / "grades.json").write_text(json.dumps(
-        {"scenario": scenario.name, "grades": [asdict(g) for g in grades]}, indent=2) + "\n")
+        {"scenario": scenario.name, "seed": seed, "grades": [asdict(g) for g in grades]}, indent=2) + "\n")
     labels = [e.label for e in expect]  # one column per expectation, whatever the first submission did
     with open(root / "grades.csv", "w", newline="") as f:
         w = csv.writer(f)

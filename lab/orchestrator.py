@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import secrets
 import sys
 import time
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ class Holder(Protocol):
 def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None,
         progress: Progress = stderr_progress, hold: Holder | None = None,
         options: backends.Options | None = None, guard: SignalGuard | None = None,
-        own_process: bool = False) -> RunResult:
+        own_process: bool = False, seed: int | None = None) -> RunResult:
     """Run a validated scenario; always tears down; returns the result, its reports written.
 
     With `hold`, the lab is brought up, announced, and kept running until SIGINT/SIGTERM; the
@@ -60,9 +61,11 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
 
     `own_process`: this process is the lab's alone (`lab run`, a keeper, `python -m lab.entry`), so
     a backend whose `up` changes its process (a lab without root) may change it; otherwise (a
-    library caller: the pytest plugin, a test) that run happens in a child process (lab/forked.py)."""
+    library caller: the pytest plugin, a test) that run happens in a child process (lab/forked.py).
+
+    `seed`: what the clients' `{word}`s are drawn from (default: a new one, in the report)."""
     t0 = time.monotonic()
-    plan = make_plan(scenario)
+    plan = make_plan(scenario, secrets.randbelow(2**31) if seed is None else seed)
     planned = (t0, time.monotonic())
     journal = Journal(state_dir(), new_lab_id())
     backend = backends.create(backend_name, journal, options)

@@ -8,7 +8,10 @@ parameters become addresses, and every cross-reference names concrete hosts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import random
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
@@ -99,6 +102,7 @@ class Plan:
     nodes: tuple[NodePlan, ...]
     expect: tuple[ExpectationPlan, ...]
     folder: Path  # the scenario's folder
+    seed: int = 0  # what `{word}` in the clients' lines was drawn from (recorded: a run can be replayed)
     _index: dict[str, NodePlan] = field(default_factory=dict, compare=False, repr=False)
 
     def node(self, name: str) -> NodePlan:
@@ -119,6 +123,7 @@ class Plan:
         return {
             "name": self.name,
             "timeout": self.timeout,
+            "seed": self.seed,
             "networks": [{"name": n.name, "subnet": str(n.subnet)} for n in self.networks],
             "nodes": [_node_json(n) for n in self.nodes],
             "expect": [
@@ -178,7 +183,9 @@ def expand(names: Iterable[str], groups: dict[str, list[str]]) -> tuple[str, ...
     return tuple(out)
 
 
-def make_plan(scenario: Scenario) -> Plan:
+def make_plan(scenario: Scenario, seed: int = 0) -> Plan:
+    """The scenario as concrete hosts, addresses and parameters; `seed` draws the `{word}`s of the
+    clients' lines (the same seed, the same words: a run can be replayed)."""
     groups = {n.name: host_names(n) for n in scenario.nodes}
     addresses = _assign_addresses(scenario)
     subnets = {n.name: n.subnet for n in scenario.networks}
@@ -203,10 +210,11 @@ def make_plan(scenario: Scenario) -> Plan:
             for k, e in enumerate(scenario.expect)
         ),
         folder=scenario.folder,
+        seed=seed,
     )
     synced = {name for group in sync_groups(plan) for name in group}
     resolved = tuple(_resolve_params(plan, n, n.name in synced) for n in plan.nodes)
-    return Plan(plan.name, plan.timeout, plan.networks, resolved, plan.expect, plan.folder)
+    return Plan(plan.name, plan.timeout, plan.networks, resolved, plan.expect, plan.folder, seed)
 
 
 def _assign_addresses(scenario: Scenario) -> dict[tuple[str, str], IPv4Address]:
@@ -287,8 +295,25 @@ def _resolve_params(plan: Plan, node: NodePlan, synced: bool = False) -> NodePla
             p.update(host=_address(plan, node, url.hostname or ""), port=url.port or 80,
                      path=_path(url.path, url.query), host_header=url.netloc)
         elif param.type == "lines":
-            p[key] = [line.replace("{node}", node.name) for line in p.get(key, [])]
+            p[key] = _lines(p.get(key, []), node.name, _words(plan.seed, node.name, key))
     return replace(node, params=p)
+
+
+WORD = re.compile(r"\{word\}")
+SEED = "LAB_SEED"  # a run in a process of its own (`python -m lab.entry run`) takes its seed from it
+
+
+def _lines(lines: list[str], node: str, words: Iterator[str]) -> list[str]:
+    return [WORD.sub(lambda _: next(words), line.replace("{node}", node)) for line in lines]
+CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
+
+
+def _words(seed: int, node: str, key: str) -> Iterator[str]:
+    """Pronounceable words (`dakemo`), drawn in order for one node's lines: a server cannot know them
+    in advance, yet the same seed gives the same words (a hash, not Python's salted `hash`)."""
+    rng = random.Random(hashlib.sha256(f"{seed}:{node}:{key}".encode()).digest())
+    while True:
+        yield "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(3))
 
 
 def _address(plan: Plan, viewer: NodePlan, host: str) -> str:

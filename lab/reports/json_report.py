@@ -32,6 +32,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "interrupted": result.interrupted,
         "error": result.error,
         "notes": result.notes,
+        "seed": result.plan.seed,
         "timings": timings_json(result),
         "checks": [
             {"check": e.result.check, "node": e.result.node, "passed": e.result.passed,

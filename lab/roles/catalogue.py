@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 TYPES: dict[str, str] = {
     "port": "a TCP port, 1..65535",
     "text": "a string",
-    "lines": "a string or a list of strings; `{node}` becomes the node's name",
+    "lines": "a string or a list of strings; `{node}` becomes the node's name, `{word}` a word drawn "
+             "from the run's seed",
     "bool": "true or false",
     "duration": "seconds, or 500ms, 30s, 2m, 1h; 0 or more",
     "timeout": "a duration greater than 0",

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from lab import grading
+
 from .conftest import HERE, ROOT, door, lab, until
 
 EXPECTED = {"alice": 5, "bob": 2, "carol": 0, "dave": 0, "eve": 0}
@@ -92,12 +94,17 @@ def test_a_stopped_batch_keeps_its_grades_resume_grades_the_rest_and_only_regrad
     assert proc.returncode == 130 and "--resume" in err, err
     kept = [json.loads(line)["name"] for line in recorded.read_text().splitlines()]
     assert kept and len(kept) < 4 and kept[0] == "alice"
+    seed = json.loads((out / "batch.json").read_text())["seed"]
     resumed = lab(*args, "--resume", timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert not any(f"  {name} " in resumed.stdout for name in kept), resumed.stdout  # not graded again
     grades = {g["name"]: g for g in json.loads((out / "grades.json").read_text())["grades"]}
     assert {n: g["score"] for n, g in grades.items()} == {"alice": 5, "bob": 2, "carol": 0, "frank": 0}
     assert grades["frank"]["note"] == "submission has no echo_server.py" and not grades["frank"]["run"]
+    assert json.loads((out / "grades.json").read_text())["seed"] == seed  # resumed with the batch's seed
+    for name in ("alice", "bob"):  # each submission's words drawn from it and its name
+        report = json.loads((out / "runs" / name / "report.json").read_text())
+        assert report["seed"] == grading._submission_seed(seed, name)
     header = next(csv.reader((out / "grades.csv").open()))
     assert header[3:-1] == [c["expectation"] for c in grades["alice"]["checks"]] and len(header) == 3 + 2 + 1
     again = lab(*args, "--only", "bob", timeout=300)

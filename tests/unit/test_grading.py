@@ -48,3 +48,12 @@ def test_the_grades_page_sorts_and_filters() -> None:
     assert "sortBy('name')" in page and "sortBy('score')" in page and "id='filter'" in page
     assert "data-name='bob' data-score='2' data-full='0'" in page
     assert "runs/alice/report.html" in page and "runs/frank/" not in page  # never ran: no report to link
+
+
+def test_each_submission_has_its_own_seed_and_a_resumed_batch_keeps_its_own(tmp_path: Path) -> None:
+    assert grading._submission_seed(7, "alice") == grading._submission_seed(7, "alice")
+    assert len({grading._submission_seed(7, n) for n in ("alice", "bob", "carol")}) == 3
+    assert grading._submission_seed(7, "alice") != grading._submission_seed(8, "alice")
+    first = grading._seed(tmp_path, None, existing=False)
+    assert grading._seed(tmp_path, None, existing=True) == first  # --resume, --only: the same words
+    assert grading._seed(tmp_path, 42, existing=True) == 42  # unless given

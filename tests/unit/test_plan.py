@@ -85,3 +85,33 @@ expect:
 """
     plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
     assert [e.label for e in plan.expect] == ["output p #1", "output p #2", "exit p"]
+
+
+VARIED = """
+name: varied
+networks: {lan: {subnet: 10.0.0.0/24}}
+nodes:
+  server: {networks: [lan], role: echo-server, with: {port: 9999}}
+  client:
+    replicas: 3
+    networks: [lan]
+    role: telnet-client
+    with: {connect: "server:9999", send: ["{word} from {node}", "{word}"]}
+"""
+
+
+def test_words_are_drawn_per_client_from_the_seed() -> None:
+    """`{word}`: a word a server cannot know in advance, the same for the same seed (a run can be
+    replayed), another for each client and each line."""
+    scenario = load_scenario_text(VARIED, ROOT / "t.yaml")
+
+    def sent(seed: int) -> dict[str, list[str]]:
+        plan = make_plan(scenario, seed)
+        return {n.name: n.params["send"] for n in plan.nodes if n.group == "client"}
+
+    first = sent(7)
+    assert first == sent(7) and first != sent(8)
+    words = [line.split()[0] for lines in first.values() for line in lines]
+    assert len(set(words)) == len(words) == 6 and all(w.isalpha() and len(w) == 6 for w in words)
+    assert first["client-2"][0].endswith(" from client-2")
+    assert make_plan(scenario, 7).to_json()["seed"] == 7
