@@ -64,9 +64,9 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     library caller: the pytest plugin, a test) that run happens in a child process (lab/forked.py).
 
     `seed`: what the clients' `{word}`s are drawn from (default: a new one, in the report)."""
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     plan = make_plan(scenario, secrets.randbelow(2**31) if seed is None else seed)
-    planned = (t0, time.monotonic())
+    planned = (t0, time.monotonic(), wall0)
     journal = Journal(state_dir(), new_lab_id())
     backend = backends.create(backend_name, journal, options)
     backend.check(plan)  # environment problems surface before anything is created
@@ -77,12 +77,13 @@ def run(scenario: Scenario, backend_name: str = "netns", out: Path | None = None
     return _run(scenario, (plan, planned), (backend_name, backend), journal, out, progress, hold, guard, os.getpid())
 
 
-def _run(scenario: Scenario, planned: tuple[Plan, tuple[float, float]], named: tuple[str, Backend], journal: Journal,
+def _run(scenario: Scenario, planned: tuple[Plan, tuple[float, float, float]], named: tuple[str, Backend],
+         journal: Journal,
          out: Path | None, progress: Progress, hold: Holder | None, guard: SignalGuard | None,
          caller: int) -> RunResult:
     """The run proper; `caller`: the pid that signals go to (the STARTED line names it); `planned`:
     the plan, and when planning began and ended (the lab's clock starts there)."""
-    plan, (t0, plan_end) = planned
+    plan, (t0, plan_end, wall0) = planned
     backend_name, backend = named
     raise_fd_limit()
     if guard is not None:
@@ -91,7 +92,7 @@ def _run(scenario: Scenario, planned: tuple[Plan, tuple[float, float]], named: t
     rundir.write("scenario.yaml", scenario.source)
     rundir.write("plan.json", json.dumps(plan.to_json(), indent=2))
     result = RunResult(plan, rundir, backend_name, journal.lab_id, time.time(), notes=backend.notes(), t0=t0,
-                       phases={"plan": (0.0, plan_end - t0)})
+                       wall0=wall0, phases={"plan": (0.0, plan_end - t0)})
     for note in result.notes:
         progress(f"lab {plan.name}: {note}")
     try:

@@ -116,6 +116,7 @@ class RunResult:
     clock: float = 0.0  # the lab's clock: time.monotonic() when the nodes' run began (NodeState times)
     notes: list[str] = field(default_factory=list)  # what the backend said of this machine (limits it cannot enforce)
     t0: float = 0.0  # the lab's clock: time.monotonic() when the run began (planning); timings count from it
+    wall0: float = 0.0  # time.time() at that moment (transcripts are stamped with the wall clock)
     phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # plan/up/run/down/check: (start, end) s
 
     def node_times(self, node: str) -> dict[str, float | None]:

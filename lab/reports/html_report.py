@@ -19,6 +19,7 @@ from typing import Any
 from lab.execution import NodeState
 from lab.outcome import ExpectationResult, RunResult, read_log, read_transcript
 from lab.plan import NodePlan, Plan
+from lab.reports.timeline import requests_table, timeline_svg
 from lab.signals import exit_words
 
 LOG_SHOW_LIMIT = 256 * 1024  # bytes of each node's log shown on the page
@@ -157,9 +158,16 @@ def node_state(s: NodeState | None, clock: float) -> str:
     return "running"
 
 
+def crashed_nodes(result: RunResult) -> set[str]:
+    """Services that ended on their own while the lab needed them (the lab's `service` verdicts)."""
+    return {e.result.node for e in result.results if e.result.check == "service" and not e.result.passed}
+
+
 def _nodes_table(result: RunResult, verdicts: Mapping[str, str]) -> str:
+    crashed = crashed_nodes(result)
     rows = "".join(
-        f'<tr class="node {esc(verdicts.get(n.name, "none"))}" data-node="{esc(n.name)}"><td>{esc(n.name)}</td>'
+        f'<tr class="node {esc(verdicts.get(n.name, "none"))}{" crashed" if n.name in crashed else ""}" '
+        f'data-node="{esc(n.name)}"><td>{esc(n.name)}</td>'
         f"<td>{esc(n.role or ' '.join(n.argv or ()) or '(host)')}</td>"
         f"<td>{esc(', '.join(str(i.address.ip) for i in n.interfaces))}</td>"
         f'<td class="state">{esc(node_state(result.states.get(n.name), result.clock))}</td></tr>'
@@ -245,6 +253,7 @@ table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 tr.check.pass td.verdict{color:#2e7d32;font-weight:bold}tr.check.fail{background:#fdecee}
 tr.check.fail td.verdict{color:#c62828;font-weight:bold}tr.node.fail td.state{color:#c62828}
+tr.node.crashed td{color:#c62828;font-weight:bold}#timeline-box{overflow-x:auto}
 td.data,pre{font-family:monospace;white-space:pre-wrap;word-break:break-all}
 td.t{white-space:nowrap;font-family:monospace}tr.ev.sent td{color:#1565c0}tr.ev.received td{color:#2e7d32}
 tr.ev.error td{color:#c62828}
@@ -301,6 +310,11 @@ id="status">{status}</span></h1>
 <span>exit code: {result.exit_code}</span></p>{"".join(notes)}</header>
 <h2>Topology</h2><div id="topology-box">{topology_svg(plan, node_verdicts(result))}</div>
 <h2>Nodes</h2>{_nodes_table(result, node_verdicts(result))}
+<h2>Timeline</h2><p>Every node on the lab's clock: its program's run (green passed, red failed or \
+crashed, grey no verdict), the moment it was ready (tick), and under it each connection, open to \
+closed (hover: who closed it).</p>
+<div id="timeline-box">{timeline_svg(result, node_verdicts(result), crashed_nodes(result))}</div>
+{requests_table(result)}
 {hosts}
 <h2>Expectations</h2><label><input type="checkbox" id="only-failed"> only failures</label>
 <table id="checks"><thead><tr><th>expectation</th><th>check</th><th>node</th><th>result</th><th>detail</th></tr>\

@@ -119,6 +119,11 @@ def test_report_renders_in_chromium(name: str, tmp_path: Path) -> None:
     assert nodes == verdicts
     assert len(dom.find("g", cls="network")) == 1
 
+    assert {a["data-node"] for a in dom.find("g", cls="lane")} == set(verdicts)  # the timeline: a lane each
+    closed_by = [a["data-closed-by"] for a in dom.find("line", cls="conn")]
+    assert len(closed_by) >= 3 and "not closed" not in closed_by, closed_by  # every connection, and its end
+    assert [a["data-phase"] for a in dom.find("g", cls="phase")] == ["plan", "up", "run", "down", "check"]
+
     assert dom.find("table", id="checks")
     rows = [(a["data-node"], a["class"]) for a in dom.find("tr", cls="check")]
     assert len(rows) == 6  # echo + concurrent, for 3 clients

@@ -105,3 +105,32 @@ def test_graph_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     bad.write_text("name: x\nnetworks: {lan: {subnet: 10.0.0.0/24}}\nnodes:\n  a: {networks: [lan], rol: x}\n")
     assert main(["graph", str(bad)]) == 2
     assert "rol" in capsys.readouterr().err
+
+
+def test_the_timeline_tells_who_was_connected_when_and_who_closed(tmp_path: Path) -> None:
+    """One lane per node on the lab's clock: its run, its readiness, each connection open to closed
+    (and by whom); the phases above; a crashed service in red in the nodes table."""
+    from lab.execution import NodeState
+    from lab.reports.html_report import render
+
+    result = _fake_run(tmp_path)
+    result.t0, result.wall0 = 100.0, time.time() - 5
+    result.phases = {"plan": (0.0, 0.01), "up": (0.01, 0.2), "run": (0.2, 1.0), "down": (1.0, 1.2)}
+    result.states = {"client-2": NodeState(result.plan.node("client-2"), started_at=100.3, ready_at=100.3,
+                                           exited=True, exited_at=100.9, exit_code=0)}
+    events = [{"t": result.wall0 + 0.4, "event": "connected", "conn": 1, "peer": "10.0.1.10:9999"},
+              {"t": result.wall0 + 0.7, "event": "closed", "conn": 1, "by": "server"}]
+    result.rundir.transcript("client-2").write_text("".join(json.dumps(e) + "\n" for e in events))
+    result.results.append(ExpectationResult("service server", CheckResult("service", "server", False, "exited 3")))
+    page = render(result)
+    start = page.index('<svg id="timeline"')
+    tree = ET.fromstring(page[start:page.index("</svg>", start) + 6])
+    lanes = {g.get("data-node"): g for g in tree.iter(f"{SVG}g") if "lane" in g.get("class", "").split()}
+    assert set(lanes) == {n.name for n in result.plan.nodes}
+    assert lanes["server"].get("class") == "lane crashed"
+    (conn,) = [ln for ln in lanes["client-2"].iter(f"{SVG}line") if ln.get("class") == "conn"]
+    assert conn.get("data-closed-by") == "server"
+    (run,) = [r for r in lanes["client-2"].iter(f"{SVG}rect") if r.get("class") == "run"]
+    assert float(run.get("x", 0)) < float(conn.get("x1", 0)) < float(conn.get("x2", 0))  # connected while it ran
+    assert [g.get("data-phase") for g in tree.iter(f"{SVG}g") if g.get("class") == "phase"] == list(result.phases)
+    assert 'class="node fail crashed" data-node="server"' in page
