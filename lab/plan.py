@@ -61,6 +61,7 @@ class NodePlan:
     stdin: tuple[tuple[str, str | float], ...] | None = None  # scripted input for a program
     hosts: tuple[str, ...] = ()  # `host:` (swarm backend): the cluster hosts it may run on
     host_loc: Location | None = None  # where `host:` is written, for errors about unknown hosts
+    image_loc: Location | None = None  # where `image:` is written, for errors about a missing image
     limits: Limits = field(default_factory=Limits)  # what it may use
 
     @property
@@ -251,7 +252,7 @@ def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],
         forwarding=node.forwarding, role=node.role, params=dict(node.params), argv=node.run,
         cwd=node.files, env=dict(node.env), ready=ready, after=after, service=service,
         image=node.image, stdin=node.stdin, hosts=node.hosts,
-        host_loc=node.host_loc,
+        host_loc=node.host_loc, image_loc=node.image_loc,
         limits=node.limits,
     )
 

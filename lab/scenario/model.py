@@ -72,6 +72,7 @@ class Node:
     stdin: tuple[tuple[str, str | float], ...] | None = None  # ("send", text) / ("wait", seconds)
     hosts: tuple[str, ...] = ()  # `host:`: cluster hosts this node may run on (swarm backend)
     host_loc: Location | None = None
+    image_loc: Location | None = None
     limits: Limits = field(default_factory=Limits)
 
 

@@ -91,6 +91,7 @@ def check_node(s: Scope, name: str, raw: Any, replicas: int | None) -> Node | No
         stdin=_stdin(c, path, body) if "stdin" in body else None,
         hosts=_hosts(c, path + ("host",), body["host"]) if "host" in body else (),
         host_loc=c.source.value_loc(path + ("host",)) if "host" in body else None,
+        image_loc=c.source.value_loc(path + ("image",)) if "image" in body else None,
         limits=check_limits(c, path + ("limits",), body["limits"], s.limits) if "limits" in body else s.limits,
     )
 

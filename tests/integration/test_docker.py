@@ -80,13 +80,14 @@ def test_engine_unreachable_is_exit_3_with_the_fix(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-def test_missing_image_is_exit_3_naming_it(tmp_path: Path) -> None:
+def test_missing_image_is_exit_3_naming_it_its_node_and_line(tmp_path: Path) -> None:
     scenario = tmp_path / "img.yaml"
     scenario.write_text((ROOT / "scenarios" / "greeting.yaml").read_text().replace(
         "    role: greeting-server", "    image: lab-missing:nope\n    role: greeting-server"))
     done = lab("run", str(scenario), "--backend", "docker", "--out", str(tmp_path / "r"))
     assert done.returncode == 3, done.stderr
-    assert "lab-missing:nope" in done.stderr
+    line = (scenario.read_text().splitlines().index("    image: lab-missing:nope")) + 1
+    assert f"{scenario}:{line}:12: node server: image 'lab-missing:nope'" in done.stderr, done.stderr
 
 
 def test_clean_never_removes_an_unlabelled_container() -> None:

@@ -74,10 +74,11 @@ class DockerBackend(ContainerBackend[_Box]):
         if not images.exists(self.client, self.image):
             raise EnvironmentProblem(f"the lab image {self.image} is missing: build it with `lab images` "
                                      "(or `inv images`)")
-        for image in sorted({n.image for n in plan.nodes if n.image}):
-            if not images.exists(self.client, image):
-                raise EnvironmentProblem(f"image {image!r} (from a node's `image:`) is missing: "
-                                         f"docker build or docker load it first")
+        for node in {n.image: n for n in plan.nodes if n.image}.values():
+            if not images.exists(self.client, str(node.image)):
+                where = f"{node.image_loc}: " if node.image_loc else ""
+                raise EnvironmentProblem(f"{where}node {node.group}: image {node.image!r} is missing on this "
+                                         f"machine: docker build or docker load it first")
 
     @classmethod
     def check_kept(cls) -> None:
