@@ -61,6 +61,7 @@ class Execution:
     timed_out: bool = False
     host_wait: float = 0.0  # s spent with a node asked to start whose host did not exist yet
     waiting_since: float | None = None
+    launched: int = 0  # nodes whose deferred host came to exist (container backends): progress k/N
     barrier: Barrier = field(init=False)  # clients of `concurrent` expectations, held until released
     clock_margin: float = field(init=False)  # s a group's release waits (see lab/barrier.py)
 
@@ -158,6 +159,7 @@ class Execution:
         if event.kind == LAUNCHED:  # its host is up now: readiness is timed from here
             s.started_at, s.launching = time.monotonic(), False
             s.launched_at = s.started_at
+            self._hosts_progress()
             if s.plan.ready.kind == STARTED:
                 s.ready_at = s.started_at
         elif event.kind == ANSWERED:
@@ -176,6 +178,17 @@ class Execution:
             elif s.plan.service:
                 s.note = f"exited with {_code(event.code)} while serving"
                 self.progress(f"  exited  {s.plan.name} ({_code(event.code)})")
+
+    def _hosts_progress(self) -> None:
+        """While an engine creates the hosts (they exist only once launched), say how far it is:
+        a line at each quarter, and when every host is up, since when the run began."""
+        self.launched += 1
+        total = sum(1 for s in self.states.values() if s.plan.runs_something and not s.blocked and not s.failed_start)
+        k, elapsed = self.launched, time.monotonic() - self.t0
+        if k == total:
+            self.progress(f"lab {self.plan.name}: all {total} host(s) up in {elapsed:.2f}s")
+        elif total >= 8 and k * 4 // total > (k - 1) * 4 // total:
+            self.progress(f"  hosts   {k}/{total} up ({elapsed:.1f}s)")
 
     def _release_groups(self) -> None:
         """Let the clients held for `concurrent` go on when the barrier says so (lab/barrier.py)."""

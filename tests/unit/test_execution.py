@@ -245,3 +245,17 @@ def test_a_host_never_created_is_bounded_and_said_so(monkeypatch: object) -> Non
     server = ex.states["server"]
     assert ex.timed_out and server.killed_at_deadline
     assert "its host was not created before the run's timeout (0.3s + 0.2s waiting for hosts)" in server.note
+
+
+def test_hosts_an_engine_creates_slowly_are_counted_as_they_come_up() -> None:
+    """A container backend's hosts exist only once launched: the run says how far the engine is (a
+    line per quarter) and when every host is up, on the run's clock."""
+    text = SCENARIO.format(timeout="5s").replace("replicas: 2", "replicas: 11")
+    plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
+    lines: list[str] = []
+    ex = Execution(plan, SlowEngine({"server": [("ready", None)]}, creating=0.02), lines.append, lambda name: "")
+    ex.run()
+    counts = [line.split()[1] for line in lines if line.startswith("  hosts ")]
+    assert counts == ["3/12", "6/12", "9/12"], lines
+    (done,) = [line for line in lines if "host(s) up in" in line]
+    assert done.startswith("lab t: all 12 host(s) up in ")
