@@ -14,9 +14,11 @@ node (in parallel) for addresses and routes.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -35,9 +37,20 @@ def check_machine(needs_root: str | None) -> None:
     tells the user why; None: a rootless lab, root of its own user namespace once up) and iproute2
     is installed."""
     if needs_root is not None and os.geteuid() != 0:
-        raise EnvironmentProblem(needs_root)
+        raise EnvironmentProblem(f"{needs_root}: {as_root()}")
     if shutil.which("ip") is None:
         raise EnvironmentProblem("'ip' (iproute2) is not installed: apt-get install iproute2")
+
+
+def as_root() -> str:
+    """The command line again, as root: `sudo lab` finds no `lab` in a virtualenv (sudo's PATH is
+    its own), so the advice names the very program that runs."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("__main__.py"):  # python -m lab
+        argv = [sys.executable, "-m", "lab", *argv[1:]]
+    elif argv:
+        argv[0] = os.path.abspath(argv[0])
+    return "sudo " + shlex.join(argv) if argv else "run it as root"
 
 
 class Fabric:

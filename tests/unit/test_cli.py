@@ -84,3 +84,16 @@ def test_clean_drops_a_state_folder_a_killed_lab_left_empty(tmp_path: Path, monk
     (tmp_path / "state" / "netns-dir-created").write_text("mounted\n")  # not empty: not ours to drop here
     main(["clean"])
     assert (tmp_path / "state" / "netns-dir-created").exists()
+
+
+def test_the_advice_to_run_as_root_names_the_program_that_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sudo lab` finds no `lab` in a virtualenv (sudo has a PATH of its own): the advice is the
+    very command line again, with its absolute program."""
+    import sys
+
+    from lab.backends.fabric import as_root
+
+    monkeypatch.setattr(sys, "argv", [".venv/bin/lab", "run", "my lab.yaml", "--backend", "docker"])
+    assert as_root() == f"sudo {Path('.venv/bin/lab').absolute()} run 'my lab.yaml' --backend docker"
+    monkeypatch.setattr(sys, "argv", ["/x/lab/__main__.py", "run", "a.yaml"])
+    assert as_root() == f"sudo {sys.executable} -m lab run a.yaml"

@@ -68,8 +68,8 @@ class DockerBackend(ContainerBackend[_Box]):
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
-        check_machine("the docker backend needs root (it wires containers into the lab's own namespaces): "
-                      "run as root")
+        check_machine("the docker backend needs root (it wires containers into the lab's own namespaces; "
+                      "without root, the netns backend runs in a user namespace)")
         self.client = connect()
         if not images.exists(self.client, self.image):
             raise EnvironmentProblem(f"the lab image {self.image} is missing: build it with `lab images` "
