@@ -12,6 +12,7 @@ a fresh process (interpreter start included), A B A B, and the medians are compa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -120,6 +121,23 @@ def bench(sizes: list[int] | None = None, rounds: int = 3, peers: str | None = N
     return 0 if ok else 1
 
 
+def phase_split(run_dirs: list[Path]) -> dict[str, float]:
+    """Where lab's time went over several runs: each phase's median seconds (report.json timings)."""
+    seen: dict[str, list[float]] = {}
+    for run_dir in run_dirs:
+        try:
+            phases = json.loads((run_dir / "report.json").read_text())["timings"]["phases"]
+        except (OSError, ValueError, KeyError):
+            continue
+        for name, p in phases.items():
+            seen.setdefault(name, []).append(float(p["seconds"]))
+    return {name: statistics.median(times) for name, times in seen.items()}
+
+
+def _split_line(backend: str, n: int, split: dict[str, float]) -> str:
+    return f"  {backend:<6} N={n:<4} phases (median): " + ", ".join(f"{k} {v:.2f}s" for k, v in split.items())
+
+
 def _compare(backend: str, pairing: Pairing, script: Path | None, n: int,
              rounds: int) -> tuple[float, float | None, bool]:
     lab_times: list[float] = []
@@ -140,6 +158,7 @@ def _compare(backend: str, pairing: Pairing, script: Path | None, n: int,
                     _remove_compose_leftovers(f"peerecho{pid}")
                 peer_times.append(t)
                 print(f"  {backend:<6} N={n:<4} round {k + 1}: {pairing.peer} {t:6.2f}s {last}")
+        print(_split_line(backend, n, phase_split([Path(f"{tmp}/run-{k}") for k in range(rounds)])))
     return statistics.median(lab_times), statistics.median(peer_times) if peer_times else None, ok
 
 
