@@ -27,11 +27,11 @@ def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, clust
     its outcome is decided: a late Ctrl-C must not turn it into a traceback or another exit code."""
     with SignalGuard(then=signal.SIG_IGN) as guard:
         from lab import api
-        from lab.orchestrator import stderr_progress
+        from lab.orchestrator import TerminalProgress
         from lab.reports.terminal import phase_lines, table, verdict_line
 
         result = api.run(scenario, backend, out, cluster=cluster, guard=guard, own_process=True, seed=seed,
-                         progress=_quiet_progress if quiet else stderr_progress)
+                         progress=_quiet_progress if quiet else TerminalProgress())
     if quiet == 0:
         print(table(result))
     elif quiet == 1 or not result.passed:

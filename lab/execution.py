@@ -185,6 +185,9 @@ class Execution:
         self.launched += 1
         total = sum(1 for s in self.states.values() if s.plan.runs_something and not s.blocked and not s.failed_start)
         k, elapsed = self.launched, time.monotonic() - self.t0
+        status = getattr(self.progress, "status", None)  # a terminal: every step, on one line
+        if status is not None and k < total:
+            status(f"  hosts   {k}/{total} up ({elapsed:.1f}s)")
         if k == total:
             self.progress(f"lab {self.plan.name}: all {total} host(s) up in {elapsed:.2f}s")
         elif total >= 8 and k * 4 // total > (k - 1) * 4 // total:

@@ -37,6 +37,31 @@ def stderr_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+class TerminalProgress:
+    """Progress lines on stderr, and on a terminal the status of long work (`hosts 37/101 up`) on one
+    line that each update overwrites (elsewhere the status is left out: the lines say each phase).
+    The execution finds `status` on the progress it is given; a plain function has none."""
+
+    def __init__(self) -> None:
+        self.showing = False
+
+    def __call__(self, line: str) -> None:
+        self._clear()
+        print(line, file=sys.stderr, flush=True)
+
+    def status(self, text: str) -> None:
+        if sys.stderr.isatty():
+            self._clear()
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            self.showing = True
+
+    def _clear(self) -> None:
+        if self.showing:
+            sys.stderr.write("\r\x1b[K")
+            self.showing = False
+
+
 class Holder(Protocol):
     """Keeps a lab running after bring-up (`lab up`), until a signal (`lab down`) ends it."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from lab.backends import ANSWERED, EXITED, READY, Event
 from lab.barrier import Barrier
 from lab.execution import Execution
@@ -259,3 +261,24 @@ def test_hosts_an_engine_creates_slowly_are_counted_as_they_come_up() -> None:
     assert counts == ["3/12", "6/12", "9/12"], lines
     (done,) = [line for line in lines if "host(s) up in" in line]
     assert done.startswith("lab t: all 12 host(s) up in ")
+
+
+def test_on_a_terminal_every_host_is_counted_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from lab.orchestrator import TerminalProgress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Tty()
+    monkeypatch.setattr(sys, "stderr", screen)
+    text = SCENARIO.format(timeout="5s").replace("replicas: 2", "replicas: 3")
+    plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
+    Execution(plan, SlowEngine({"server": [("ready", None)]}, creating=0.02), TerminalProgress(), lambda n: "").run()
+    out = screen.getvalue()
+    assert [f"hosts   {k}/4 up" in out for k in (1, 2, 3)] == [True] * 3
+    assert out.count("\r\x1b[K") == 3  # each status line cleared before what follows it
+    assert "all 4 host(s) up in" in out.splitlines()[-1]
