@@ -75,10 +75,15 @@ def _expectation_rows(label: str, checked: list[CheckResult], width: int) -> lis
     detail = checked[0].detail if len(checked) == 1 else f"{len(checked) - len(bad)}/{len(checked)} nodes passed"
     lines = [f"{label:<{width}}  {verdict:<6}  {detail}"]
     if len(checked) > 1:
-        lines += [f"{'':<{width}}  {'':<6}  {r.node}: {r.detail}" for r in bad[:MAX_FAILURES_SHOWN]]
+        lines += [f"{'':<{width}}  {'':<6}  {_named(r)}" for r in bad[:MAX_FAILURES_SHOWN]]
         if len(bad) > MAX_FAILURES_SHOWN:
             lines.append(f"{'':<{width}}  {'':<6}  ... and {len(bad) - MAX_FAILURES_SHOWN} more (report.json)")
     return lines
+
+
+def _named(r: CheckResult) -> str:
+    """A failing node's detail, naming the node once (a client's detail begins with its name)."""
+    return r.detail if r.detail.startswith(f"{r.node} ") else f"{r.node}: {r.detail}"
 
 
 def hosts_line(result: RunResult) -> str:

@@ -78,9 +78,9 @@ def test_the_docs_show_what_the_lab_prints(block: Block, tmp_path: Path) -> None
     for command, expected in block.steps:
         argv = shlex.split(command)
         assert argv[0] == "lab", f"{block.where}: only `lab` commands are run ({command!r})"
-        done = subprocess.run([sys.executable, "-m", "lab", *argv[1:]], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=180)
-        printed = [mask(line) for line in (done.stdout + done.stderr).splitlines()]
+        done = subprocess.run([sys.executable, "-m", "lab", *argv[1:]], cwd=tmp_path, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180)  # as a terminal shows
+        printed = [mask(line) for line in done.stdout.splitlines()]
         at = 0
         for line in map(mask, expected):
             assert line in printed[at:], (f"{block.where}: `{command}` did not print {line!r} (after line {at}):\n"
