@@ -62,6 +62,8 @@ class Execution:
     host_wait: float = 0.0  # s spent with a node asked to start whose host did not exist yet
     waiting_since: float | None = None
     launched: int = 0  # nodes whose deferred host came to exist (container backends): progress k/N
+    began: float | None = None  # when the lab began coming up (monotonic): "N node(s) up in" counts from it
+    all_up: bool = False  # said once: every node that can start has its host and its program started
     barrier: Barrier = field(init=False)  # clients of `concurrent` expectations, held until released
     clock_margin: float = field(init=False)  # s a group's release waits (see lab/barrier.py)
 
@@ -108,6 +110,7 @@ class Execution:
 
     def _drive(self, done: Callable[[], bool]) -> None:
         self._start_unblocked()
+        self._say_all_up()
         while not done():
             now = time.monotonic()
             deadline = self._deadline(now)
@@ -122,6 +125,7 @@ class Execution:
             self.interrupted()
             self._check_ready_deadlines()
             self._start_unblocked()
+            self._say_all_up()
 
     def _all_up(self) -> bool:
         return all(s.blocked or (s.started_at is not None and (s.ready_at is not None or s.exited))
@@ -179,6 +183,17 @@ class Execution:
                 s.note = f"exited with {_code(event.code)} while serving"
                 self.progress(f"  exited  {s.plan.name} ({_code(event.code)})")
 
+    def _say_all_up(self) -> None:
+        """Once every node that can start is up (its host exists, its program started): how long the
+        lab took to come up, from the moment it began (an engine may create hosts long after)."""
+        if self.all_up or not all(s.blocked or s.failed_start or (s.started_at is not None and not s.launching)
+                                  for s in self.states.values()):
+            return
+        self.all_up = True
+        up = sum(1 for s in self.states.values() if not s.blocked and not s.failed_start)
+        began = self.t0 if self.began is None else self.began
+        self.progress(f"lab {self.plan.name}: {up} node(s) up in {time.monotonic() - began:.2f}s")
+
     def _hosts_progress(self) -> None:
         """While an engine creates the hosts (they exist only once launched), say how far it is:
         a line at each quarter, and when every host is up, since when the run began."""
@@ -188,9 +203,7 @@ class Execution:
         status = getattr(self.progress, "status", None)  # a terminal: every step, on one line
         if status is not None and k < total:
             status(f"  hosts   {k}/{total} up ({elapsed:.1f}s)")
-        if k == total:
-            self.progress(f"lab {self.plan.name}: all {total} host(s) up in {elapsed:.2f}s")
-        elif total >= 8 and k * 4 // total > (k - 1) * 4 // total:
+        if k < total and total >= 8 and k * 4 // total > (k - 1) * 4 // total:
             self.progress(f"  hosts   {k}/{total} up ({elapsed:.1f}s)")
 
     def _release_groups(self) -> None:

@@ -157,9 +157,10 @@ def _execute(result: RunResult, scenario_path: str, backend: Backend, journal: J
             with _phase(result, "up"):
                 backend.up(plan, result.rundir)
             guard.check()
-            progress(f"lab {name}: {len(plan.networks)} network(s), {len(plan.nodes)} node(s) up "
-                     f"in {time.monotonic() - t0:.2f}s ({result.backend}, lab {journal.lab_id})")
-            execution = Execution(plan, backend, progress, lambda n: log_tail(result.rundir, n), guard.check)
+            progress(f"lab {name}: {len(plan.networks)} network(s) up in {time.monotonic() - t0:.2f}s, "
+                     f"{len(plan.nodes)} node(s) to start ({result.backend}, lab {journal.lab_id})")
+            execution = Execution(plan, backend, progress, lambda n: log_tail(result.rundir, n), guard.check,
+                                  began=t0)
             with _phase(result, "run"):
                 if hold is None:
                     execution.run()

@@ -259,8 +259,9 @@ def test_hosts_an_engine_creates_slowly_are_counted_as_they_come_up() -> None:
     ex.run()
     counts = [line.split()[1] for line in lines if line.startswith("  hosts ")]
     assert counts == ["3/12", "6/12", "9/12"], lines
-    (done,) = [line for line in lines if "host(s) up in" in line]
-    assert done.startswith("lab t: all 12 host(s) up in ")
+    (done,) = [line for line in lines if "node(s) up in" in line]  # said once, after the last host
+    assert done.startswith("lab t: 12 node(s) up in ")
+    assert lines.index(done) > max(k for k, line in enumerate(lines) if line.startswith("  hosts "))
 
 
 def test_on_a_terminal_every_host_is_counted_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,4 +282,13 @@ def test_on_a_terminal_every_host_is_counted_on_one_line(monkeypatch: pytest.Mon
     out = screen.getvalue()
     assert [f"hosts   {k}/4 up" in out for k in (1, 2, 3)] == [True] * 3
     assert out.count("\r\x1b[K") == 3  # each status line cleared before what follows it
-    assert "all 4 host(s) up in" in out.splitlines()[-1]
+    assert "lab t: 4 node(s) up in" in out.splitlines()[-1]
+
+
+def test_the_lab_says_when_every_node_is_up_counting_from_when_it_began() -> None:
+    lines: list[str] = []
+    ex = Execution(_plan(), ScriptedBackend({"server": [("ready", None)]}), lines.append, lambda name: "",
+                   began=0.0)
+    ex.run()
+    (done,) = [line for line in lines if "node(s) up in" in line]  # the clients start once the server is ready
+    assert done.startswith("lab t: 3 node(s) up in ") and float(done.split()[-1].rstrip("s")) > 1.0  # since 0.0
