@@ -108,11 +108,16 @@ def lab_nodes(ref: str) -> list[NodeInfo]:
     return [_node_info(n, seen.get(n["name"], {}), since) for n in plan_json(j)["nodes"]]
 
 
+def not_started(note: str) -> str:
+    """`not started: why`, said once (the note of a node blocked by another already says it)."""
+    return note if note.startswith("not started") else f"not started: {note}"
+
+
 def _node_info(plan: dict[str, Any], st: dict[str, Any], now: float) -> NodeInfo:
     started, exited = st.get("started_at"), st.get("exited_at")
     if not st.get("started", False):
         note = str(st.get("note", ""))
-        state = (note if note.startswith("not started") else f"not started: {note}") if note else "starting"
+        state = not_started(note) if note else "starting"
     elif st.get("exited"):
         state = "stopped" if st.get("stopped_by_lab") else "exited"
     else:

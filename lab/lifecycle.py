@@ -128,15 +128,10 @@ class StatusHolder:
 def _node_row(s: Any) -> dict[str, Any]:
     n = s.plan
     runs = n.role or (" ".join(n.argv) if n.argv else "(host)")
-    state = _not_started(s.note) if s.blocked else (s.note or ("exited " + str(s.exit_code) if s.exited
+    state = inventory.not_started(s.note) if s.blocked else (s.note or ("exited " + str(s.exit_code) if s.exited
                                                                       and n.runs_something else "up"))
     return {"name": n.name, "addresses": {i.name: str(i.address) for i in n.interfaces}, "runs": runs,
             "state": state}
-
-
-def _not_started(note: str) -> str:
-    """`not started: why`, said once (the note of a node blocked by another already says it)."""
-    return note if note.startswith("not started") else f"not started: {note}"
 
 
 def _node_status(s: Any, t0: float) -> dict[str, Any]:
