@@ -4,9 +4,12 @@ Such clients, once answered, keep their connection open until the lab releases t
 releases a group when every member was answered or will never be (it ended, or cannot start), so
 a correct server's clients are all connected and answered at one moment however slow the machine
 is. A group whose members are not all answered within half the clients' timeout after the first
-one was (a server that serves one client at a time) is released then: the clients still waiting
-for their reply are within their own timeout and get served afterwards, so `echo` judges such a
-server the same way every run, and `concurrent` fails it every run.
+one was (a server that serves one client at a time) is released then, and `concurrent` fails it
+every run. The clients still waiting for their reply are served in turn after that; the time the
+lab held the others is not theirs to lose, so each time a member of a released group ends, the
+members still waiting for their reply are told (the same word) and count their timeout afresh:
+each is judged by how long the server took once the client before it had gone, however many
+there are and however busy the machine, so `echo` judges such a server the same way every run.
 
 A member that reports ANSWERED after its group was released is released at once.
 
@@ -51,6 +54,14 @@ class Barrier:
         if group.first_answer is None:
             group.first_answer = now
         return [node] if group.released else []
+
+    def gone(self, node: str, settled: Callable[[str], bool]) -> list[str]:
+        """`node` has ended: the members of its group still waiting for their reply, once the group
+        was released (they count their timeout afresh from now)."""
+        group = self.of.get(node)
+        if group is None or not group.released:
+            return []
+        return [n for n in group.members if n != node and n not in group.answered and not settled(n)]
 
     def due(self, now: float, settled: Callable[[str], bool], margin: float = 0.0) -> list[str]:
         """The answered members of every group now to be released: `margin` s after each member

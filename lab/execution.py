@@ -177,6 +177,7 @@ class Execution:
                               f"{_what(s.plan)} ({s.ready_at - self.t0:.2f}s)")
         elif event.kind == EXITED:
             s.exited, s.exit_code, s.exited_at, s.cause = True, event.code, time.monotonic(), event.cause
+            self._renew_waiting(s.plan.name)
             if s.ready_at is None:
                 self._failed_start(s, f"exited with {_code(event.code)} before it was ready")
             elif s.plan.service:
@@ -208,10 +209,20 @@ class Execution:
 
     def _release_groups(self) -> None:
         """Let the clients held for `concurrent` go on when the barrier says so (lab/barrier.py)."""
-        due = self.barrier.due(time.monotonic(), lambda n: self.states[n].exited or self.states[n].blocked,
-                               self.clock_margin)
+        due = self.barrier.due(time.monotonic(), self._settled, self.clock_margin)
         if due:
             self.backend.release(due)
+
+    def _renew_waiting(self, gone: str) -> None:
+        """A client of a released group has ended: those still waiting for their reply (and
+        started) count their timeout afresh, the server being free of it (lab/barrier.py)."""
+        waiting = [n for n in self.barrier.gone(gone, self._settled)
+                   if self.states[n].started_at is not None and not self.states[n].launching]
+        if waiting:
+            self.backend.release(waiting)
+
+    def _settled(self, node: str) -> bool:
+        return self.states[node].exited or self.states[node].blocked
 
     def _next_ready_deadline(self) -> float:
         pending = [s.started_at + s.plan.ready.timeout for s in self.states.values()

@@ -112,8 +112,9 @@ class Backend(Protocol):
         """Wait at most `timeout` seconds for events; return those observed."""
 
     def release(self, nodes: list[str]) -> None:
-        """Let synced clients (`NodePlan.synced`) that reported ANSWERED go on: every client of their
-        group was answered or is gone. A node that already ended is skipped."""
+        """Say the word to synced clients (`NodePlan.synced`): those that reported ANSWERED go on
+        (every client of their group was answered or is gone, or the lab's patience ran out); those
+        still waiting for their reply count their timeout afresh. A node that already ended is skipped."""
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         """Stop the nodes' programs (SIGTERM, SIGKILL after `grace` s); returns their exit codes."""

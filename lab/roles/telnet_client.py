@@ -9,6 +9,8 @@ One connection, used the way a person at a terminal uses it:
 3. with `sync` (set by the lab for clients of a `concurrent` expectation), tell the lab the client
    was answered and keep the connection open until the lab releases it (every client of that
    expectation answered) or `timeout` passes; then hold until `hold` s after the first reply.
+   Still waiting for a reply, such a client counts its timeout afresh at each word from the lab
+   (another client of the group has gone: a sequential server may serve this one now).
 Event times are taken on the safe side of each call: `answered` after the recv that completed the
 reply, `closing` before close(), so an interval of "connected and answered" never claims more.
 """
@@ -40,18 +42,31 @@ class Session:
         self.eof = False
         self.heard = False  # some bytes arrived
         self.phase = "connect"
+        self.control: int | None = None  # a synced client: where the lab's words come (see pump's `renew`)
 
-    def pump(self, deadline: float, enough: Callable[[bytes], bool], quiet: float | None = None) -> str:
+    def pump(self, deadline: float, enough: Callable[[bytes], bool], quiet: float | None = None,
+             renew: float | None = None) -> str:
         """Record what arrives until `enough(bytes so far)`, EOF, the deadline (monotonic), or (with
         `quiet`) a silence of that many seconds. Returns "done", "eof", "deadline" or "quiet";
-        errors such as a reset propagate."""
+        errors such as a reset propagate. With `renew`, a word from the lab (another client of this
+        one's `concurrent` group has gone, after the lab held it: see lab/barrier.py) sets the
+        deadline `renew` s from then: a server that serves one client at a time is busy with the
+        others, and the time the lab held them is not this client's to lose."""
         got = b""
         while not enough(got):
             now = time.monotonic()
             remaining = deadline - now
             if remaining <= 0:
                 return "deadline"
-            self.sock.settimeout(min(remaining, quiet) if quiet is not None else remaining)
+            wait = min(remaining, quiet) if quiet is not None else remaining
+            heard = self.lab_spoke(wait) if renew is not None else "socket"
+            if heard == "lab":
+                deadline = time.monotonic() + float(renew or 0.0)
+                self.transcript.event("renewed", conn=CONN, timeout=renew)
+                continue
+            if heard == "nothing":
+                return "quiet" if quiet is not None and time.monotonic() < deadline else "deadline"
+            self.sock.settimeout(wait)
             try:
                 chunk = self.sock.recv(RECV_SIZE)
             except TimeoutError:
@@ -64,6 +79,20 @@ class Session:
             self.record(chunk)
             got += chunk
         return "done"
+
+    def lab_spoke(self, wait: float) -> str:
+        """Wait up to `wait` s for the server's bytes or a word from the lab: "socket" (readable, or
+        no lab to listen to), "lab" (a word, read), or "nothing" (neither came)."""
+        if self.control is None:
+            return "socket"
+        watched: list[Any] = [self.sock, self.control]
+        readable, _, _ = select.select(watched, [], [], wait)
+        if self.control in readable:
+            if os.read(self.control, 64):
+                return "lab"
+            self.control = None  # the lab is gone: the socket alone from now on
+            return "socket"
+        return "socket" if readable else "nothing"
 
     def settle(self, quiet: float, minimum: float, limit: float) -> str:
         """Read what the server says until it has been quiet for `quiet` s (and at least `minimum`
@@ -140,6 +169,7 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     transcript.event("connected", conn=CONN, peer=peer, local=peer_text(sock.getsockname()), target=target)
     say(f"Connected to {target} ({peer}).")
     session = Session(sock, transcript)
+    session.control = control_fd() if params.get("sync") else None
     with sock:
         ok = converse(session, params, timeout)
         transcript.event("closing", conn=CONN)
@@ -166,7 +196,7 @@ def talk(session: Session, params: dict[str, Any], timeout: float) -> bool:
     quiet = float(params.get("quiet", QUIET))
     session.phase = "greeting"
     if params.get("read_greeting"):
-        status = session.pump(time.monotonic() + timeout, lambda got: b"\n" in got)
+        status = session.pump(time.monotonic() + timeout, lambda got: b"\n" in got, renew=timeout)
         if status == "deadline":
             session.timed_out(timeout)
             return False
@@ -181,7 +211,7 @@ def talk(session: Session, params: dict[str, Any], timeout: float) -> bool:
         data = session.send(line, timeout)
         session.phase = "reply"
         wanted = max(1, data.count(b"\n"))
-        status = session.pump(time.monotonic() + timeout, line_ends(wanted))
+        status = session.pump(time.monotonic() + timeout, line_ends(wanted), renew=timeout)
         if status == "deadline":
             session.timed_out(timeout)
             return False

@@ -99,7 +99,8 @@ def test_a_stopped_batch_keeps_its_grades_resume_grades_the_rest_and_only_regrad
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert not any(f"  {name} " in resumed.stdout for name in kept), resumed.stdout  # not graded again
     grades = {g["name"]: g for g in json.loads((out / "grades.json").read_text())["grades"]}
-    assert {n: g["score"] for n, g in grades.items()} == {"alice": 5, "bob": 2, "carol": 0, "frank": 0}
+    assert {n: g["score"] for n, g in grades.items()} == {"alice": 5, "bob": 2, "carol": 0, "frank": 0}, \
+        {n: [c["reason"] for c in g["checks"] if not c["passed"]] for n, g in grades.items()}
     assert grades["frank"]["note"] == "submission has no echo_server.py" and not grades["frank"]["run"]
     assert json.loads((out / "grades.json").read_text())["seed"] == seed  # resumed with the batch's seed
     for name in ("alice", "bob"):  # each submission's words drawn from it and its name

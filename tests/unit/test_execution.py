@@ -186,6 +186,27 @@ def test_the_answered_wait_half_the_clients_timeout_then_late_answers_go_at_once
     assert barrier.answered("loner", 13.0) == []  # not held at all
 
 
+def test_once_released_each_member_that_ends_renews_the_timeout_of_those_still_waiting() -> None:
+    plan = make_plan(load_scenario_text(SYNCED, ROOT / "t.yaml"))
+    barrier = Barrier(plan)
+    barrier.answered("client-1", 10.0)
+    assert barrier.gone("client-1", lambda n: False) == []  # not released yet: nobody was held
+    assert barrier.due(12.5, lambda n: False) == ["client-1"]  # a sequential server: patience ran out
+    assert barrier.gone("client-1", lambda n: n == "client-1") == ["client-2", "client-3"]
+    barrier.answered("client-2", 13.0)
+    assert barrier.gone("client-2", lambda n: n in ("client-1", "client-2")) == ["client-3"]
+    assert barrier.gone("loner", lambda n: False) == []  # in no group
+
+
+def test_the_lab_tells_the_waiting_members_when_a_released_one_ends() -> None:
+    ex, backend = _synced(["client-1"])
+    ex.barrier.groups[0].patience = 0.0  # the sequential server's case: released with one answer
+    ex.watch(0)
+    assert backend.released == ["client-1"]
+    ex._handle(Event("client-1", EXITED, 0))
+    assert backend.released == ["client-1", "client-2", "client-3"]  # the two waiting: timeout afresh
+
+
 def test_on_several_hosts_a_group_is_released_after_the_clocks_uncertainty() -> None:
     plan = make_plan(load_scenario_text(SYNCED, ROOT / "t.yaml"))
     barrier = Barrier(plan)

@@ -438,12 +438,12 @@ class SyncedClient:
     `answered` on its status pipe, then keeps its connection open until `release` comes on its
     control pipe. Overlap by events, not by a hold time that a busy machine can outlast."""
 
-    def __init__(self, port: int, i: int, tmp_path: Path):
+    def __init__(self, port: int, i: int, tmp_path: Path, **extra: Any):
         self.transcript = tmp_path / f"{i}.jsonl"
         self.status, status_w = os.pipe()
         control_r, self.control = os.pipe()
         env = {**ENV, "LAB_STATUS_FD": str(status_w), "LAB_CONTROL_FD": str(control_r)}
-        argv = role_argv("telnet-client", telnet(port, send=[f"hi {i}"], sync=True), self.transcript)
+        argv = role_argv("telnet-client", telnet(port, send=[f"hi {i}"], sync=True, **extra), self.transcript)
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, pass_fds=(status_w, control_r),
                                      stdout=subprocess.DEVNULL)
         os.close(status_w)
@@ -488,6 +488,28 @@ def test_three_synced_clients_are_concurrent(tmp_path: Path) -> None:
     assert codes == [0, 0, 0]
     assert all(r.passed for r in results), [r.detail for r in results]
     assert all(named(load(c.transcript), "released")[0]["by"] == "lab" for c in clients)
+
+
+def test_a_synced_client_waiting_for_its_reply_counts_its_timeout_afresh_at_each_word_from_the_lab(
+        tmp_path: Path) -> None:
+    """A sequential server serves the clients the lab held one after the other: the lab's word when
+    one of them has gone gives those still waiting their whole timeout again (lab/barrier.py)."""
+    timeout = 2.0
+    with silent_listener() as port:
+        client = SyncedClient(port, 0, tmp_path, timeout=timeout)
+        try:
+            deadline = time.monotonic() + READY_DEADLINE
+            while b'"event": "sent"' not in (client.transcript.read_bytes() if client.transcript.exists() else b""):
+                assert time.monotonic() < deadline and client.proc.poll() is None, "the line was never sent"
+                time.sleep(0.01)
+            client.release()  # within its first timeout: another client of its group has gone
+            code = client.proc.wait(timeout=READY_DEADLINE)
+        finally:
+            client.close()
+    events = load(client.transcript)
+    [sent], [renewed], [error] = named(events, "sent"), named(events, "renewed"), named(events, "error")
+    assert code == 1 and (error["kind"], error["during"]) == ("timeout", "reply")
+    assert error["t"] - renewed["t"] >= timeout * 0.99 and error["t"] - sent["t"] > timeout  # from the word on
 
 
 # ----------------------------------------------------------------------------- command line and common
