@@ -61,15 +61,15 @@ def images(c: Context, base: str = "debootstrap") -> None:
     _exit(cli.main(["images", "--base", base]))
 
 
-@task(help={"sizes": "comma-separated client counts (default 10,100 netns; 10,50 docker)",
-            "rounds": "runs per side and size",
-            "backends": "netns,docker (rootless: netns as uid 65534 against root)"})
-def bench(c: Context, sizes: str = "", rounds: int = 3, peers: str | None = None,
-          backends: str = "netns,docker") -> None:
-    """Time lab against Mininet (netns) and docker compose (docker): alternating runs, medians, ratio."""
-    from lab.bench import bench as run_bench
-
-    _exit(run_bench([int(n) for n in sizes.split(",")] if sizes else None, rounds, peers, backends.split(",")))
+@task(help={"sizes": "comma-separated client counts (default 10,100,300,1000 netns; 10,50,100 docker)",
+            "rounds": "runs per side and size (default 5)",
+            "backends": "netns,docker (rootless: netns as uid 65534 against root)",
+            "out": "folder for bench.json and bench.svg (default runs/bench-STAMP)"})
+def bench(c: Context, sizes: str = "", rounds: int = 5, peers: str | None = None,
+          backends: str = "netns,docker", out: str | None = None) -> None:
+    """Time lab against Mininet (netns) and docker compose (docker): alternating runs, medians, spread, plot."""
+    argv = ["bench", "--rounds", str(rounds), "--backends", backends] + (["--sizes", sizes] if sizes else [])
+    _exit(cli.main(argv + (["--peers", peers] if peers else []) + (["--out", out] if out else [])))
 
 
 @task

@@ -1,33 +1,41 @@
-"""`inv bench` / `lab bench`: lab against its peers, same job, alternating runs, medians.
+"""`inv bench` / `lab bench`: lab against its peers, same job, alternating runs, medians and spread.
 
 The job (as in ../shared/peers): one echo server, N clients each on its own host, every client
 sends one line and checks the echo, then everything is torn down. Each side is timed end to end as
-a fresh process (interpreter start included), A B A B, and the medians are compared:
-- the netns backend against Mininet 2.3 (`run_mininet.sh N`),
-- the docker backend against docker compose (`compose_echo.sh N`, `--scale client=N`);
+a fresh process, A B A B, and the medians are compared:
+- the netns backend against Mininet 2.3 (`run_mininet.sh N`: bash, then Mininet's python from its
+  start to its exit, teardown included),
+- the docker backend against docker compose (`compose_echo.sh N`: `up --scale client=N`, wait,
+  `down`);
 - `rootless`: the netns backend run by an ordinary user (uid ROOTLESS_USER, its labs in a user
   namespace) against the same run by root; both sides run Debian's python3 and one copy of the lab
   that the user can read, so only who runs it differs.
+lab's side is `python -m lab run` from the interpreter's start to its exit (plan, up, run, checks,
+reports, down), and its phases come from each run's report.json. Each side's peak memory is that of
+the process timed and of those it waited for (wait4). The figures go to bench.json and bench.svg.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab.backends import load as load_backend
+from lab.benchfigures import Point, Sample, svg, table, write
 
 SCENARIO = """\
 name: bench-{n}
-timeout: 120s
+timeout: 300s
 networks:
   lan: {{subnet: 10.10.0.0/16}}
 nodes:
@@ -60,69 +68,154 @@ PAIRINGS = {
     "docker": Pairing("docker", "compose", "compose_echo.sh", ("docker-compose",),
                       "apt-get install docker-compose; bash build_peer_image.sh"),
 }
-DEFAULT_SIZES = {"netns": [10, 100], "docker": [10, 50], "rootless": [10, 100]}
+DEFAULT_SIZES = {"netns": [10, 100, 300, 1000], "docker": [10, 50, 100], "rootless": [10, 100]}
+DEFAULT_ROUNDS = 5
+RUN_LIMIT = 900.0  # s any one timed run may take: lab's own deadlines end a run far sooner
+PEER_LIMIT = 240.0  # s a peer's round may take: past it, it is stopped, cleaned, and not timed at larger sizes
 ROOTLESS_USER = 65534  # nobody
 SYSTEM_PYTHON = "/usr/bin/python3"
+BRIDGE_NF = ("/proc/sys/net/bridge/bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables")
 
 
-def _timed(argv: list[str]) -> tuple[float, bool, str, int]:
-    """(seconds, succeeded, last line printed, pid): the pid names what a peer script created."""
-    t = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = proc.communicate(timeout=600)
-    tail = (out + err).strip().splitlines()
-    return time.monotonic() - t, proc.returncode == 0, tail[-1] if tail else "", proc.pid
+def timed(argv: list[str], limit: float = RUN_LIMIT) -> Sample:
+    """Run `argv` as a fresh process in a session of its own: its wall time, whether it exited 0,
+    its last line, and its peak memory (it and the processes it waited for). Past `limit` s, its
+    whole session is killed and the sample fails."""
+    with tempfile.TemporaryFile() as output:
+        t = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        killer = threading.Timer(limit, _kill_session, (proc.pid,))
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
+        seconds = time.monotonic() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        lines = output.read().decode(errors="replace").strip().splitlines()
+    last = lines[-1] if lines else ""
+    if seconds >= limit:
+        last = f"stopped after {limit:g}s"
+    return Sample(seconds, proc.returncode == 0, usage.ru_maxrss / 1024, last)
 
 
-def _remove_compose_leftovers(project: str) -> None:
-    """What a compose peer run left (its `down` can fail under load): found by the project label of
-    the run this benchmark started, never by a name pattern."""
-    label = f"label=com.docker.compose.project={project}"
-    for kind in ("container", "network"):
-        ids = subprocess.run(["docker", kind, "ls", "-q", *(["-a"] if kind == "container" else []),
-                              "--filter", label], capture_output=True, text=True).stdout.split()
-        if ids:
-            rm = ["docker", "rm", "-f"] if kind == "container" else ["docker", "network", "rm"]
-            subprocess.run(rm + ids, capture_output=True)
+def _kill_session(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def default_peers() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "shared" / "peers"
 
 
-def bench(sizes: list[int] | None = None, rounds: int = 3, peers: str | None = None,
-          backends: list[str] | None = None) -> int:
+def bench(sizes: list[int] | None = None, rounds: int = DEFAULT_ROUNDS, peers: str | None = None,
+          backends: list[str] | None = None, out: str | None = None) -> int:
+    """Time every backend at every size against the peers found; print the table, write
+    bench.json and bench.svg to `out` (default runs/bench-STAMP). 1 if any lab run failed."""
+    folder = Path(out) if out else Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder.mkdir(parents=True, exist_ok=True)
     peer_dir = Path(peers) if peers else default_peers()
-    rows = []
-    ok = True
+    points: list[Point] = []
     for backend in backends or ["netns", "docker"]:
-        if backend == "rootless":
-            for n in sizes or DEFAULT_SIZES[backend]:
-                user_t, root_t, good = _rootless(n, rounds)
-                ok &= good
-                rows.append((backend, "root", n, user_t, root_t))
-            continue
-        pairing = PAIRINGS[backend]
-        script = peer_dir / pairing.script
-        have_peer = script.exists() and all(shutil.which(c) for c in pairing.needs)
-        if not have_peer:
-            print(f"{pairing.peer} peer unavailable ({script}; {pairing.install})")
-        load_backend(backend).prepare()  # the node image, for a container backend
         for n in sizes or DEFAULT_SIZES[backend]:
-            lab_t, peer_t, good = _compare(backend, pairing, script if have_peer else None, n, rounds)
-            ok &= good
-            rows.append((backend, pairing.peer, n, lab_t, peer_t))
+            points += _rootless(n, rounds) if backend == "rootless" else _compare(backend, peer_dir, n, rounds, points)
     print()
-    print(f"{'backend':<8} {'peer':<8} {'N':>4}  {'lab (median)':>12}  {'peer (median)':>13}  {'speed-up':>8}")
-    for backend, peer, n, lab_t, peer_t in rows:
-        ratio = f"{peer_t / lab_t:7.1f}x" if peer_t else "      -"
-        peer_s = f"{peer_t:12.2f}s" if peer_t else f"{'-':>13}"
-        print(f"{backend:<8} {peer:<8} {n:>4}  {lab_t:11.2f}s  {peer_s}  {ratio}")
-    return 0 if ok else 1
+    print(table(points))
+    write(folder, points, rounds, machine())
+    (folder / "bench.svg").write_text(svg(points, f"lab bench on {machine()['summary']}"))
+    print(f"\n-> {folder}/bench.json, {folder}/bench.svg")
+    return 0 if all(p.ok for p in points if p.side == "lab") else 1
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on."""
+    cpus = os.cpu_count() or 0
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    summary = f"{cpus} cores, {mem:.0f} GiB, Linux {platform.release()}, Python {platform.python_version()}"
+    return {"summary": summary, "cpus": str(cpus), "kernel": platform.release(), "date": time.strftime("%Y-%m-%d")}
+
+
+def _compare(backend: str, peer_dir: Path, n: int, rounds: int, before: list[Point]) -> list[Point]:
+    """lab on `backend` and its peer (while the peer stays within PEER_LIMIT), alternating."""
+    pairing = PAIRINGS[backend]
+    script = peer_dir / pairing.script
+    lab, peer = Point(backend, "lab", n), Point(backend, pairing.peer, n)
+    if not (script.exists() and all(shutil.which(c) for c in pairing.needs)):
+        peer.note = f"unavailable ({script}; {pairing.install})"
+    elif any(p.side == pairing.peer and p.backend == backend and p.note for p in before):
+        peer.note = "over its limit at a smaller size"
+    load_backend(backend).prepare()  # the node image, for a container backend
+    with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
+        scenario = Path(tmp) / f"bench-{n}.yaml"
+        scenario.write_text(SCENARIO.format(n=n))
+        for k in range(rounds):
+            s = timed([sys.executable, "-m", "lab", "run", str(scenario), "--backend", backend, "--out",
+                       f"{tmp}/run-{k}", "-q"])
+            lab.samples.append(s)
+            _say(lab, k, s)
+            if not peer.note:
+                s = _peer(pairing, script, n)
+                peer.samples.append(s)
+                _say(peer, k, s)
+                if s.last.startswith("stopped after"):
+                    peer.note = f"over its limit ({PEER_LIMIT:.0f}s a round)"
+        lab.phases = phase_split([Path(f"{tmp}/run-{k}") for k in range(rounds)])
+    split = ", ".join(f"{name} {v:.2f}s" for name, v in lab.phases.items())
+    print(f"  {backend:<6} N={n:<4} lab's phases (median): {split}")
+    return [lab, peer]
+
+
+def _say(point: Point, k: int, s: Sample) -> None:
+    rss = f" {s.rss_mib:.0f} MiB" if s.rss_mib is not None else ""
+    print(f"  {point.backend:<6} N={point.n:<4} round {k + 1}: {point.side} {s.seconds:6.2f}s{rss} "
+          f"{'ok' if s.ok else 'FAILED: ' + s.last}", flush=True)
+
+
+def _peer(pairing: Pairing, script: Path, n: int) -> Sample:
+    """One bounded round of the peer; whatever it left behind (a stopped Mininet's interfaces and the
+    sysctls its script switched, a compose project) is put back or removed."""
+    saved = {path: _read(path) for path in BRIDGE_NF}
+    s = timed(["bash", str(script), str(n)], PEER_LIMIT)
+    if pairing.peer == "compose":
+        _remove_compose_leftovers(s)
+    elif not s.ok and shutil.which("mn"):
+        subprocess.run(["mn", "-c"], capture_output=True, timeout=120)  # Mininet's own cleanup of its own
+    for path, value in saved.items():
+        if value is not None and _read(path) != value:
+            Path(path).write_text(value)
+    return s
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def _remove_compose_leftovers(s: Sample) -> None:
+    """What a compose peer run left (its `down` can fail under load): the projects compose_echo.sh
+    names peerechoPID, found by the compose project label, never by a name pattern."""
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project",
+                          "--format", '{{.Label "com.docker.compose.project"}}'],
+                         capture_output=True, text=True).stdout.split()
+    for project in {p for p in out if p.startswith("peerecho")}:
+        label = f"label=com.docker.compose.project={project}"
+        for kind in ("container", "network"):
+            ids = subprocess.run(["docker", kind, "ls", "-q", *(["-a"] if kind == "container" else []),
+                                  "--filter", label], capture_output=True, text=True).stdout.split()
+            if ids:
+                rm = ["docker", "rm", "-f"] if kind == "container" else ["docker", "network", "rm"]
+                subprocess.run(rm + ids, capture_output=True)
 
 
 def phase_split(run_dirs: list[Path]) -> dict[str, float]:
     """Where lab's time went over several runs: each phase's median seconds (report.json timings)."""
+    import json
+
     seen: dict[str, list[float]] = {}
     for run_dir in run_dirs:
         try:
@@ -134,40 +227,10 @@ def phase_split(run_dirs: list[Path]) -> dict[str, float]:
     return {name: statistics.median(times) for name, times in seen.items()}
 
 
-def _split_line(backend: str, n: int, split: dict[str, float]) -> str:
-    return f"  {backend:<6} N={n:<4} phases (median): " + ", ".join(f"{k} {v:.2f}s" for k, v in split.items())
-
-
-def _compare(backend: str, pairing: Pairing, script: Path | None, n: int,
-             rounds: int) -> tuple[float, float | None, bool]:
-    lab_times: list[float] = []
-    peer_times: list[float] = []
-    ok = True
-    with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
-        scenario = Path(tmp) / f"bench-{n}.yaml"
-        scenario.write_text(SCENARIO.format(n=n))
-        for k in range(rounds):
-            t, good, last, _ = _timed([sys.executable, "-m", "lab", "run", str(scenario), "--backend", backend,
-                                       "--out", f"{tmp}/run-{k}"])
-            ok &= good
-            lab_times.append(t)
-            print(f"  {backend:<6} N={n:<4} round {k + 1}: lab {t:6.2f}s {'ok' if good else 'FAILED: ' + last}")
-            if script is not None:
-                t, good, last, pid = _timed(["bash", str(script), str(n)])
-                if pairing.peer == "compose":  # compose_echo.sh names its project peerecho$$
-                    _remove_compose_leftovers(f"peerecho{pid}")
-                peer_times.append(t)
-                print(f"  {backend:<6} N={n:<4} round {k + 1}: {pairing.peer} {t:6.2f}s {last}")
-        print(_split_line(backend, n, phase_split([Path(f"{tmp}/run-{k}") for k in range(rounds)])))
-    return statistics.median(lab_times), statistics.median(peer_times) if peer_times else None, ok
-
-
-def _rootless(n: int, rounds: int) -> tuple[float, float | None, bool]:
-    """(median as the user, median as root, all passed): A B A B from one copy of the lab. Run by a
-    user, only the user's side is timed."""
-    user_times: list[float] = []
-    root_times: list[float] = []
-    ok = True
+def _rootless(n: int, rounds: int) -> list[Point]:
+    """As the user and as root, A B A B from one copy of the lab. Run by a user, only the user's
+    side is timed."""
+    user, as_root = Point("rootless", "lab", n), Point("rootless", "root", n)
     with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
         folder = Path(tmp)
         shutil.copytree(Path(__file__).resolve().parent, folder / "lab", ignore=shutil.ignore_patterns("__pycache__"))
@@ -175,18 +238,16 @@ def _rootless(n: int, rounds: int) -> tuple[float, float | None, bool]:
         for path in [folder, *folder.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         root = os.geteuid() == 0
-        user = ["setpriv", f"--reuid={ROOTLESS_USER}", f"--regid={ROOTLESS_USER}", "--clear-groups"] if root else []
+        prefix = ["setpriv", f"--reuid={ROOTLESS_USER}", f"--regid={ROOTLESS_USER}", "--clear-groups"] if root else []
         env = ["env", "-u", "XDG_RUNTIME_DIR", f"PYTHONPATH={folder}", "PYTHONDONTWRITEBYTECODE=1"]
         for k in range(rounds):
-            sides = [("user", user, user_times)] + ([("root", [], root_times)] if root else [])
-            for who, prefix, times in sides:
-                out = folder / f"run-{who}-{k}"
-                out.mkdir()
-                if prefix:
-                    os.chown(out, ROOTLESS_USER, ROOTLESS_USER)
-                t, good, last, _ = _timed([*prefix, *env, SYSTEM_PYTHON, "-m", "lab", "run",
-                                           str(folder / f"bench-{n}.yaml"), "--out", str(out)])
-                ok &= good
-                times.append(t)
-                print(f"  rootless N={n:<4} round {k + 1}: as {who} {t:6.2f}s {'ok' if good else 'FAILED: ' + last}")
-    return statistics.median(user_times), statistics.median(root_times) if root_times else None, ok
+            for who, point in [(prefix, user)] + ([([], as_root)] if root else []):
+                run = folder / f"run-{point.side}-{k}"
+                run.mkdir()
+                if who:
+                    os.chown(run, ROOTLESS_USER, ROOTLESS_USER)
+                s = timed([*who, *env, SYSTEM_PYTHON, "-m", "lab", "run", str(folder / f"bench-{n}.yaml"),
+                           "--out", str(run), "-q"])
+                point.samples.append(s)
+                _say(point, k, s)
+    return [user] + ([as_root] if root else [])

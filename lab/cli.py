@@ -317,7 +317,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from lab.bench import bench
 
     sizes = [int(n) for n in args.sizes.split(",")] if args.sizes else None
-    return bench(sizes, args.rounds, args.peers, args.backends.split(","))
+    return bench(sizes, args.rounds, args.peers, args.backends.split(","), args.out)
 
 
 if __name__ == "__main__":

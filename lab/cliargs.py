@@ -155,8 +155,10 @@ def _tools(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--name", default="sim", help="the cluster's name (default sim)")
     cl.add_argument("--file", default="cluster.yaml", help="the cluster file to write (up) or remove (down)")
     b = _command(sub, "bench", "time lab against its peers (Mininet, docker compose) and rootless against root")
-    b.add_argument("--sizes", default="", help="client counts (default: 10,100 for netns, 10,50 for docker)")
+    b.add_argument("--sizes", default="", help="client counts (default: 10,100,300,1000 for netns, 10,50,100 "
+                                                "for docker, 10,100 for rootless)")
     b.add_argument("--backends", default="netns,docker",
                    help="netns, docker, rootless (netns run by uid 65534, against the same run by root)")
-    b.add_argument("--rounds", type=int, default=3, help="runs per side and size (medians are compared)")
+    b.add_argument("--rounds", type=int, default=5, help="runs per side and size (medians are compared; default 5)")
     b.add_argument("--peers", default=None, help="folder of the peer scripts (default ../shared/peers)")
+    b.add_argument("--out", default=None, help="folder for bench.json and bench.svg (default runs/bench-STAMP)")

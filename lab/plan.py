@@ -228,13 +228,19 @@ def _assign_addresses(scenario: Scenario) -> dict[tuple[str, str], IPv4Address]:
                 for host in host_names(node):
                     fixed[host, a.network] = a.address
                 used[a.network].add(a.address)
-    free = {n.name: (h for h in n.subnet.hosts() if h not in used[n.name]) for n in scenario.networks}
+    free = {n.name: _free(n.subnet.hosts(), used[n.name]) for n in scenario.networks}
     for node in scenario.nodes:
         for host in host_names(node):
             for a in node.attachments:
                 if a.address is None:
                     fixed[host, a.network] = next(free[a.network])
     return fixed
+
+
+def _free(hosts: Iterator[IPv4Address], used: set[IPv4Address]) -> Iterator[IPv4Address]:
+    """The hosts of a subnet no static address took, lowest first (a function of its own: a
+    generator written inline over several networks would test every one against the last's)."""
+    return (h for h in hosts if h not in used)
 
 
 def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],

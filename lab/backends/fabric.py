@@ -8,7 +8,11 @@ br_netfilter) never sees lab frames, and the lab has no way out. Two labs with t
 never meet: each has its own bridges.
 
 Speed: everything is done in bulk: one `ip -batch` for all namespaces, one for all links, one per
-node (in parallel) for addresses and routes.
+node (in parallel) for addresses, routes and neighbours. Scale: the lab's links say nothing it did
+not ask for. Each interface gets its MAC from the lab and knows its hubs' in advance (neighbours.py:
+no ARP storm, no full neighbour table at 1000 hosts), and IPv6 is off on them, as Docker does for
+networks without IPv6 (no address autoconfiguration, duplicate address detection or multicast
+listener reports, each of which the bridge copies to every port); `::1` on loopback stays.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from pathlib import Path
 
 from lab.backends import linux
+from lab.backends.neighbours import Neighbours, mac
 from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal, state_lock
 from lab.plan import NodePlan, Plan
@@ -30,6 +35,7 @@ from lab.plan import NodePlan, Plan
 NETNS_DIR = "/run/netns"
 IP_TIMEOUT = 30.0
 NETNS = "netns"  # journal kind
+QUIET_LINKS = {"net/ipv6/conf/default/disable_ipv6": "1"}  # links made in the namespace from then on
 
 
 def check_machine(needs_root: str | None) -> None:
@@ -57,6 +63,7 @@ class Fabric:
     def __init__(self, journal: Journal):
         self.journal = journal
         self.prefix = f"lab-{journal.lab_id}"
+        self.neighbours: Neighbours | None = None  # of the plan being wired
 
     def ns(self, node: str) -> str:
         return f"{self.prefix}-{node}"
@@ -71,7 +78,7 @@ class Fabric:
             _claim_netns_dir(self.journal)
             self.journal.record_many(NETNS, names)
         for name in names:
-            linux.add_netns(f"{NETNS_DIR}/{name}")
+            linux.add_netns(f"{NETNS_DIR}/{name}", sysctls=QUIET_LINKS)
 
     def wire(self, plan: Plan) -> None:
         """Bridges, veths, addresses, routes and forwarding, as the plan says (all nodes at once)."""
@@ -79,7 +86,8 @@ class Fabric:
         for k, node in enumerate(plan.nodes):
             lines += self._ports(plan, k, node)
         ip_batch("\n".join(lines) + "\n", netns=self.prefix)
-        ip_parallel({self.ns(n.name): node_batch(n) for n in plan.nodes})
+        self.neighbours = Neighbours(plan)
+        ip_parallel({self.ns(n.name): node_batch(n, self.neighbours) for n in plan.nodes})
         self._set_forwarding([(self.prefix, False)] + [(self.ns(n.name), n.forwarding) for n in plan.nodes])
 
     def create_bridges(self, plan: Plan) -> None:
@@ -87,16 +95,19 @@ class Fabric:
         with state_lock(self.journal.state):
             _claim_netns_dir(self.journal)
             self.journal.record_many(NETNS, [self.prefix] + [self.ns(n.name) for n in plan.nodes])
-        linux.add_netns(f"{NETNS_DIR}/{self.prefix}")
+        linux.add_netns(f"{NETNS_DIR}/{self.prefix}", sysctls=QUIET_LINKS)
         ip_batch("\n".join(self._bridges(plan)) + "\n", netns=self.prefix)
         self._set_forwarding([(self.prefix, False)])
+        self.neighbours = Neighbours(plan)
 
     def join(self, plan: Plan, node: NodePlan, pid: int) -> None:
         """Attach one running container's namespace (by pid) and wire it. Thread-safe."""
         linux.add_netns(self.path(node.name), pid)
+        with linux.in_netns(self.path(node.name)):
+            linux.write_sysctls(QUIET_LINKS)
         k = plan.nodes.index(node)
         ip_batch("\n".join(self._ports(plan, k, node)) + "\n", netns=self.prefix)
-        ip_batch(node_batch(node), netns=self.ns(node.name))
+        ip_batch(node_batch(node, self.neighbours or Neighbours(plan)), netns=self.ns(node.name))
         self._set_forwarding([(self.ns(node.name), node.forwarding)])
 
     def _bridges(self, plan: Plan) -> list[str]:
@@ -111,7 +122,7 @@ class Fabric:
         for j, iface in enumerate(node.interfaces):
             port = f"n{k}e{j}"
             lines += [
-                f"link add {port} type veth peer name {iface.name} netns {self.ns(node.name)}",
+                f"link add {port} type veth peer name {iface.name} address {mac(iface)} netns {self.ns(node.name)}",
                 f"link set {port} master {bridge[iface.network]} up",
             ]
         return lines
@@ -180,13 +191,13 @@ def _kill_inside(inodes: list[int]) -> None:
         time.sleep(0.01)  # SIGKILL is asynchronous: look again until the namespaces are empty
 
 
-def node_batch(node: NodePlan) -> str:
+def node_batch(node: NodePlan, neighbours: Neighbours) -> str:
     lines = ["link set lo up"]
     for iface in node.interfaces:
         lines += [f"addr add {iface.address} dev {iface.name}", f"link set {iface.name} up"]
     for r in node.routes:
         lines.append(f"route add {'default' if r.to.prefixlen == 0 else r.to} via {r.via}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + neighbours.lines(node)) + "\n"
 
 
 def ip_batch(batch: str, netns: str | None = None, force: bool = False) -> None:

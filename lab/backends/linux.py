@@ -11,7 +11,7 @@ import ctypes.util
 import errno
 import os
 import signal
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 
@@ -193,8 +193,9 @@ def prepare_netns_dir(folder: str) -> None:
         mount("", folder, "none", MS_SHARED | MS_REC)
 
 
-def add_netns(path: str, pid: int | None = None) -> None:
-    """`ip netns add` (a new namespace) or `ip netns attach` (that of `pid`), done in-process.
+def add_netns(path: str, pid: int | None = None, sysctls: Mapping[str, str] | None = None) -> None:
+    """`ip netns add` (a new namespace) or `ip netns attach` (that of `pid`), done in-process;
+    `sysctls` ("net/ipv4/ip_forward": "0") are written in a new one before anything is in it.
 
     In-process on purpose: a helper process could outlive a killed orchestrator and create a
     namespace after `lab clean` has run.
@@ -210,6 +211,7 @@ def add_netns(path: str, pid: int | None = None) -> None:
             try:
                 unshare(CLONE_NEWNET)
                 try:
+                    write_sysctls(sysctls or {})
                     mount("/proc/thread-self/ns/net", path, None, MS_BIND)
                 finally:
                     setns(home, CLONE_NEWNET)
@@ -218,6 +220,13 @@ def add_netns(path: str, pid: int | None = None) -> None:
     except OSError:
         os.unlink(path)
         raise
+
+
+def write_sysctls(sysctls: Mapping[str, str]) -> None:
+    """Write each /proc/sys/KEY in the calling thread's network namespace."""
+    for key, value in sysctls.items():
+        with open(f"/proc/sys/{key}", "w") as f:
+            f.write(value)
 
 
 def delete_netns(path: str) -> None:

@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("judges", ["lab.checks", "lab.watch"]),
     ("reports", ["lab.reports.*"]),
     ("library", ["lab.forked", "lab.inventory", "lab.orchestrator", "lab.lifecycle", "lab.grading", "lab.bench",
+                 "lab.benchfigures",
                  "lab.docs"]),
     ("api", ["lab.api"]),
     ("doors", ["lab.cli", "lab.cliargs", "lab.pytest_plugin", "lab.__main__", "lab.entry"]),

@@ -39,6 +39,20 @@ nodes:
     assert [str(n.address) for n in plan.nodes] == ["10.9.0.1", "10.9.0.2", "10.9.0.4", "10.9.0.3"]
 
 
+def test_auto_addresses_skip_the_static_ones_of_their_own_network_whatever_the_others() -> None:
+    text = """
+name: t
+networks: {a: {subnet: 10.1.0.0/29}, b: {subnet: 10.2.0.0/29}}
+nodes:
+  gw: {networks: {a: 10.1.0.1, b: 10.2.0.1}, forwarding: true}
+  x: {networks: [a, b], replicas: 2}
+"""
+    plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
+    for net in ("a", "b"):
+        taken = [str(i.address.ip) for n in plan.nodes for i in n.interfaces if i.network == net]
+        assert len(set(taken)) == len(taken) == 3, taken  # not gw's static address again
+
+
 def test_http_get_resolves_through_the_router() -> None:
     plan = make_plan(load_scenario(ROOT / "scenarios" / "http-get.yaml"))
     browser = plan.node("browser")

@@ -200,16 +200,3 @@ def test_exec_results_keep_the_exact_bytes() -> None:
     done = ExecResult(["x"], 0, b"hello\r\nworld\r\n\xff", b"")
     assert done.stdout_bytes == b"hello\r\nworld\r\n\xff" and done.stdout.startswith("hello\nworld\n")
     assert done.returncode == 0 and done.stderr == ""
-
-
-def test_the_bench_reads_where_the_time_went(tmp_path: Path) -> None:
-    """`lab bench` splits lab's time by phase from the runs' report.json (the medians), skipping a
-    run that left no report."""
-    from lab.bench import phase_split
-
-    for k, up in enumerate((0.2, 0.4, 0.3)):
-        (tmp_path / f"run-{k}").mkdir()
-        phases = {"plan": {"seconds": 0.01}, "up": {"seconds": up}, "run": {"seconds": 1.0 + k}}
-        (tmp_path / f"run-{k}" / "report.json").write_text(json.dumps({"timings": {"phases": phases}}))
-    runs = [tmp_path / f"run-{k}" for k in range(4)]
-    assert phase_split(runs) == {"plan": 0.01, "up": 0.3, "run": 2.0}
