@@ -105,6 +105,7 @@ class Plan:
     folder: Path  # the scenario's folder
     seed: int = 0  # what `{word}` in the clients' lines was drawn from (recorded: a run can be replayed)
     _index: dict[str, NodePlan] = field(default_factory=dict, compare=False, repr=False)
+    _hosts: dict[tuple[str, ...], str] = field(default_factory=dict, compare=False, repr=False)
 
     def node(self, name: str) -> NodePlan:
         if not self._index:
@@ -114,11 +115,18 @@ class Plan:
     def hosts_file(self, viewer: str) -> str:
         """/etc/hosts as seen from `viewer`: each node's name maps to its best address, its own name
         included (not 127.0.1.1, as Debian does: a server bound to `gethostname()`, as the socket
-        HOWTO writes it, must listen where the other nodes connect, as in a container)."""
-        lines = ["127.0.0.1\tlocalhost"]
-        for n in self.nodes:
-            lines.append(f"{address_for(self.node(viewer), n)}\t{n.name}")
-        return "\n".join(lines) + "\n"
+        HOWTO writes it, must listen where the other nodes connect, as in a container). It depends
+        on the viewer's networks alone (`view`), so it is made once per view: N nodes, not N x N."""
+        key = self.view(viewer)
+        if key not in self._hosts:
+            me = self.node(viewer)
+            lines = ["127.0.0.1\tlocalhost"] + [f"{address_for(me, n)}\t{n.name}" for n in self.nodes]
+            self._hosts[key] = "\n".join(lines) + "\n"
+        return self._hosts[key]
+
+    def view(self, viewer: str) -> tuple[str, ...]:
+        """What decides how `viewer` sees the others' names: the networks it is on."""
+        return tuple(sorted(i.network for i in self.node(viewer).interfaces))
 
     def to_json(self) -> dict[str, Any]:
         return {

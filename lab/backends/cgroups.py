@@ -58,11 +58,17 @@ def node_folders(lab_id: str, node: str) -> dict[str, Path]:
     return out
 
 
-def create(journal: Journal, node: str, limits: Limits) -> list[Path]:
-    """The node's cgroup folders, made and limited; returns the `cgroup.procs` files its first
-    process writes its pid into. Recorded in the journal (lab folder and node folder) first."""
-    folders = node_folders(journal.lab_id, node)
-    journal.record_many(KIND, [str(p) for f in folders.values() for p in (f.parent, f)])
+def create_all(journal: Journal, nodes: list[tuple[str, Limits]]) -> dict[str, list[Path]]:
+    """Every node's cgroup folders, made and limited, at once (`up` makes them while the links are
+    being wired); node -> the `cgroup.procs` files its first process writes its pid into. Recorded
+    in the journal first (the lab folders, then the nodes'), in one write."""
+    folders = {name: node_folders(journal.lab_id, name) for name, _ in nodes}
+    labs = {f.parent for fs in folders.values() for f in fs.values()}
+    journal.record_many(KIND, [str(p) for p in sorted(labs)] + [str(f) for fs in folders.values() for f in fs.values()])
+    return {name: _make(folders[name], limits) for name, limits in nodes}
+
+
+def _make(folders: dict[str, Path], limits: Limits) -> list[Path]:
     for controller, folder in folders.items():
         folder.mkdir(parents=True, exist_ok=True)
         if controller == "memory":

@@ -13,6 +13,7 @@ import selectors
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,7 @@ class NetnsBackend:
         self.cgroups = cgroups.available()  # v1 memory and pids hierarchies the lab may write
         self.hidden = tuple(options.hidden) if options else ()  # folders no node may see (a grading batch's)
         self.uids: dict[str, int] = {}
+        self.groups: dict[str, list[Path]] = {}  # node -> the cgroup.procs files its first process joins
         self.rootless = False  # in a user namespace of our own: one uid (ours), no cgroup
         self.surveys: dict[Path, Survey] = {}  # a node folder's size and the run folders inside it
         self.view: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # (hidden, revealed) for every node
@@ -103,11 +105,12 @@ class NetnsBackend:
             rootless.enter()
         self.fabric.create(plan)
         self.inodes = {n.name: linux.netns_inode(self.fabric.path(n.name)) for n in plan.nodes}
-        self.fabric.wire(plan)
-        hosts = self.journal.folder / "hosts"
-        hosts.mkdir(exist_ok=True)
-        for n in plan.nodes:  # for programs, and for `lab shell` / `lab exec` into any node
-            (hosts / n.name).write_text(plan.hosts_file(n.name))
+        with ThreadPoolExecutor(1) as pool:  # the cgroups are made while `ip` wires the links (two cores)
+            groups = pool.submit(cgroups.create_all, self.journal, [(n.name, n.limits) for n in plan.nodes]) \
+                if self.cgroups else None
+            self.fabric.wire(plan)
+            write_hosts_files(plan, self.journal.folder / "hosts")
+            self.groups = groups.result() if groups is not None else {}
         self.uids = {n.name: 0 for n in plan.nodes} if self.rootless else uids.claim(
             self.journal, [n.name for n in plan.nodes])
         self.view = sandbox.hidden_folders(  # as the kernel resolves them (a symlink in --out, say)
@@ -142,7 +145,7 @@ class NetnsBackend:
     # -- processes ---------------------------------------------------------------------------
     def start(self, node: NodePlan) -> bool:
         assert self.rundir is not None
-        groups = cgroups.create(self.journal, node.name, node.limits) if self.cgroups else []
+        groups = self.groups.get(node.name, [])
         log = os.open(self.rundir.log(node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         ready_r, ready_w = os.pipe() if node.ready.kind == ANNOUNCE else (None, None)
         control_r, control_w = os.pipe() if node.synced else (None, None)
@@ -307,6 +310,21 @@ class NetnsBackend:
         hosts = journal.folder / "hosts" / node.name
         return Command([sys.executable, "-m", "lab.backends.enter", netns, str(hosts), node.name,
                         str(node.cwd or "/"), "--", *argv], env)
+
+
+def write_hosts_files(plan: Plan, folder: Path) -> None:
+    """Each node's /etc/hosts as `folder/NODE` (for its programs, and for `lab shell` / `lab exec`):
+    one file per view (plan.hosts_file), the other nodes with that view getting a hard link to it,
+    so 1000 nodes cost 1000 links and not 1000 copies of a 1000-line file."""
+    folder.mkdir(exist_ok=True)
+    first: dict[tuple[str, ...], Path] = {}
+    for n in plan.nodes:
+        path, key = folder / n.name, plan.view(n.name)
+        if key in first:
+            os.link(first[key], path)
+        else:
+            path.write_text(plan.hosts_file(n.name))
+            first[key] = path
 
 
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> int | None:
