@@ -71,7 +71,7 @@ PAIRINGS = {
 DEFAULT_SIZES = {"netns": [10, 100, 300, 1000], "docker": [10, 50, 100], "rootless": [10, 100]}
 DEFAULT_ROUNDS = 5
 RUN_LIMIT = 900.0  # s any one timed run may take: lab's own deadlines end a run far sooner
-PEER_LIMIT = 240.0  # s a peer's round may take: past it, it is stopped, cleaned, and not timed at larger sizes
+PEER_LIMIT = 150.0  # s a peer's round may take: past it, it is stopped, cleaned, and not timed at larger sizes
 ROOTLESS_USER = 65534  # nobody
 SYSTEM_PYTHON = "/usr/bin/python3"
 BRIDGE_NF = ("/proc/sys/net/bridge/bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables")
@@ -88,6 +88,10 @@ def timed(argv: list[str], limit: float = RUN_LIMIT) -> Sample:
         killer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # the bench itself stopped (Ctrl-C): so does what it was timing
+            _kill_session(proc.pid)
+            os.waitpid(proc.pid, 0)
+            raise
         finally:
             killer.cancel()
         seconds = time.monotonic() - t
@@ -178,15 +182,19 @@ def _peer(pairing: Pairing, script: Path, n: int) -> Sample:
     """One bounded round of the peer; whatever it left behind (a stopped Mininet's interfaces and the
     sysctls its script switched, a compose project) is put back or removed."""
     saved = {path: _read(path) for path in BRIDGE_NF}
-    s = timed(["bash", str(script), str(n)], PEER_LIMIT)
-    if pairing.peer == "compose":
-        _remove_compose_leftovers(s)
-    elif not s.ok and shutil.which("mn"):
-        subprocess.run(["mn", "-c"], capture_output=True, timeout=120)  # Mininet's own cleanup of its own
-    for path, value in saved.items():
-        if value is not None and _read(path) != value:
-            Path(path).write_text(value)
-    return s
+    ok = False
+    try:
+        s = timed(["bash", str(script), str(n)], PEER_LIMIT)
+        ok = s.ok
+        return s
+    finally:
+        if pairing.peer == "compose":
+            _remove_compose_leftovers()
+        elif not ok and shutil.which("mn"):
+            subprocess.run(["mn", "-c"], capture_output=True, timeout=120)  # Mininet's own cleanup of its own
+        for path, value in saved.items():
+            if value is not None and _read(path) != value:
+                Path(path).write_text(value)
 
 
 def _read(path: str) -> str | None:
@@ -196,7 +204,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _remove_compose_leftovers(s: Sample) -> None:
+def _remove_compose_leftovers() -> None:
     """What a compose peer run left (its `down` can fail under load): the projects compose_echo.sh
     names peerechoPID, found by the compose project label, never by a name pattern."""
     out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project",

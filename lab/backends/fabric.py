@@ -7,12 +7,13 @@ Nothing is attached to the host's root namespace, so the host's firewall (Docker
 br_netfilter) never sees lab frames, and the lab has no way out. Two labs with the same addresses
 never meet: each has its own bridges.
 
-Speed: everything is done in bulk: one `ip -batch` for all namespaces, one for all links, one per
-node (in parallel) for addresses, routes and neighbours. Scale: the lab's links say nothing it did
-not ask for. Each interface gets its MAC from the lab and knows its hubs' in advance (neighbours.py:
-no ARP storm, no full neighbour table at 1000 hosts), and IPv6 is off on them, as Docker does for
-networks without IPv6 (no address autoconfiguration, duplicate address detection or multicast
-listener reports, each of which the bridge copies to every port); `::1` on loopback stays.
+Speed: everything is done in bulk: one `ip -batch` in the lab's namespace for the bridges and all
+links; each node's addresses, routes and neighbours over rtnetlink, in-process (rtnetlink.py).
+Scale: the lab's links say nothing it did not ask for. Each interface gets its MAC from the lab and
+knows its hubs' in advance (neighbours.py: no ARP storm, no full neighbour table at 1000 hosts),
+and IPv6 is off on them, as Docker does for networks without IPv6 (no address autoconfiguration,
+duplicate address detection or multicast listener reports, each of which the bridge copies to
+every port); `::1` on loopback stays.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from lab.backends import linux
+from lab.backends import linux, rtnetlink
 from lab.backends.neighbours import Neighbours, mac
 from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal, state_lock
@@ -87,7 +88,8 @@ class Fabric:
             lines += self._ports(plan, k, node)
         ip_batch("\n".join(lines) + "\n", netns=self.prefix)
         self.neighbours = Neighbours(plan)
-        ip_parallel({self.ns(n.name): node_batch(n, self.neighbours) for n in plan.nodes})
+        for n in plan.nodes:
+            rtnetlink.configure(self.path(n.name), n, self.neighbours)
         self._set_forwarding([(self.prefix, False)] + [(self.ns(n.name), n.forwarding) for n in plan.nodes])
 
     def create_bridges(self, plan: Plan) -> None:
@@ -107,7 +109,7 @@ class Fabric:
             linux.write_sysctls(QUIET_LINKS)
         k = plan.nodes.index(node)
         ip_batch("\n".join(self._ports(plan, k, node)) + "\n", netns=self.prefix)
-        ip_batch(node_batch(node, self.neighbours or Neighbours(plan)), netns=self.ns(node.name))
+        rtnetlink.configure(self.path(node.name), node, self.neighbours or Neighbours(plan))
         self._set_forwarding([(self.ns(node.name), node.forwarding)])
 
     def _bridges(self, plan: Plan) -> list[str]:
@@ -191,15 +193,6 @@ def _kill_inside(inodes: list[int]) -> None:
         time.sleep(0.01)  # SIGKILL is asynchronous: look again until the namespaces are empty
 
 
-def node_batch(node: NodePlan, neighbours: Neighbours) -> str:
-    lines = ["link set lo up"]
-    for iface in node.interfaces:
-        lines += [f"addr add {iface.address} dev {iface.name}", f"link set {iface.name} up"]
-    for r in node.routes:
-        lines.append(f"route add {'default' if r.to.prefixlen == 0 else r.to} via {r.via}")
-    return "\n".join(lines + neighbours.lines(node)) + "\n"
-
-
 def ip_batch(batch: str, netns: str | None = None, force: bool = False) -> None:
     argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
     try:
@@ -209,39 +202,6 @@ def ip_batch(batch: str, netns: str | None = None, force: bool = False) -> None:
         raise BackendError(f"{' '.join(argv)}: no answer within {IP_TIMEOUT:.0f}s") from None
     if done.returncode != 0 and not force:
         raise BackendError(f"{' '.join(argv)}: {_first_line(done.stderr)}")
-
-
-def ip_parallel(batches: dict[str, str]) -> None:
-    """One `ip -n NS -batch` per namespace, all at once (each is a few milliseconds of work)."""
-    procs = []
-    try:
-        for ns, batch in batches.items():
-            p = subprocess.Popen(["ip", "-n", ns, "-batch", "-"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-            procs.append((ns, p))
-            assert p.stdin is not None
-            p.stdin.write(batch.encode())
-            p.stdin.close()
-        errors = []
-        deadline = time.monotonic() + IP_TIMEOUT
-        for ns, p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                errors.append(f"ip -n {ns} -batch: no answer within {IP_TIMEOUT:.0f}s")
-                continue
-            if p.returncode != 0:
-                assert p.stderr is not None
-                errors.append(f"ip -n {ns} -batch: {_first_line(p.stderr.read())}")
-        if errors:
-            raise BackendError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
-    finally:
-        for _, p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            if p.stderr is not None:
-                p.stderr.close()
 
 
 def _first_line(raw: bytes) -> str:

@@ -32,7 +32,7 @@ def hubs(plan: Plan) -> set[str]:
 
 
 class Neighbours:
-    """The permanent entries each node's namespace gets (`lines`, as `ip -batch` lines)."""
+    """The permanent entries each node's namespace gets (`of`)."""
 
     def __init__(self, plan: Plan):
         self.hubs = hubs(plan)
@@ -42,11 +42,10 @@ class Neighbours:
                 self.members.setdefault(iface.network, []).append((node.name, iface))
         self.hub_members = {net: [(n, i) for n, i in m if n in self.hubs] for net, m in self.members.items()}
 
-    def lines(self, node: NodePlan) -> list[str]:
+    def of(self, node: NodePlan) -> list[tuple[Interface, Interface]]:
+        """(the node's interface, another node's interface on that network) for every entry."""
         out = []
         for iface in node.interfaces:
             known = self.members if node.name in self.hubs else self.hub_members
-            for other, theirs in known.get(iface.network, []):
-                if other != node.name:
-                    out.append(f"neigh replace {theirs.address.ip} lladdr {mac(theirs)} dev {iface.name} nud permanent")
+            out += [(iface, theirs) for other, theirs in known.get(iface.network, []) if other != node.name]
         return out

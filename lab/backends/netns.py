@@ -39,7 +39,7 @@ from lab.backends.files import Survey, closed_ancestor, survey
 from lab.errors import EnvironmentProblem, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
-from lab.roles import shell_code
+from lab.roles import load_role, shell_code
 from lab.roles.common import listening_tcp_ports
 from lab.rundir import RunDir
 
@@ -103,6 +103,8 @@ class NetnsBackend:
         self.plan, self.rundir = plan, rundir
         if self.rootless:  # this process becomes root of a user namespace of its own
             rootless.enter()
+        for role in sorted({n.role for n in plan.nodes if n.role is not None}):
+            load_role(role)  # once, here: each node forked from this process finds its role imported
         self.fabric.create(plan)
         self.inodes = {n.name: linux.netns_inode(self.fabric.path(n.name)) for n in plan.nodes}
         with ThreadPoolExecutor(1) as pool:  # the cgroups are made while `ip` wires the links (two cores)

@@ -30,6 +30,13 @@ def test_up_exec_check_down(backend: str, lab_image: None, tmp_path: Path) -> No
         view = lab("exec", lab_id, "server", "--", "sh", "-c", "stat -c %u /proc/1; ls /proc | grep -c '^[0-9]'")
         owner, count = view.stdout.split()
         assert (int(owner) != 0 or door().uid is not None) and int(count) < 10, view.stdout + view.stderr
+        # the fabric's own links: the lab's MACs, the hub's neighbours written in advance, no IPv6 chatter
+        seen = lab("exec", lab_id, "server", "--", "cat", "/proc/1/net/arp",  # (pid 1: the node's own, in its /proc)
+                   "/proc/sys/net/ipv6/conf/eth0/disable_ipv6")
+        rows = [line.split() for line in seen.stdout.splitlines() if line.startswith("10.0.5.")]
+        assert len(rows) == 4 and seen.stdout.split()[-1] == "1", seen.stdout + seen.stderr  # 3 clients, prober
+        macs = {r[0]: "02:6c:" + ":".join(f"{int(b):02x}" for b in r[0].split(".")) for r in rows}
+        assert all(r[2] == "0x6" and r[3] == macs[r[0]] for r in rows), seen.stdout  # complete, permanent
         code = lab("exec", lab_id[:4], "server", "--", "sh", "-c", "exit 7")
         assert code.returncode == 7
         shell = lab_stdin(["shell", "exercise-echo", "server"], "echo inside-$(hostname)\nexit 0\n")

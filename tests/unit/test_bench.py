@@ -39,7 +39,7 @@ def _points() -> list[Point]:
     lab = Point("netns", "lab", 100, [Sample(1.0, True, 50.0), Sample(1.2, True, 52.0), Sample(0.9, True, 51.0)])
     peer = Point("netns", "mininet", 100, [Sample(9.0, True), Sample(10.0, True), Sample(8.0, True)])
     big = Point("netns", "lab", 1000, [Sample(9.5, True, 80.0), Sample(10.5, False, 81.0, "FAILED: 3 checks")])
-    gone = Point("netns", "mininet", 1000, note="over its limit (240s a round)")
+    gone = Point("netns", "mininet", 1000, note="over its limit (150s a round)")
     user = Point("rootless", "lab", 100, [Sample(2.1, True)])
     root = Point("rootless", "root", 100, [Sample(2.0, True)])
     return [lab, peer, big, gone, user, root]
