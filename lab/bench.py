@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.backends import load as load_backend
-from lab.benchfigures import Point, Sample, svg, table, write
+from lab.benchfigures import Point, Sample, markdown, svg, table, write
 
 SCENARIO = """\
 name: bench-{n}
@@ -130,7 +130,8 @@ def bench(sizes: list[int] | None = None, rounds: int = DEFAULT_ROUNDS, peers: s
     print(table(points))
     write(folder, points, rounds, machine())
     (folder / "bench.svg").write_text(svg(points, f"lab bench on {machine()['summary']}"))
-    print(f"\n-> {folder}/bench.json, {folder}/bench.svg")
+    (folder / "bench.md").write_text(markdown(points, machine()))
+    print(f"\n-> {folder}/bench.json, bench.svg, bench.md (the README's table)")
     return 0 if all(p.ok for p in points if p.side == "lab") else 1
 
 
@@ -182,6 +183,7 @@ def _peer(pairing: Pairing, script: Path, n: int) -> Sample:
     """One bounded round of the peer; whatever it left behind (a stopped Mininet's interfaces and the
     sysctls its script switched, a compose project) is put back or removed."""
     saved = {path: _read(path) for path in BRIDGE_NF}
+    links, pids = _host_links(), _pids()
     ok = False
     try:
         s = timed(["bash", str(script), str(n)], PEER_LIMIT)
@@ -190,11 +192,30 @@ def _peer(pairing: Pairing, script: Path, n: int) -> Sample:
     finally:
         if pairing.peer == "compose":
             _remove_compose_leftovers()
-        elif not ok and shutil.which("mn"):
-            subprocess.run(["mn", "-c"], capture_output=True, timeout=120)  # Mininet's own cleanup of its own
+        elif not ok:  # a stopped Mininet leaves its hosts' shells (detached: `mnexec -d`, marked
+            _kill_new_mininet_hosts(pids)  # `mininet:NAME`) and its switch and veths in the host: those
+            for name in sorted(_host_links() - links):  # that appeared in its round, those alone (not
+                subprocess.run(["ip", "link", "del", name], capture_output=True)  # `mn -c`: it deletes /tmp/*.log)
         for path, value in saved.items():
             if value is not None and _read(path) != value:
                 Path(path).write_text(value)
+
+
+def _host_links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def _pids() -> set[int]:
+    return {int(p) for p in os.listdir("/proc") if p.isdigit()}
+
+
+def _kill_new_mininet_hosts(before: set[int]) -> None:
+    for pid in sorted(_pids() - before):
+        try:
+            if b"mininet:" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def _read(path: str) -> str | None:

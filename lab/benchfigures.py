@@ -159,7 +159,7 @@ def table(points: list[Point]) -> str:
         r = ratio(lab, p) if lab is not None and p is not lab else None
         if r is not None and p.backend == "rootless":
             r = 1 / r
-        shown = f"{r:.2f}x" if r is not None else ""
+        shown = ("" if p.ok else ">") + f"{r:.2f}x" if r is not None else ""  # a stopped peer: at least
         rows.append(f"{p.backend:<9} {p.side:<9} {p.n:>5}  {median:>8}  {spread:>15}  {rss:>9}  {shown:>8}"
                     + ("" if p.ok else "  FAILED"))
     return "\n".join(rows)
@@ -172,3 +172,27 @@ def write(folder: Path, points: list[Point], rounds: int, machine: dict[str, str
               for p in points if p.side != "lab" and (p.backend, p.n) in labs]
     data = {"machine": machine, "rounds": rounds, "points": [p.as_json() for p in points], "ratios": ratios}
     (folder / "bench.json").write_text(json.dumps(data, indent=1) + "\n")
+
+
+def markdown(points: list[Point], machine: dict[str, str]) -> str:
+    """The figures as the README shows them: one row per backend and size, lab against each peer."""
+    rows = ["| backend | N | lab: median (min-max) | peak RSS | peer | peer: median (min-max) | lab's speed-up |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    labs = {(p.backend, p.n): p for p in points if p.side == "lab"}
+    for p in points:
+        lab = labs.get((p.backend, p.n))
+        if p.side == "lab" or lab is None:
+            continue
+        r = ratio(lab, p)
+        if r is not None and p.backend == "rootless":
+            r = 1 / r
+        shown = ("" if p.ok else "> ") + f"{r:.2f}x" if r is not None else "-"  # a stopped peer: at least
+        rows.append(f"| {p.backend} | {p.n} | {_cell(lab)} | {lab.rss_mib or 0:.0f} MiB | {p.side} | {_cell(p)} | "
+                    f"{shown} |")
+    return f"Measured on {machine.get('summary', '?')}, {machine.get('date', '')}:\n\n" + "\n".join(rows) + "\n"
+
+
+def _cell(p: Point) -> str:
+    if p.median is None:
+        return p.note or "-"
+    return f"{p.median:.2f} s ({min(p.times):.2f}-{max(p.times):.2f})" + ("" if p.ok else f" ({p.note or 'failed'})")

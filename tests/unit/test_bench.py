@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from lab.bench import phase_split, timed
-from lab.benchfigures import Point, Sample, svg, table, write
+from lab.benchfigures import Point, Sample, markdown, svg, table, write
 
 
 def test_the_bench_reads_where_the_time_went(tmp_path: Path) -> None:
@@ -70,3 +70,12 @@ def test_the_figures_are_written_as_json_and_plotted_one_line_per_backend_and_si
     assert len(lines) == 4  # netns lab, netns mininet, rootless lab, rootless root
     assert len(root.findall("{http://www.w3.org/2000/svg}circle")) == 5  # every point with a median
     assert ET.fromstring(svg([], "bench")).find("{http://www.w3.org/2000/svg}text") is not None
+
+
+def test_the_readme_table_puts_each_peer_beside_lab() -> None:
+    text = markdown(_points(), {"summary": "2 cores", "date": "2026-12-02"})
+    assert text.startswith("Measured on 2 cores, 2026-12-02")
+    row = next(r for r in text.splitlines() if r.startswith("| netns | 100 |"))
+    assert "1.00 s (0.90-1.20)" in row and "mininet" in row and "9.00 s (8.00-10.00)" in row and "9.00x" in row
+    assert "over its limit" in next(r for r in text.splitlines() if r.startswith("| netns | 1000 |"))
+    assert "1.05x" in next(r for r in text.splitlines() if r.startswith("| rootless |"))
