@@ -107,7 +107,7 @@ class NetnsBackend:
             load_role(role)  # once, here: each node forked from this process finds its role imported
         self.fabric.create(plan)
         self.inodes = {n.name: linux.netns_inode(self.fabric.path(n.name)) for n in plan.nodes}
-        with ThreadPoolExecutor(1) as pool:  # the cgroups are made while `ip` wires the links (two cores)
+        with ThreadPoolExecutor(1) as pool:  # the cgroups are made while the links are wired (two cores)
             groups = pool.submit(cgroups.create_all, self.journal, [(n.name, n.limits) for n in plan.nodes]) \
                 if self.cgroups else None
             self.fabric.wire(plan)
