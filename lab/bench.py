@@ -184,6 +184,7 @@ def _peer(pairing: Pairing, script: Path, n: int) -> Sample:
     sysctls its script switched, a compose project) is put back or removed."""
     saved = {path: _read(path) for path in BRIDGE_NF}
     links, pids = _host_links(), _pids()
+    projects = _compose_projects() if pairing.peer == "compose" else set()
     ok = False
     try:
         s = timed(["bash", str(script), str(n)], PEER_LIMIT)
@@ -191,7 +192,7 @@ def _peer(pairing: Pairing, script: Path, n: int) -> Sample:
         return s
     finally:
         if pairing.peer == "compose":
-            _remove_compose_leftovers()
+            _remove_compose_leftovers(projects)
         elif not ok:  # a stopped Mininet leaves its hosts' shells (detached: `mnexec -d`, marked
             _kill_new_mininet_hosts(pids)  # `mininet:NAME`) and its switch and veths in the host: those
             for name in sorted(_host_links() - links):  # that appeared in its round, those alone (not
@@ -225,20 +226,34 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _remove_compose_leftovers() -> None:
-    """What a compose peer run left (its `down` can fail under load): the projects compose_echo.sh
-    names peerechoPID, found by the compose project label, never by a name pattern."""
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project",
-                          "--format", '{{.Label "com.docker.compose.project"}}'],
-                         capture_output=True, text=True).stdout.split()
-    for project in {p for p in out if p.startswith("peerecho")}:
-        label = f"label=com.docker.compose.project={project}"
+COMPOSE_PROJECT = "com.docker.compose.project"
+
+
+def _compose_projects() -> set[str]:
+    """The compose projects that have a container or a network (a network can outlive its containers)."""
+    return {p for kind in ("container", "network")
+            for p in _docker_ls(kind, f"label={COMPOSE_PROJECT}", "--format", f'{{{{.Label "{COMPOSE_PROJECT}"}}}}')}
+
+
+def _remove_compose_leftovers(before: set[str]) -> None:
+    """What a compose peer round left (its `down` can fail under load): the projects that appeared
+    in its round, found by the compose project label, never by a name pattern. What the engine still
+    refuses to remove (a network it says has endpoints, with no container left) is named on stderr."""
+    for project in sorted(_compose_projects() - before):
         for kind in ("container", "network"):
-            ids = subprocess.run(["docker", kind, "ls", "-q", *(["-a"] if kind == "container" else []),
-                                  "--filter", label], capture_output=True, text=True).stdout.split()
+            ids = _docker_ls(kind, f"label={COMPOSE_PROJECT}={project}", "-q")
             if ids:
                 rm = ["docker", "rm", "-f"] if kind == "container" else ["docker", "network", "rm"]
-                subprocess.run(rm + ids, capture_output=True)
+                done = subprocess.run(rm + ids, capture_output=True, text=True)
+                if done.returncode != 0:
+                    print(f"bench: compose left {kind} {' '.join(ids)} ({project}) that the engine refuses to "
+                          f"remove: {done.stderr.strip()}", file=sys.stderr)
+
+
+def _docker_ls(kind: str, label: str, *shown: str) -> list[str]:
+    """`docker container|network ls` (stopped containers too) of what carries `label`."""
+    argv = ["docker", kind, "ls", *(["-a"] if kind == "container" else []), "--filter", label, *shown]
+    return subprocess.run(argv, capture_output=True, text=True).stdout.split()
 
 
 def phase_split(run_dirs: list[Path]) -> dict[str, float]:

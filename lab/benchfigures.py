@@ -150,16 +150,13 @@ def table(points: list[Point]) -> str:
     ratio against lab on the same backend and size (a peer's time over lab's; for rootless, the
     user's time over root's, so 1.05x means 5% slower)."""
     rows = [f"{'backend':<9} {'side':<9} {'N':>5}  {'median':>8}  {'min-max':>15}  {'peak RSS':>9}  {'vs lab':>8}"]
-    labs = {(p.backend, p.n): p for p in points if p.side == "lab"}
+    labs = _labs(points)
     for p in points:
         spread = f"{min(p.times):.2f}-{max(p.times):.2f}s" if p.samples else p.note[:15]
         median = f"{p.median:.2f}s" if p.median is not None else "-"
         rss = f"{p.rss_mib:.0f} MiB" if p.rss_mib is not None else "-"
         lab = labs.get((p.backend, p.n))
-        r = ratio(lab, p) if lab is not None and p is not lab else None
-        if r is not None and p.backend == "rootless":
-            r = 1 / r
-        shown = ("" if p.ok else ">") + f"{r:.2f}x" if r is not None else ""  # a stopped peer: at least
+        shown = _versus(lab, p) if lab is not None and p is not lab else ""
         rows.append(f"{p.backend:<9} {p.side:<9} {p.n:>5}  {median:>8}  {spread:>15}  {rss:>9}  {shown:>8}"
                     + ("" if p.ok else "  FAILED"))
     return "\n".join(rows)
@@ -167,7 +164,7 @@ def table(points: list[Point]) -> str:
 
 def write(folder: Path, points: list[Point], rounds: int, machine: dict[str, str]) -> None:
     """bench.json: the machine, every sample of every point, and the ratios."""
-    labs = {(p.backend, p.n): p for p in points if p.side == "lab"}
+    labs = _labs(points)
     ratios = [{"backend": p.backend, "n": p.n, "peer": p.side, "ratio": ratio(labs[(p.backend, p.n)], p)}
               for p in points if p.side != "lab" and (p.backend, p.n) in labs]
     data = {"machine": machine, "rounds": rounds, "points": [p.as_json() for p in points], "ratios": ratios}
@@ -178,18 +175,27 @@ def markdown(points: list[Point], machine: dict[str, str]) -> str:
     """The figures as the README shows them: one row per backend and size, lab against each peer."""
     rows = ["| backend | N | lab: median (min-max) | peak RSS | peer | peer: median (min-max) | lab's speed-up |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
-    labs = {(p.backend, p.n): p for p in points if p.side == "lab"}
+    labs = _labs(points)
     for p in points:
         lab = labs.get((p.backend, p.n))
         if p.side == "lab" or lab is None:
             continue
-        r = ratio(lab, p)
-        if r is not None and p.backend == "rootless":
-            r = 1 / r
-        shown = ("" if p.ok else "> ") + f"{r:.2f}x" if r is not None else "-"  # a stopped peer: at least
         rows.append(f"| {p.backend} | {p.n} | {_cell(lab)} | {lab.rss_mib or 0:.0f} MiB | {p.side} | {_cell(p)} | "
-                    f"{shown} |")
+                    f"{_versus(lab, p) or '-'} |")
     return f"Measured on {machine.get('summary', '?')}, {machine.get('date', '')}:\n\n" + "\n".join(rows) + "\n"
+
+
+def _labs(points: list[Point]) -> dict[tuple[str, int], Point]:
+    return {(p.backend, p.n): p for p in points if p.side == "lab"}
+
+
+def _versus(lab: Point, p: Point) -> str:
+    """`p` beside lab, as the tables show it: the peer's time over lab's ("" without both; a
+    stopped peer's is a lower bound: ">"); for rootless, the user's time over root's."""
+    r = ratio(lab, p)
+    if r is None:
+        return ""
+    return ("" if p.ok else ">") + f"{1 / r if p.backend == 'rootless' else r:.2f}x"
 
 
 def _cell(p: Point) -> str:

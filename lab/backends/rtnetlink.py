@@ -91,35 +91,25 @@ def configure(netns: str, node: NodePlan, neighbours: Neighbours) -> None:
             sock.close()
             raise BackendError(f"{node.name}: its links are missing: {e}") from None
     with sock:
-        sock.settimeout(TIMEOUT)  # the kernel answers each request as it is sent: this is a safeguard
+        sock.settimeout(TIMEOUT)  # a safeguard: the kernel answers each request before `send` returns
         asked = requests(node, neighbours, index)
-        pending = set(asked.said)
-        for message in asked.messages:  # acknowledgements read as they come: a hub's thousand never pile up
+        for seq, message in enumerate(asked.messages, 1):  # read each answer at once: none pile up
             sock.sendall(message)
-            pending = _acks(sock, asked, pending, node, block=False)
-        while pending:
-            pending = _acks(sock, asked, pending, node, block=True)
+            try:
+                answer = sock.recv(RECV_SIZE)
+            except TimeoutError:
+                raise BackendError(f"{node.name}: {asked.said[seq]}: no answer from the kernel within "
+                                   f"{TIMEOUT:.0f}s") from None
+            _check(answer, asked, node)
 
 
-def _acks(sock: socket.socket, asked: Requests, pending: set[int], node: NodePlan, block: bool) -> set[int]:
-    """Read the acknowledgements that have come (waiting for one read when `block`); returns the
-    requests still unanswered."""
-    try:
-        data = sock.recv(RECV_SIZE, 0 if block else socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return pending
-    except TimeoutError:
-        raise BackendError(f"{node.name}: the kernel did not answer {len(pending)} request(s) within "
-                           f"{TIMEOUT:.0f}s") from None
-    left = set(pending)
+def _check(answer: bytes, asked: Requests, node: NodePlan) -> None:
+    """Raise the first error the kernel's answer carries, naming what was asked."""
     offset = 0
-    while offset + 16 <= len(data):
-        length, kind, _, seq, _ = struct.unpack_from("IHHII", data, offset)
+    while offset + 16 <= len(answer):
+        length, kind, _, seq, _ = struct.unpack_from("IHHII", answer, offset)
         if kind == NLMSG_ERROR:
-            (code,) = struct.unpack_from("i", data, offset + 16)
-            left.discard(seq)
+            (code,) = struct.unpack_from("i", answer, offset + 16)
             if code != 0:
-                what = asked.said.get(seq, "?")
-                raise BackendError(f"{node.name}: {what}: {os.strerror(-code)}")
+                raise BackendError(f"{node.name}: {asked.said.get(seq, '?')}: {os.strerror(-code)}")
         offset += max(length, 16) + (-length % 4)
-    return left
