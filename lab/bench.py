@@ -9,7 +9,9 @@ a fresh process, A B A B, and the medians are compared:
   `down`);
 - `rootless`: the netns backend run by an ordinary user (uid ROOTLESS_USER, its labs in a user
   namespace) against the same run by root; both sides run Debian's python3 and one copy of the lab
-  that the user can read, so only who runs it differs.
+  that the user can read, so only who runs it differs;
+- and on docker, the engine's own floor (`Backend.floor`): the same containers, created, started
+  and removed, sleeping; lab's time above it is lab's own work.
 lab's side is `python -m lab run` from the interpreter's start to its exit (plan, up, run, checks,
 reports, down), and its phases come from each run's report.json. Each side's peak memory is that of
 the process timed and of those it waited for (wait4). The figures go to bench.json and bench.svg.
@@ -17,6 +19,7 @@ the process timed and of those it waited for (wait4). The figures go to bench.js
 
 from __future__ import annotations
 
+import compileall
 import os
 import platform
 import shutil
@@ -24,14 +27,19 @@ import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import backends
 from lab.backends import load as load_backend
-from lab.benchfigures import Point, Sample, markdown, svg, table, write
+from lab.benchfigures import FLOOR, Point, Sample, markdown, svg, table, write
+from lab.journal import Journal, new_lab_id, state_dir
+from lab.plan import make_plan
+from lab.scenario import load_scenario
 
 SCENARIO = """\
 name: bench-{n}
@@ -61,12 +69,13 @@ class Pairing:
     script: str
     needs: tuple[str, ...]  # commands the peer needs
     install: str
+    floor: bool = False  # the engine's own floor is timed too (`Backend.floor`)
 
 
 PAIRINGS = {
     "netns": Pairing("netns", "mininet", "run_mininet.sh", ("mn",), "apt-get install mininet bridge-utils"),
     "docker": Pairing("docker", "compose", "compose_echo.sh", ("docker-compose",),
-                      "apt-get install docker-compose; bash build_peer_image.sh"),
+                      "apt-get install docker-compose; bash build_peer_image.sh", floor=True),
 }
 DEFAULT_SIZES = {"netns": [10, 100, 300, 1000], "docker": [10, 50, 100], "rootless": [10, 100]}
 DEFAULT_ROUNDS = 5
@@ -121,6 +130,7 @@ def bench(sizes: list[int] | None = None, rounds: int = DEFAULT_ROUNDS, peers: s
     bench.json and bench.svg to `out` (default runs/bench-STAMP). 1 if any lab run failed."""
     folder = Path(out) if out else Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
+    compile_bytecode()
     peer_dir = Path(peers) if peers else default_peers()
     points: list[Point] = []
     for backend in backends or ["netns", "docker"]:
@@ -135,6 +145,15 @@ def bench(sizes: list[int] | None = None, rounds: int = DEFAULT_ROUNDS, peers: s
     return 0 if all(p.ok for p in points if p.side == "lab") else 1
 
 
+def compile_bytecode() -> None:
+    """Byte-compile lab and the packages its interpreter imports, as a package manager does when it
+    installs them (Debian's Mininet and compose come compiled). Otherwise, under PYTHONDONTWRITEBYTECODE
+    or in a venv installed without compiling, every timed lab run compiles some 250 modules from
+    source (0.4 s of CPU here) and the bench times the compiler rather than lab."""
+    for folder in (Path(__file__).resolve().parent, Path(sysconfig.get_paths()["purelib"])):
+        compileall.compile_dir(folder, quiet=2, workers=0)
+
+
 def machine() -> dict[str, str]:
     """What the figures were measured on."""
     cpus = os.cpu_count() or 0
@@ -147,7 +166,7 @@ def _compare(backend: str, peer_dir: Path, n: int, rounds: int, before: list[Poi
     """lab on `backend` and its peer (while the peer stays within PEER_LIMIT), alternating."""
     pairing = PAIRINGS[backend]
     script = peer_dir / pairing.script
-    lab, peer = Point(backend, "lab", n), Point(backend, pairing.peer, n)
+    lab, peer, floor = Point(backend, "lab", n), Point(backend, pairing.peer, n), Point(backend, FLOOR, n)
     if not (script.exists() and all(shutil.which(c) for c in pairing.needs)):
         peer.note = f"unavailable ({script}; {pairing.install})"
     elif any(p.side == pairing.peer and p.backend == backend and p.note for p in before):
@@ -167,10 +186,27 @@ def _compare(backend: str, peer_dir: Path, n: int, rounds: int, before: list[Poi
                 _say(peer, k, s)
                 if s.last.startswith("stopped after"):
                     peer.note = f"over its limit ({PEER_LIMIT:.0f}s a round)"
+            if pairing.floor:
+                s = timed([sys.executable, "-m", "lab.bench", FLOOR, backend, str(scenario)])
+                floor.samples.append(s)
+                _say(floor, k, s)
         lab.phases = phase_split([Path(f"{tmp}/run-{k}") for k in range(rounds)])
     split = ", ".join(f"{name} {v:.2f}s" for name, v in lab.phases.items())
     print(f"  {backend:<6} N={n:<4} lab's phases (median): {split}")
-    return [lab, peer]
+    return [lab, peer, floor] if pairing.floor else [lab, peer]
+
+
+def floor(backend: str, scenario: str) -> int:
+    """`python -m lab.bench floor BACKEND SCENARIO`: the engine's floor for the scenario's plan
+    (`Backend.floor`), as a fresh process timed like lab's run: its interpreter, its imports and
+    its client included, so that what lab takes above it is lab's own work. 1: no floor here."""
+    plan = make_plan(load_scenario(scenario), 0)
+    journal = Journal(state_dir(), new_lab_id())
+    backend_of = backends.create(backend, journal)
+    backend_of.check(plan)
+    journal.open(backend=backend, scenario=scenario, run_dir=str(journal.folder / "out"), name=f"{plan.name}-floor",
+                 kept=False)
+    return 0 if backend_of.floor(plan) else 1
 
 
 def _say(point: Point, k: int, s: Sample) -> None:
@@ -295,3 +331,7 @@ def _rootless(n: int, rounds: int) -> list[Point]:
                 point.samples.append(s)
                 _say(point, k, s)
     return [user] + ([as_root] if root else [])
+
+
+if __name__ == "__main__" and sys.argv[1:2] == [FLOOR]:
+    sys.exit(floor(*sys.argv[2:4]))

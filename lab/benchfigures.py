@@ -16,6 +16,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+FLOOR = "floor"  # the side that is the engine's own floor (Backend.floor): lab is measured above it
+
 
 @dataclass
 class Sample:
@@ -32,7 +34,7 @@ class Point:
     """Every round of one side (lab on a backend, or a peer) at one size."""
 
     backend: str
-    side: str  # "lab", or the peer's name ("mininet", "compose", "root" for rootless)
+    side: str  # "lab", a peer's name ("mininet", "compose", "root" for rootless), or FLOOR
     n: int
     samples: list[Sample] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # lab's: median seconds per phase
@@ -60,6 +62,13 @@ class Point:
                 "median": self.median, "min": min(self.times, default=None), "max": max(self.times, default=None),
                 "ok": self.ok, "peak_rss_mib": self.rss_mib, "phases": self.phases, "note": self.note,
                 "failures": [s.last for s in self.samples if not s.ok]}
+
+
+def above(lab: Point, floor: Point) -> float | None:
+    """Seconds lab's median takes above the engine's floor (None without both)."""
+    if lab.median is None or floor.median is None:
+        return None
+    return lab.median - floor.median
 
 
 def ratio(lab: Point, peer: Point) -> float | None:
@@ -165,7 +174,8 @@ def table(points: list[Point]) -> str:
 def write(folder: Path, points: list[Point], rounds: int, machine: dict[str, str]) -> None:
     """bench.json: the machine, every sample of every point, and the ratios."""
     labs = _labs(points)
-    ratios = [{"backend": p.backend, "n": p.n, "peer": p.side, "ratio": ratio(labs[(p.backend, p.n)], p)}
+    ratios = [{"backend": p.backend, "n": p.n, "peer": p.side, "ratio": ratio(labs[(p.backend, p.n)], p),
+               **({"lab_above_s": above(labs[(p.backend, p.n)], p)} if p.side == FLOOR else {})}
               for p in points if p.side != "lab" and (p.backend, p.n) in labs]
     data = {"machine": machine, "rounds": rounds, "points": [p.as_json() for p in points], "ratios": ratios}
     (folder / "bench.json").write_text(json.dumps(data, indent=1) + "\n")
@@ -173,7 +183,8 @@ def write(folder: Path, points: list[Point], rounds: int, machine: dict[str, str
 
 def markdown(points: list[Point], machine: dict[str, str]) -> str:
     """The figures as the README shows them: one row per backend and size, lab against each peer."""
-    rows = ["| backend | N | lab: median (min-max) | peak RSS | peer | peer: median (min-max) | lab's speed-up |",
+    rows = ["| backend | N | lab: median (min-max) | peak RSS | peer | peer: median (min-max) | lab's speed-up "
+            "(floor: lab's time above it) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     labs = _labs(points)
     for p in points:
@@ -191,7 +202,11 @@ def _labs(points: list[Point]) -> dict[tuple[str, int], Point]:
 
 def _versus(lab: Point, p: Point) -> str:
     """`p` beside lab, as the tables show it: the peer's time over lab's ("" without both; a
-    stopped peer's is a lower bound: ">"); for rootless, the user's time over root's."""
+    stopped peer's is a lower bound: ">"); for rootless, the user's time over root's; for the
+    engine's floor, the seconds lab takes above it."""
+    if p.side == FLOOR:
+        extra = above(lab, p)
+        return "" if extra is None else f"{extra:+.2f}s"
     r = ratio(lab, p)
     if r is None:
         return ""

@@ -64,6 +64,9 @@ class ScriptedBackend:
     def changes_process(self) -> bool:
         return False
 
+    def floor(self, plan: Plan) -> bool:
+        return False
+
     def notes(self) -> list[str]:
         return []
 

@@ -132,6 +132,11 @@ class Backend(Protocol):
         """Whether `up` changes the process it runs in (a lab without root makes it root of a user
         namespace), after `check`: the run then happens in a child process (lab/forked.py)."""
 
+    def floor(self, plan: Plan) -> bool:
+        """What `lab bench` measures the lab's own work above: the plan's hosts created and started
+        doing nothing, with the lab's options, then removed, recorded in the journal as a lab's.
+        False: this backend has no engine whose floor is worth measuring (its hosts are the lab's)."""
+
     def notes(self) -> list[str]:
         """What the run must say about how this machine runs the lab, after `check` (e.g. which
         limits it cannot enforce there); one line each."""

@@ -258,6 +258,9 @@ class NetnsBackend:
     def changes_process(self) -> bool:
         return self.rootless
 
+    def floor(self, plan: Plan) -> bool:
+        return False  # its hosts are the lab's own namespaces: there is no engine below the lab
+
     def notes(self) -> list[str]:
         return [rootless.ENFORCED] if self.rootless or not self.cgroups else []
 

@@ -8,37 +8,47 @@ only.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any
 
-from lab.roles.catalogue import ROLES
-from lab.roles.common import Transcript, describe, error_kind
+from lab.roles.common import Transcript, describe, error_kind, tell_exit
 
-Runner = Callable[[dict[str, Any], Transcript], int]  # a role module's main(params, transcript)
+TYPE_CHECKING = False  # not typing's: importing typing costs a node ~10 ms at each start
+if TYPE_CHECKING:
+    from typing import Any
+
+Runner = Callable[[dict[str, "Any"], Transcript], int]  # a role module's main(params, transcript)
 
 
-def load_role(name: str) -> Runner | None:
+def load_role(name: str, module: str | None = None) -> Runner | None:
     """The runner of role `name` (catalogue.ROLES), its module imported on first use: a container that
     runs a telnet client should not pay for importing http.server (fifty nodes starting at once on two
-    cores feel every millisecond). None for a name the catalogue does not know."""
-    role = ROLES.get(name)
-    if role is None:
-        return None
-    main: Runner = importlib.import_module(role.module).main
+    cores feel every millisecond). None for a name the catalogue does not know.
+
+    `module`: the role's module, as the lab looked it up for a node's agent, which then imports
+    neither the catalogue nor (through it) `typing`."""
+    if module is None:
+        from lab.roles.catalogue import ROLES
+
+        role = ROLES.get(name)
+        if role is None:
+            return None
+        module = role.module
+    __import__(module)
+    main: Runner = sys.modules[module].main
     return main
 
 
 STOP_SIGNALS: dict[int, str] = {signal.SIGTERM: "terminated", signal.SIGINT: "interrupted"}
 
 
-def run_role(name: str, params: dict[str, Any], transcript_path: str | int) -> int:
+def run_role(name: str, params: dict[str, Any], transcript_path: str | int, module: str | None = None) -> int:
     """Run role `name` with resolved `params`, recording to `transcript_path` (or to that open file
     descriptor: a confined node cannot open files of the run folder); returns the exit code.
+    `module`: as for `load_role`.
 
     The transcript starts with a `start` event and ends with an `end` event: {"code": N} when the
     role finished, {"reason": "terminated"} when the lab stopped it (SIGTERM; the process then
@@ -48,8 +58,10 @@ def run_role(name: str, params: dict[str, Any], transcript_path: str | int) -> i
     install_stop_handlers(transcript)
     ignore_sigpipe()
     transcript.event("start", role=name, pid=os.getpid(), params=params)
-    role = load_role(name)
+    role = load_role(name, module)
     if role is None:
+        from lab.roles.catalogue import ROLES
+
         message = f"unknown role {name!r} (roles: {', '.join(ROLES)})"
         transcript.event("error", kind="other", during="start", message=message)
         print(f"lab: {message}", file=sys.stderr, flush=True)
@@ -84,6 +96,7 @@ def install_stop_handlers(transcript: Transcript) -> None:
     def stop(signum: int, frame: FrameType | None) -> None:
         transcript.event("end", reason=STOP_SIGNALS.get(signum, "terminated"), signal=signum)
         flush_stdio()
+        tell_exit(128 + signum)
         os._exit(128 + signum)
 
     try:
@@ -134,4 +147,4 @@ def flush_stdio() -> None:
             pass
 
 
-__all__ = ["ROLES", "Runner", "default_signals", "load_role", "run_role", "shell_code"]
+__all__ = ["Runner", "default_signals", "load_role", "run_role", "shell_code"]

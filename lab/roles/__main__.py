@@ -9,7 +9,8 @@ import argparse
 import json
 import sys
 
-from lab.roles import ROLES, run_role
+from lab.roles import run_role
+from lab.roles.catalogue import ROLES
 
 
 def parse_args(argv: list[str]) -> tuple[str, dict[str, object], str]:

@@ -16,7 +16,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a node ~10 ms at each start
+if TYPE_CHECKING:
+    from typing import Any
 
 STATUS_FD_ENV = "LAB_STATUS_FD"  # a pipe or stream to the lab: one fact per line ("ready", "answered")
 FACT_FILE_ENV = "LAB_FACT_FILE"  # containers: a path template, "{fact}" replaced by the fact's name
@@ -119,21 +122,32 @@ def tell_lab(fact: str) -> None:
     (a pipe on netns, the attach stream on swarm) or a file in the folder the lab shares (docker).
 
     The fd stays open for the next fact; the lab reads lines until the role exits."""
-    template = os.environ.get(FACT_FILE_ENV, "")
-    if template:
-        path = template.replace("{fact}", fact)
-        try:
-            with open(path + ".tmp", "w") as f:
-                f.write(fact + "\n")
-            os.rename(path + ".tmp", path)  # whole or absent: the lab never reads half a fact
-        except OSError as exc:
-            print(f"lab: cannot tell the lab {fact!r} in {path!r}: {exc}", file=sys.stderr, flush=True)
+    _fact_file(fact, fact)
     fd_text = os.environ.get(STATUS_FD_ENV, "")
     if fd_text:
         try:
             os.write(int(fd_text), f"{fact}\n".encode())
         except (ValueError, OSError) as exc:
             print(f"lab: cannot tell the lab {fact!r} on fd {fd_text!r}: {exc}", file=sys.stderr, flush=True)
+
+
+def tell_exit(code: int) -> None:
+    """The exit code of a role leaving at once (stopped by a signal), where its agent would have told
+    it: in the fact folder the lab shares (docker), so the lab needs no word from the engine. Elsewhere
+    the lab has it already (netns: the role is its child) or asks the engine (swarm)."""
+    _fact_file("exit", str(code))
+
+
+def _fact_file(fact: str, text: str) -> None:
+    template = os.environ.get(FACT_FILE_ENV, "")
+    if template:
+        path = template.replace("{fact}", fact)
+        try:
+            with open(path + ".tmp", "w") as f:
+                f.write(text + "\n")
+            os.rename(path + ".tmp", path)  # whole or absent: the lab never reads half a fact
+        except OSError as exc:
+            print(f"lab: cannot tell the lab {fact!r} in {path!r}: {exc}", file=sys.stderr, flush=True)
 
 
 def control_fd() -> int | None:

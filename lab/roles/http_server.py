@@ -10,10 +10,13 @@ import itertools
 import sys
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import urlsplit
 
 from lab.roles.common import Transcript, announce_ready, peer_text, say
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a node ~10 ms at each start
+if TYPE_CHECKING:
+    from typing import Any
 
 IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may sit idle
 

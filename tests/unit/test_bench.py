@@ -7,8 +7,10 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from lab.bench import phase_split, timed
-from lab.benchfigures import Point, Sample, markdown, svg, table, write
+from lab.benchfigures import FLOOR, Point, Sample, markdown, svg, table, write
 
 
 def test_the_bench_reads_where_the_time_went(tmp_path: Path) -> None:
@@ -79,3 +81,17 @@ def test_the_readme_table_puts_each_peer_beside_lab() -> None:
     assert "1.00 s (0.90-1.20)" in row and "mininet" in row and "9.00 s (8.00-10.00)" in row and "9.00x" in row
     assert "over its limit" in next(r for r in text.splitlines() if r.startswith("| netns | 1000 |"))
     assert "1.05x" in next(r for r in text.splitlines() if r.startswith("| rootless |"))
+
+
+def test_lab_is_shown_above_the_engine_s_floor_in_seconds(tmp_path: Path) -> None:
+    lab = Point("docker", "lab", 50, [Sample(13.0, True), Sample(13.4, True), Sample(12.9, True)])
+    floor = Point("docker", FLOOR, 50, [Sample(12.5, True), Sample(12.8, True), Sample(12.6, True)])
+    compose = Point("docker", "compose", 50, [Sample(21.0, True)])
+    row = next(r for r in table([lab, floor, compose]).splitlines() if FLOOR in r)
+    assert "+0.40s" in row  # lab's median above the floor's, not a speed-up
+    assert "| docker | 50 | 13.00 s (12.90-13.40) |" in markdown([lab, floor, compose], {})
+    assert "+0.40s" in markdown([lab, floor, compose], {})
+    write(tmp_path, [lab, floor, compose], 3, {})
+    ratios = json.loads((tmp_path / "bench.json").read_text())["ratios"]
+    assert next(r for r in ratios if r["peer"] == FLOOR)["lab_above_s"] == pytest.approx(0.4)
+    assert "lab_above_s" not in next(r for r in ratios if r["peer"] == "compose")

@@ -286,6 +286,24 @@ def test_servers_stop_promptly_on_sigterm(tmp_path: Path, role: str, params: dic
     assert server.events()[-1] == {**server.events()[-1], "event": "end", "reason": "terminated"}
 
 
+def test_a_server_stopped_in_a_container_tells_its_exit_code_where_the_agent_would(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On docker the lab signals the node itself and reads its exit code from the facts folder it
+    shares: a role leaving at once on SIGTERM says 143 there, or the lab would have to ask the engine."""
+    template = f"{tmp_path}/server.{{fact}}"
+    monkeypatch.setitem(ENV, "LAB_FACT_FILE", template)
+    server = Server("echo-server", {"port": free_port()}, tmp_path / "s.jsonl")
+    try:
+        server.wait_ready()
+        server.proc.send_signal(signal.SIGTERM)
+        code = server.proc.wait(timeout=STOP_DEADLINE)
+    finally:
+        server.proc.kill()
+        server.proc.wait()
+    assert code == 128 + signal.SIGTERM
+    assert (tmp_path / "server.exit").read_text() == f"{128 + signal.SIGTERM}\n"
+
+
 def test_server_whose_port_is_taken_exits_1_with_an_error_event(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))

@@ -33,6 +33,7 @@ from lab.backends.files import TMP_SIZE, Survey, survey
 from lab.errors import BackendError
 from lab.journal import Journal
 from lab.plan import NodePlan, Plan, address_for, start_order
+from lab.roles.catalogue import ROLES
 from lab.rundir import MAX_OUTPUT, RunDir
 
 WORKERS = 16  # concurrent API calls (the engine serialises some work; more does not help)
@@ -60,8 +61,8 @@ def agent_spec(node: NodePlan) -> dict[str, Any]:
     go, its folder, and what it runs (a role, a program with its scripted input, or nothing)."""
     spec: dict[str, Any] = {"log": f"{OUT}/{node.name}.log", "transcript": f"{OUT}/{node.name}.jsonl",
                             "cwd": FILES if node.cwd else "/", "source": SOURCE}
-    if node.role:
-        spec.update(role=node.role, params=node.params)
+    if node.role:  # (its module too: the agent then imports no catalogue)
+        spec.update(role=node.role, module=ROLES[node.role].module, params=node.params)
     elif node.argv:
         spec.update(argv=list(node.argv))
         if node.stdin is not None:
@@ -123,6 +124,8 @@ class ContainerBackend(ABC, Generic[B]):
         self.closing = False
         self.uids: dict[str, int] = {}  # node -> the uid its processes run as (uids.py)
         self.surveys: dict[Path, Survey] = {}  # a node folder's size and the run folders inside it
+        self.creating: list[B] = []  # boxes whose creation is in flight or not yet looked at
+        self.failed: list[B] = []  # boxes whose creation failed
 
     # -- what a subclass says ----------------------------------------------------------------
     @abstractmethod
@@ -242,6 +245,7 @@ class ContainerBackend(ABC, Generic[B]):
         for name in start_order(plan):
             box = self.boxes[name]
             box.future = self.pool.submit(self._create, plan, box)
+            self.creating.append(box)
 
     def _create(self, plan: Plan, box: B) -> None:
         if not self.closing:
@@ -268,23 +272,25 @@ class ContainerBackend(ABC, Generic[B]):
         return launched + self._wait(0 if launched else timeout)
 
     def _watch_new(self) -> None:
-        """Watch the containers wired since the last look (registered here, in the main thread)."""
-        for b in self.boxes.values():
-            if not b.wired and b.future is not None and b.future.done() and not b.future.cancelled() \
-                    and b.future.exception() is None and (watched := self._watched(b)) is not None:
+        """Watch the containers wired since the last look (registered here, in the main thread); a
+        container that could not be brought up fails the run (its host's loss, if that is why).
+        Only the creations still in flight are looked at (this runs at every poll)."""
+        for b in [b for b in self.creating if b.future is not None and b.future.done()]:
+            self.creating.remove(b)
+            error = None if b.future is None or b.future.cancelled() else b.future.exception()
+            if error is not None:
+                self.failed.append(b)
+            elif (watched := self._watched(b)) is not None:
                 self.selector.register(watched, selectors.EVENT_READ, b.node.name)
                 b.wired = True
 
     def _raise_failed(self) -> None:
-        """A container that could not be brought up fails the run (its host's loss, if that is why)."""
-        for b in self.boxes.values():
-            done = b.future is not None and b.future.done() and not b.future.cancelled()
-            error = b.future.exception() if done and b.future is not None else None
-            if error is not None:
-                lost = self._lost(b)
-                if lost is not None:
-                    raise lost
-                raise error if isinstance(error, BackendError) else api_error(f"start {b.name}", Exception(error))
+        for b in self.failed:
+            error = b.future.exception() if b.future is not None else None
+            lost = self._lost(b)
+            if lost is not None:
+                raise lost
+            raise error if isinstance(error, BackendError) else api_error(f"start {b.name}", Exception(error))
 
     def _release(self) -> list[Event]:
         asked = [b for b in self.boxes.values() if b.go_asked and not b.launched]
@@ -309,23 +315,41 @@ class ContainerBackend(ABC, Generic[B]):
                     pass
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
+        """SIGTERM, `grace` s, SIGKILL. Where the lab can signal a node itself (`_terminate`), it does
+        and watches the node end; only a node still running after the grace costs an engine call."""
         self._watch_new()
         running = [b for b in map(self.boxes.get, nodes)
                    if b is not None and b.id and not b.exited and self._engine(b) is not None]
+        signalled = [b for b in running if self._terminate(b)]
+        self._await_ends(signalled, grace, nodes)
+        rest = [b for b in running if not b.exited]
 
         def halt(b: B) -> None:
             try:
-                self._engine(b).api.stop(b.id, timeout=max(1, round(grace)))
+                if b in signalled:
+                    self._engine(b).api.kill(b.id)
+                else:
+                    self._engine(b).api.stop(b.id, timeout=max(1, round(grace)))
             except Exception:  # noqa: BLE001 - gone already; removal follows anyway
                 pass
 
         with ThreadPoolExecutor(WORKERS) as pool:
-            list(pool.map(halt, running))
-        deadline = time.monotonic() + STOP_WAIT
-        while any(b.wired and not b.exited for b in running) and time.monotonic() < deadline:
-            self.pending += [e for e in self._wait(0.1) if e.node not in nodes]
-        self._reap([b for b in running if b.wired and not b.exited])
+            list(pool.map(halt, rest))
+        self._await_ends(rest, STOP_WAIT, nodes)
+        self._reap([b for b in rest if b.wired and not b.exited])
         return {n: self.boxes[n].code for n in nodes if n in self.boxes}
+
+    def _terminate(self, box: B) -> bool:
+        """Send SIGTERM to the node's agent without the engine; False: only its engine can."""
+        return False
+
+    def _await_ends(self, boxes: list[B], seconds: float, stopping: list[str]) -> None:
+        """Watch these nodes end, for at most `seconds`; what other nodes did meanwhile is kept for
+        the next poll (the stopped nodes' own ends are the caller's)."""
+        deadline = time.monotonic() + seconds
+        while any(b.wired and not b.exited for b in boxes) and time.monotonic() < deadline:
+            self.pending += [e for e in self._wait(min(0.1, max(0.0, deadline - time.monotonic())))
+                             if e.node not in stopping]
 
     def _reap(self, boxes: list[B]) -> list[Event]:
         """These nodes' containers ended (or are taken as ended): each one's exit code is its agent's
@@ -375,6 +399,9 @@ class ContainerBackend(ABC, Generic[B]):
 
     def changes_process(self) -> bool:
         return False  # the engine's processes are apart already
+
+    def floor(self, plan: Plan) -> bool:
+        return False
 
     def notes(self) -> list[str]:
         return []  # the engine enforces every limit

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,12 @@ import lab
 from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, uids
 from lab.backends.containers import images
 from lab.backends.containers.base import (
+    CONTAINER,
+    ENGINE_WORD,
     FILES,
     OUT,
     SOURCE,
+    WORKERS,
     Box,
     ContainerBackend,
     container_name,
@@ -43,7 +48,7 @@ from lab.backends.containers.engine import api_error, connect
 from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
 from lab.errors import BackendError, EnvironmentProblem, UnknownLab
 from lab.journal import Journal
-from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, start_order
 from lab.roles.common import chown_tree, copy_files, listening_tcp_ports
 from lab.rundir import RunDir
 
@@ -56,6 +61,7 @@ class _Box(Box):
     pidfd: int = -1  # the container's init process: readable once it has ended
     go: int = -1  # write end of the node's go FIFO
     answered: bool = False  # a synced client told the lab it was answered
+    facts: str = ""  # where its facts are: this, then the fact's name
 
 
 class DockerBackend(ContainerBackend[_Box]):
@@ -107,16 +113,10 @@ class DockerBackend(ContainerBackend[_Box]):
             os.mkfifo(ctl / "go", 0o600)
             os.chown(ctl / "go", self.uids[node.name], self.uids[node.name])
             box.go = os.open(ctl / "go", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        assert self.rundir is not None
-        volumes = {**self._own_output(node), str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
-        if node.cwd:  # read-only: the agent copies it into the node's own /lab/files
-            volumes[str(self._source(node, ctl))] = {"bind": SOURCE, "mode": "ro"}
-        if node.image:  # a user's image: run the agent from the host's copy of the role programs
-            volumes[str(Path(lab.__file__).parent)] = {"bind": "/opt/lab/lab", "mode": "ro"}
         container, host = self._container(plan, node)
         api = self.client.api
         try:
-            host_config = api.create_host_config(network_mode="none", binds=volumes, **host)
+            host_config = api.create_host_config(network_mode="none", binds=self._volumes(node, ctl), **host)
             box.id = api.create_container(name=box.name, host_config=host_config, **container)["Id"]
             api.start(box.id)
             box.pid = int(api.inspect_container(box.id)["State"]["Pid"])
@@ -126,6 +126,47 @@ class DockerBackend(ContainerBackend[_Box]):
             raise BackendError(f"container for {node.name} exited at once: {self._logs(box)[-300:]!r}")
         self.fabric.join(plan, node, box.pid)
         box.pidfd = os.pidfd_open(box.pid)
+
+    def _volumes(self, node: NodePlan, ctl: Path) -> dict[str, dict[str, str]]:
+        """What the node's container binds: its own output, its control folder, its files, and for
+        a user's image the role programs."""
+        volumes = {**self._own_output(node), str(ctl): {"bind": "/lab/ctl", "mode": "ro"}}
+        if node.cwd:  # read-only: the agent copies it into the node's own /lab/files
+            volumes[str(self._source(node, ctl))] = {"bind": SOURCE, "mode": "ro"}
+        if node.image:  # a user's image: run the agent from the host's copy of the role programs
+            volumes[str(Path(lab.__file__).parent)] = {"bind": "/opt/lab/lab", "mode": "ro"}
+        return volumes
+
+    def floor(self, plan: Plan) -> bool:
+        """The engine's own floor (for `lab bench`): every node's container created and started in
+        start order, as many at once as the lab does, with the options and binds the lab gives it
+        but sleeping instead of running the agent; then all removed, by label, as `down` does. No
+        fabric, no agent, no waiting: what the lab takes above this is its own work. The journal
+        marks the containers, so a floor killed midway is cleaned like a lab (`lab clean`)."""
+        self.client = connect()
+        self.rundir = RunDir.create(self.journal.folder / "out", plan.name)
+        self.uids = {n.name: uids.BASE for n in plan.nodes}  # (no claim: the engine does not care whose)
+        names = {n: container_name(self.journal.lab_id, n) for n in start_order(plan)}
+        self.journal.record_many(CONTAINER, list(names.values()))
+
+        def sleeper(name: str) -> None:
+            node = plan.node(name)
+            ctl = self.journal.folder / "ctl" / name
+            ctl.mkdir(parents=True)
+            container, host = self._container(plan, node)
+            api = self.client.api
+            host_config = api.create_host_config(network_mode="none", binds=self._volumes(node, ctl), **host)
+            api.start(api.create_container(name=names[name], host_config=host_config,
+                                           **{**container, "entrypoint": ["sleep", "infinity"]})["Id"])
+
+        try:
+            with ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(sleeper, names))
+        finally:
+            _remove_containers(self.client, self.journal)
+            self.journal.close()
+            self.client.close()
+        return True
 
     def _source(self, node: NodePlan, ctl: Path) -> Path:
         """The node's files as its uid may read them: the original when anyone may, else a copy
@@ -200,10 +241,12 @@ class DockerBackend(ContainerBackend[_Box]):
         return False
 
     def _fact(self, b: _Box, fact: str) -> bool:
-        """Whether the node's role told this fact (a file it wrote in its facts folder; consumed)."""
-        flag = self._facts(b.node.name) / f"{b.node.name}.{fact}"
+        """Whether the node's role told this fact (a file it wrote in its facts folder; consumed).
+        Asked of every waiting node at each look (a hundred a second): a string path, no Path."""
+        if not b.facts:
+            b.facts = f"{self._facts(b.node.name)}/{b.node.name}."
         try:
-            flag.unlink()
+            os.unlink(b.facts + fact)
         except FileNotFoundError:
             return False
         return True
@@ -219,17 +262,34 @@ class DockerBackend(ContainerBackend[_Box]):
             return
         path.unlink()
 
+    def _terminate(self, box: _Box) -> bool:
+        """SIGTERM straight to the container's init (the agent: a role's handler or the program's
+        forwarder), by its pidfd: no engine round trip, which under load takes a second or more."""
+        if box.pidfd < 0:
+            return False
+        try:
+            signal.pidfd_send_signal(box.pidfd, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # ended already: its pidfd says so
+        return True
+
     def _evidence(self, ended: list[_Box], unspoken: list[_Box]) -> None:
         for b in unspoken:  # what the container printed goes into the log now: it is the evidence
             self._collect(b)
 
     def _exit_status(self, b: _Box) -> int:
-        return int(self.client.api.inspect_container(b.id)["State"]["ExitCode"])
+        """The engine's word once it has seen the end too (the lab's pidfd may see it first)."""
+        return int(self.client.api.wait(b.id, timeout=ENGINE_WORD)["StatusCode"])
 
     # -- teardown ----------------------------------------------------------------------------
     def _collect(self, b: _Box) -> None:
-        """What the container printed before its agent took over its output (or instead of it)."""
-        if b.collected or not b.id or self.rundir is None:
+        """What the container printed before its agent took over its output (or instead of it).
+
+        A node whose agent told its exit code has nothing there: the agent takes the output before
+        anything of the node is imported or run, and what failed before that (the interpreter, the
+        routes) kept it from ever telling. Not asking the engine for such nodes saves two calls
+        each at teardown, when the engine is busiest."""
+        if b.collected or not b.id or self.rundir is None or b.told is not None:
             return
         b.collected = True
         text = self._logs(b)
