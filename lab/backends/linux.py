@@ -167,6 +167,39 @@ def fork_in_new_pid_namespace(home: int) -> int:
     return pid
 
 
+def private_mounts() -> int:
+    """An fd of a new mount namespace: a private copy of this process's mounts as they are now, kept
+    by the fd alone. A node's first process enters it before making its own: the node then copies
+    this small tree, not the one the lab grows meanwhile (a netns mount per node, so that N nodes
+    each copying all the others' made starting them quadratic, and each walk of the tree too).
+
+    Made in a child (a process with threads may not unshare its mounts), which the fd outlives."""
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    with signals_blocked():  # (no handler of the lab's runs in the child)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns
+        try:
+            os.close(ready_r)
+            os.close(hold_w)
+            unshare(CLONE_NEWNS)
+            mount(None, "/", None, MS_REC | MS_PRIVATE)  # later mounts of the lab stay out of it
+            os.write(ready_w, b"k")
+            os.read(hold_r, 1)  # until the parent holds the namespace
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        if os.read(ready_r, 1) != b"k":
+            raise OSError(errno.EPERM, "cannot make a mount namespace for the nodes")
+        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(hold_w)
+        os.waitpid(pid, 0)
+
+
 def is_mountpoint(path: str) -> bool:
     """True when something is mounted at `path` (bind mounts of a folder on itself included)."""
     with open("/proc/self/mountinfo") as f:

@@ -105,6 +105,7 @@ class NetnsBackend:
             rootless.enter()
         for role in sorted({n.role for n in plan.nodes if n.role is not None}):
             load_role(role)  # once, here: each node forked from this process finds its role imported
+        self.fds["mounts"] = linux.private_mounts()  # before the lab's netns mounts (nodeproc.Start.mounts)
         self.fabric.create(plan)
         self.inodes = {n.name: linux.netns_inode(self.fabric.path(n.name)) for n in plan.nodes}
         with ThreadPoolExecutor(1) as pool:  # the cgroups are made while the links are wired (two cores)
@@ -152,7 +153,8 @@ class NetnsBackend:
         ready_r, ready_w = os.pipe() if node.ready.kind == ANNOUNCE else (None, None)
         control_r, control_w = os.pipe() if node.synced else (None, None)
         start = nodeproc.Start(node, self.journal.lab_id, self.fabric.path(node.name), self._box(node), groups,
-                               str(self.rundir.transcript(node.name)), log, self._self_fd(), ready_w, control_r)
+                               str(self.rundir.transcript(node.name)), log, self._self_fd(), ready_w, control_r,
+                               self.fds.get("mounts"))
         sys.stdout.flush()
         sys.stderr.flush()
         if self.rootless:  # our own PID namespace is not our user namespace's: no setns back to it
