@@ -244,3 +244,18 @@ def _release_netns_dir(journal: Journal) -> None:
         except OSError:
             return
         mark.unlink()
+
+
+def write_hosts_files(plan: Plan, folder: Path) -> None:
+    """Each node's /etc/hosts as `folder/NODE` (for its programs, and for `lab shell` / `lab exec`):
+    one file per view (plan.hosts_file), the other nodes with that view getting a hard link to it,
+    so 1000 nodes cost 1000 links and not 1000 copies of a 1000-line file."""
+    folder.mkdir(exist_ok=True)
+    first: dict[tuple[str, ...], Path] = {}
+    for n in plan.nodes:
+        path, key = folder / n.name, plan.view(n.name)
+        if key in first:
+            os.link(first[key], path)
+        else:
+            path.write_text(plan.hosts_file(n.name))
+            first[key] = path

@@ -34,7 +34,7 @@ from lab.backends import (
     sandbox,
     uids,
 )
-from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces
+from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces, write_hosts_files
 from lab.backends.files import Survey, closed_ancestor, survey
 from lab.errors import EnvironmentProblem, UnknownLab
 from lab.journal import Journal
@@ -317,21 +317,6 @@ class NetnsBackend:
         hosts = journal.folder / "hosts" / node.name
         return Command([sys.executable, "-m", "lab.backends.enter", netns, str(hosts), node.name,
                         str(node.cwd or "/"), "--", *argv], env)
-
-
-def write_hosts_files(plan: Plan, folder: Path) -> None:
-    """Each node's /etc/hosts as `folder/NODE` (for its programs, and for `lab shell` / `lab exec`):
-    one file per view (plan.hosts_file), the other nodes with that view getting a hard link to it,
-    so 1000 nodes cost 1000 links and not 1000 copies of a 1000-line file."""
-    folder.mkdir(exist_ok=True)
-    first: dict[tuple[str, ...], Path] = {}
-    for n in plan.nodes:
-        path, key = folder / n.name, plan.view(n.name)
-        if key in first:
-            os.link(first[key], path)
-        else:
-            path.write_text(plan.hosts_file(n.name))
-            first[key] = path
 
 
 def enter_node(netns: str, hosts: Path, hostname: str, cwd: str) -> int | None:

@@ -50,7 +50,8 @@ def test_containers_are_least_privileged(tmp_path: Path) -> None:
             assert int(uid) >= 1000 and int(gid) == int(uid)  # a uid of its own, no account's
             assert host["Memory"] > 0 and host["PidsLimit"] > 0
             assert not host["PortBindings"] and not c["NetworkSettings"]["Ports"]
-            assert host["NetworkMode"] == "none"
+            assert host["NetworkMode"] == "none" and c["Config"].get("NetworkDisabled") is True  # no engine hook
+            assert not c["NetworkSettings"]["Networks"]
             assert all("docker.sock" not in m["Source"] for m in c["Mounts"])
             assert c["Config"]["Labels"]["lab.id"] and c["Config"]["Hostname"] == c["Config"]["Labels"]["lab.node"]
         assert len({c["Config"]["User"] for c in containers}) == len(containers)  # one uid per node
