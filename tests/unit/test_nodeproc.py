@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 
 from lab.backends.nodeproc import close_all_but
 
 
 def test_a_child_keeps_only_the_descriptors_it_is_given_however_high() -> None:
     opened = [os.open("/dev/null", os.O_RDONLY) for _ in range(5)]
-    high = os.dup2(opened[0], 4000, inheritable=False)  # far above the rest
+    highest = resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1
+    high = os.dup2(opened[0], highest, inheritable=False)  # the highest this process may have
     keep = [opened[1], opened[3]]
     r, w = os.pipe()
     pid = os.fork()

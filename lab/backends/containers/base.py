@@ -323,10 +323,11 @@ class ContainerBackend(ABC, Generic[B]):
         signalled = [b for b in running if self._terminate(b)]
         self._await_ends(signalled, grace, nodes)
         rest = [b for b in running if not b.exited]
+        asked = {b.node.name for b in signalled}
 
         def halt(b: B) -> None:
             try:
-                if b in signalled:
+                if b.node.name in asked:  # SIGTERM did not do it: SIGKILL
                     self._engine(b).api.kill(b.id)
                 else:
                     self._engine(b).api.stop(b.id, timeout=max(1, round(grace)))
