@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import backends
-from lab.backends import load as load_backend
 from lab.benchfigures import FLOOR, Point, Sample, markdown, svg, table, write
 from lab.journal import Journal, new_lab_id, state_dir
 from lab.plan import make_plan
@@ -171,7 +170,7 @@ def _compare(backend: str, peer_dir: Path, n: int, rounds: int, before: list[Poi
         peer.note = f"unavailable ({script}; {pairing.install})"
     elif any(p.side == pairing.peer and p.backend == backend and p.note for p in before):
         peer.note = "over its limit at a smaller size"
-    load_backend(backend).prepare()  # the node image, for a container backend
+    backends.load(backend).prepare()  # the node image, for a container backend
     with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
         scenario = Path(tmp) / f"bench-{n}.yaml"
         scenario.write_text(SCENARIO.format(n=n))

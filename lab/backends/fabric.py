@@ -246,14 +246,19 @@ def _release_netns_dir(journal: Journal) -> None:
         mark.unlink()
 
 
-def write_hosts_files(plan: Plan, folder: Path) -> None:
-    """Each node's /etc/hosts as `folder/NODE` (for its programs, and for `lab shell` / `lab exec`):
+def hosts_path(journal: Journal, node: str) -> Path:
+    """A node's /etc/hosts, in the lab's own folder (`write_hosts_files`)."""
+    return journal.folder / "hosts" / node
+
+
+def write_hosts_files(plan: Plan, journal: Journal) -> None:
+    """Each node's /etc/hosts at `hosts_path` (for its programs, and for `lab shell` / `lab exec`):
     one file per view (plan.hosts_file), the other nodes with that view getting a hard link to it,
     so 1000 nodes cost 1000 links and not 1000 copies of a 1000-line file."""
-    folder.mkdir(exist_ok=True)
+    hosts_path(journal, "").mkdir(exist_ok=True)
     first: dict[tuple[str, ...], Path] = {}
     for n in plan.nodes:
-        path, key = folder / n.name, plan.view(n.name)
+        path, key = hosts_path(journal, n.name), plan.view(n.name)
         if key in first:
             os.link(first[key], path)
         else:

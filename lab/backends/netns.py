@@ -34,7 +34,14 @@ from lab.backends import (
     sandbox,
     uids,
 )
-from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces, write_hosts_files
+from lab.backends.fabric import (
+    Fabric,
+    check_machine,
+    hosts_path,
+    journal_namespaces,
+    remove_namespaces,
+    write_hosts_files,
+)
 from lab.backends.files import Survey, closed_ancestor, survey
 from lab.errors import EnvironmentProblem, UnknownLab
 from lab.journal import Journal
@@ -112,7 +119,7 @@ class NetnsBackend:
             groups = pool.submit(cgroups.create_all, self.journal, [(n.name, n.limits) for n in plan.nodes]) \
                 if self.cgroups else None
             self.fabric.wire(plan)
-            write_hosts_files(plan, self.journal.folder / "hosts")
+            write_hosts_files(plan, self.journal)
             self.groups = groups.result() if groups is not None else {}
         self.uids = {n.name: 0 for n in plan.nodes} if self.rootless else uids.claim(
             self.journal, [n.name for n in plan.nodes])
@@ -124,7 +131,7 @@ class NetnsBackend:
         """What the node sees: the lab's view, and (files:) its copy; when its folder lies below one
         others may not enter (e.g. pytest's tmp_path, or a home folder), that one is hidden too."""
         hidden, revealed = self.view
-        box = sandbox.Box(self.uids[node.name], node.name, str(self.journal.folder / "hosts" / node.name), None,
+        box = sandbox.Box(self.uids[node.name], node.name, str(hosts_path(self.journal, node.name)), None,
                           hidden, revealed)
         if node.cwd is None:
             return box
@@ -314,7 +321,7 @@ class NetnsBackend:
             raise UnknownLab(f"lab {journal.lab_id} has no running node {node.name!r}")
         if interactive:
             env["PS1"] = f"[lab {journal.lab_id}] {node.name}:\\w$ "
-        hosts = journal.folder / "hosts" / node.name
+        hosts = hosts_path(journal, node.name)
         return Command([sys.executable, "-m", "lab.backends.enter", netns, str(hosts), node.name,
                         str(node.cwd or "/"), "--", *argv], env)
 

@@ -102,6 +102,15 @@ class Server:
     def events(self) -> list[dict[str, Any]]:
         return load(self.transcript)
 
+    def terminate(self) -> int:
+        """SIGTERM, then its exit code (killed anyway, whatever happens)."""
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(timeout=STOP_DEADLINE)
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+
 
 @contextmanager
 def serving(role: str, params: dict[str, Any], tmp_path: Path) -> Iterator[Server]:
@@ -277,11 +286,8 @@ def test_servers_stop_promptly_on_sigterm(tmp_path: Path, role: str, params: dic
     server = Server(role, {"port": free_port(), **params}, tmp_path / "s.jsonl")
     try:
         assert server.wait_ready().startswith(f"LAB-READY {role} listening on 0.0.0.0:")
-        server.proc.send_signal(signal.SIGTERM)
-        code = server.proc.wait(timeout=STOP_DEADLINE)
     finally:
-        server.proc.kill()
-        server.proc.wait()
+        code = server.terminate()
     assert code == 128 + signal.SIGTERM
     assert server.events()[-1] == {**server.events()[-1], "event": "end", "reason": "terminated"}
 
@@ -295,11 +301,8 @@ def test_a_server_stopped_in_a_container_tells_its_exit_code_where_the_agent_wou
     server = Server("echo-server", {"port": free_port()}, tmp_path / "s.jsonl")
     try:
         server.wait_ready()
-        server.proc.send_signal(signal.SIGTERM)
-        code = server.proc.wait(timeout=STOP_DEADLINE)
     finally:
-        server.proc.kill()
-        server.proc.wait()
+        code = server.terminate()
     assert code == 128 + signal.SIGTERM
     assert (tmp_path / "server.exit").read_text() == f"{128 + signal.SIGTERM}\n"
 

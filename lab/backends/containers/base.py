@@ -275,9 +275,9 @@ class ContainerBackend(ABC, Generic[B]):
         """Watch the containers wired since the last look (registered here, in the main thread); a
         container that could not be brought up fails the run (its host's loss, if that is why).
         Only the creations still in flight are looked at (this runs at every poll)."""
-        for b in [b for b in self.creating if b.future is not None and b.future.done()]:
+        for b, future in [(b, b.future) for b in self.creating if b.future is not None and b.future.done()]:
             self.creating.remove(b)
-            error = None if b.future is None or b.future.cancelled() else b.future.exception()
+            error = None if future.cancelled() else future.exception()
             if error is not None:
                 self.failed.append(b)
             elif (watched := self._watched(b)) is not None:

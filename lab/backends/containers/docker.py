@@ -46,7 +46,14 @@ from lab.backends.containers.base import (
     remove_containers,
 )
 from lab.backends.containers.engine import api_error, connect
-from lab.backends.fabric import Fabric, check_machine, journal_namespaces, remove_namespaces, write_hosts_files
+from lab.backends.fabric import (
+    Fabric,
+    check_machine,
+    hosts_path,
+    journal_namespaces,
+    remove_namespaces,
+    write_hosts_files,
+)
 from lab.errors import BackendError, EnvironmentProblem, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, start_order
@@ -100,7 +107,7 @@ class DockerBackend(ContainerBackend[_Box]):
         self.rundir = rundir
         self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name)) for n in plan.nodes}
         self.uids = uids.claim(self.journal, list(self.boxes))
-        write_hosts_files(plan, self.journal.folder / "hosts")
+        write_hosts_files(plan, self.journal)
         self.fabric.create_bridges(plan)
         self._launch(plan)
 
@@ -115,11 +122,9 @@ class DockerBackend(ContainerBackend[_Box]):
             os.mkfifo(ctl / "go", 0o600)
             os.chown(ctl / "go", self.uids[node.name], self.uids[node.name])
             box.go = os.open(ctl / "go", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        container, host = self._settings(plan, node)
         api = self.client.api
         try:
-            host_config = api.create_host_config(network_mode="none", binds=self._volumes(node, ctl), **host)
-            box.id = api.create_container(name=box.name, host_config=host_config, **container)["Id"]
+            box.id = self._new_container(plan, node, ctl, box.name)
             api.start(box.id)
             box.pid = int(api.inspect_container(box.id)["State"]["Pid"])
         except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
@@ -129,21 +134,25 @@ class DockerBackend(ContainerBackend[_Box]):
         self.fabric.join(plan, node, box.pid)
         box.pidfd = os.pidfd_open(box.pid)
 
-    def _settings(self, plan: Plan, node: NodePlan) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The node's container as every container backend makes it (`_container`), without the
-        engine's networking at all: the container gets a network namespace of its own, which the
-        fabric wires, and nothing else. `--network none` still has the engine run its network hook
-        at every start: the engine's whole binary again, a third of the machine's CPU at N=50. So
-        the engine writes no /etc/hosts either: the lab's own is bound (`_volumes`)."""
+    def _new_container(self, plan: Plan, node: NodePlan, ctl: Path, name: str, **override: Any) -> str:
+        """Create the node's container (its id), as every container backend makes it (`_container`),
+        without the engine's networking at all: the container gets a network namespace of its own,
+        which the fabric wires, and nothing else. `--network none` still has the engine run its
+        network hook at every start: the engine's whole binary again, a third of the machine's CPU
+        at N=50. So the engine writes no /etc/hosts either: the lab's own is bound (`_volumes`)."""
         container, host = self._container(plan, node)
         del host["extra_hosts"]
-        return {**container, "network_disabled": True}, host
+        api = self.client.api
+        host_config = api.create_host_config(network_mode="none", binds=self._volumes(node, ctl), **host)
+        created: str = api.create_container(name=name, host_config=host_config, network_disabled=True,
+                                            **{**container, **override})["Id"]
+        return created
 
     def _volumes(self, node: NodePlan, ctl: Path) -> dict[str, dict[str, str]]:
         """What the node's container binds: its own output, its control folder, its hosts file, its
         files, and for a user's image the role programs."""
         volumes = {**self._own_output(node), str(ctl): {"bind": "/lab/ctl", "mode": "ro"},
-                   str(self._hosts(node.name)): {"bind": "/etc/hosts", "mode": "ro"}}
+                   str(hosts_path(self.journal, node.name)): {"bind": "/etc/hosts", "mode": "ro"}}
         if node.cwd:  # read-only: the agent copies it into the node's own /lab/files
             volumes[str(self._source(node, ctl))] = {"bind": SOURCE, "mode": "ro"}
         if node.image:  # a user's image: run the agent from the host's copy of the role programs
@@ -161,17 +170,13 @@ class DockerBackend(ContainerBackend[_Box]):
         self.uids = {n.name: uids.BASE for n in plan.nodes}  # (no claim: the engine does not care whose)
         names = {n: container_name(self.journal.lab_id, n) for n in start_order(plan)}
         self.journal.record_many(CONTAINER, list(names.values()))
-        write_hosts_files(plan, self.journal.folder / "hosts")
+        write_hosts_files(plan, self.journal)
 
         def sleeper(name: str) -> None:
             node = plan.node(name)
             ctl = self.journal.folder / "ctl" / name
             ctl.mkdir(parents=True)
-            container, host = self._settings(plan, node)
-            api = self.client.api
-            host_config = api.create_host_config(network_mode="none", binds=self._volumes(node, ctl), **host)
-            api.start(api.create_container(name=names[name], host_config=host_config,
-                                           **{**container, "entrypoint": ["sleep", "infinity"]})["Id"])
+            self.client.api.start(self._new_container(plan, node, ctl, names[name], entrypoint=["sleep", "infinity"]))
 
         try:
             with ThreadPoolExecutor(WORKERS) as pool:
@@ -208,10 +213,6 @@ class DockerBackend(ContainerBackend[_Box]):
             os.chown(path, uid, uid)  # the node's uid writes them (a root-owned 0644 file it could not)
             out[str(path)] = {"bind": f"{OUT}/{path.name}", "mode": "rw"}
         return {**out, str(facts): {"bind": FACTS, "mode": "rw"}}
-
-    def _hosts(self, node: str) -> Path:
-        """The node's /etc/hosts (fabric.write_hosts_files): the lab's own folder, like the netns backend's."""
-        return self.journal.folder / "hosts" / node
 
     def _facts(self, node: str) -> Path:
         """Where a node's agent and role tell the lab facts (ready, answered, exit): the lab's own folder."""
