@@ -138,10 +138,17 @@ class Journal:
             tmp.rename(self.folder / "meta.json")  # atomic: `lab clean` never reads half a file
 
     def record_many(self, kind: str, names: list[str]) -> None:
-        """Before the resources exist: a journal that cannot take them stops their creation."""
-        with writing(self.path), open(self.path, "a") as f:
-            f.write("".join(json.dumps({"kind": kind, "name": n}) + "\n" for n in names))
-            f.flush()
+        """Before the resources exist: a journal that cannot take them stops their creation.
+        One write(2) on an appending descriptor: records made at once by several threads (a backend
+        makes resources in parallel) never interleave inside a line."""
+        data = "".join(json.dumps({"kind": kind, "name": n}) + "\n" for n in names).encode()
+        with writing(self.path):
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(f"{self.path}: short write")
+            finally:
+                os.close(fd)
 
     def entries(self) -> list[dict[str, Any]]:
         try:

@@ -7,8 +7,10 @@ Nothing is attached to the host's root namespace, so the host's firewall (Docker
 br_netfilter) never sees lab frames, and the lab has no way out. Two labs with the same addresses
 never meet: each has its own bridges.
 
-Speed: everything is done in bulk: one `ip -batch` in the lab's namespace for the bridges and all
-links; each node's addresses, routes and neighbours over rtnetlink, in-process (rtnetlink.py).
+Speed: everything is done in bulk: the namespaces are made a few at once, each with its settings
+written as it is made (`sysctls`); one `ip -batch` in the lab's namespace makes the bridges and all
+links; each node's addresses, routes and neighbours go over rtnetlink, in-process, a few nodes at
+once (rtnetlink.py).
 Scale: the lab's links say nothing it did not ask for. Each interface gets its MAC from the lab and
 knows its hubs' in advance (neighbours.py: no ARP storm, no full neighbour table at 1000 hosts),
 and IPv6 is off on them, as Docker does for networks without IPv6 (no address autoconfiguration,
@@ -25,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lab.backends import linux, rtnetlink
@@ -37,6 +40,7 @@ NETNS_DIR = "/run/netns"
 IP_TIMEOUT = 30.0
 NETNS = "netns"  # journal kind
 QUIET_LINKS = {"net/ipv6/conf/default/disable_ipv6": "1"}  # links made in the namespace from then on
+WORKERS = min(4, os.cpu_count() or 1)  # namespaces made or configured at once
 
 
 def check_machine(needs_root: str | None) -> None:
@@ -73,13 +77,17 @@ class Fabric:
         return f"{NETNS_DIR}/{self.ns(node)}"
 
     def create(self, plan: Plan) -> None:
-        """Create the fabric namespace and one namespace per node."""
+        """Create the fabric namespace and one namespace per node, each with its settings, a few at
+        once: most of the work is the kernel's, and it makes namespaces in parallel."""
         names = [self.prefix] + [self.ns(n.name) for n in plan.nodes]
         with state_lock(self.journal.state):
             _claim_netns_dir(self.journal)
             self.journal.record_many(NETNS, names)
-        for name in names:
-            linux.add_netns(f"{NETNS_DIR}/{name}", sysctls=QUIET_LINKS)
+        settings = [sysctls(None)] + [sysctls(n) for n in plan.nodes]
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for _ in pool.map(lambda name, values: linux.add_netns(f"{NETNS_DIR}/{name}", sysctls=values),
+                              names, settings):
+                pass
 
     def wire(self, plan: Plan) -> None:
         """Bridges, veths, addresses, routes and forwarding, as the plan says (all nodes at once)."""
@@ -87,30 +95,28 @@ class Fabric:
         for k, node in enumerate(plan.nodes):
             lines += self._ports(plan, k, node)
         ip_batch("\n".join(lines) + "\n", netns=self.prefix)
-        self.neighbours = Neighbours(plan)
-        for n in plan.nodes:
-            rtnetlink.configure(self.path(n.name), n, self.neighbours)
-        self._set_forwarding([(self.prefix, False)] + [(self.ns(n.name), n.forwarding) for n in plan.nodes])
+        neighbours = self.neighbours = Neighbours(plan)
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for _ in pool.map(lambda n: rtnetlink.configure(self.path(n.name), n, neighbours), plan.nodes):
+                pass
 
     def create_bridges(self, plan: Plan) -> None:
         """Only the lab's own namespace and its bridges (nodes join one by one: `join`)."""
         with state_lock(self.journal.state):
             _claim_netns_dir(self.journal)
             self.journal.record_many(NETNS, [self.prefix] + [self.ns(n.name) for n in plan.nodes])
-        linux.add_netns(f"{NETNS_DIR}/{self.prefix}", sysctls=QUIET_LINKS)
+        linux.add_netns(f"{NETNS_DIR}/{self.prefix}", sysctls=sysctls(None))
         ip_batch("\n".join(self._bridges(plan)) + "\n", netns=self.prefix)
-        self._set_forwarding([(self.prefix, False)])
         self.neighbours = Neighbours(plan)
 
     def join(self, plan: Plan, node: NodePlan, pid: int) -> None:
         """Attach one running container's namespace (by pid) and wire it. Thread-safe."""
         linux.add_netns(self.path(node.name), pid)
         with linux.in_netns(self.path(node.name)):
-            linux.write_sysctls(QUIET_LINKS)
+            linux.write_sysctls(sysctls(node))
         k = plan.nodes.index(node)
         ip_batch("\n".join(self._ports(plan, k, node)) + "\n", netns=self.prefix)
         rtnetlink.configure(self.path(node.name), node, self.neighbours or Neighbours(plan))
-        self._set_forwarding([(self.ns(node.name), node.forwarding)])
 
     def _bridges(self, plan: Plan) -> list[str]:
         lines = ["link set lo up"]
@@ -129,23 +135,22 @@ class Fabric:
             ]
         return lines
 
-    def _set_forwarding(self, settings: list[tuple[str, bool]]) -> None:
-        """Set ip_forward explicitly everywhere: new namespaces may inherit 1 from the host. In a
-        node's namespace, every port may be bound without privilege (as Docker does): its processes
-        run as an unprivileged uid with no capability (sandbox.py), and a server on :80 still works."""
-        for ns, forwarding in settings:
-            with linux.in_netns(f"{NETNS_DIR}/{ns}"):
-                with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
-                    f.write("1" if forwarding else "0")
-                if ns != self.prefix:  # and ping works without privilege (ICMP echo sockets), as in Docker
-                    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w") as f:
-                        f.write("0")
-                    with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
-                        f.write(f"0 {_highest_gid()}")
-
     def remove(self, kill: bool = True) -> list[str]:
         """Delete every namespace the journal lists (killing what runs inside, unless told not to)."""
         return remove_namespaces(journal_namespaces(self.journal), kill=kill, journal=self.journal)
+
+
+def sysctls(node: NodePlan | None) -> dict[str, str]:
+    """A namespace's settings, written as it is made (`linux.add_netns`), before any link is in
+    it: quiet links, and ip_forward set explicitly everywhere (new namespaces may inherit 1 from
+    the host; links made later take the namespace's default, which the write sets too). In a
+    node's (None: the lab's own), every port may be bound without privilege (as Docker does): its
+    processes run as an unprivileged uid with no capability (sandbox.py), and a server on :80
+    still works; and ping works without privilege (ICMP echo sockets), as in Docker."""
+    if node is None:
+        return {**QUIET_LINKS, "net/ipv4/ip_forward": "0"}
+    return {**QUIET_LINKS, "net/ipv4/ip_forward": "1" if node.forwarding else "0",
+            "net/ipv4/ip_unprivileged_port_start": "0", "net/ipv4/ping_group_range": f"0 {_highest_gid()}"}
 
 
 def _highest_gid() -> int:
@@ -218,9 +223,10 @@ _NETNS_MARK = "netns-dir-created"
 def _claim_netns_dir(journal: Journal) -> None:
     """Called with the state lock held, before any namespace of the lab is created."""
     mark = journal.state / _NETNS_MARK
-    if not os.path.exists(NETNS_DIR):
+    own = not os.path.exists(NETNS_DIR)
+    if own:
         mark.write_text("mounted\n")
-    linux.prepare_netns_dir(NETNS_DIR)
+    linux.prepare_netns_dir(NETNS_DIR, own)
 
 
 def _release_netns_dir(journal: Journal) -> None:

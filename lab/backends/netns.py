@@ -113,19 +113,23 @@ class NetnsBackend:
         for role in sorted({n.role for n in plan.nodes if n.role is not None}):
             load_role(role)  # once, here: each node forked from this process finds its role imported
         self.fds["mounts"] = linux.private_mounts()  # before the lab's netns mounts (nodeproc.Start.mounts)
-        self.fabric.create(plan)
-        self.inodes = {n.name: linux.netns_inode(self.fabric.path(n.name)) for n in plan.nodes}
-        with ThreadPoolExecutor(1) as pool:  # the cgroups are made while the links are wired (two cores)
-            groups = pool.submit(cgroups.create_all, self.journal, [(n.name, n.limits) for n in plan.nodes]) \
-                if self.cgroups else None
+        with ThreadPoolExecutor(1) as pool:  # what needs no namespace is made while the kernel makes them
+            made = pool.submit(self._node_resources, plan)
+            self.fabric.create(plan)
+            self.inodes = {n.name: linux.netns_inode(self.fabric.path(n.name)) for n in plan.nodes}
             self.fabric.wire(plan)
-            write_hosts_files(plan, self.journal)
-            self.groups = groups.result() if groups is not None else {}
-        self.uids = {n.name: 0 for n in plan.nodes} if self.rootless else uids.claim(
-            self.journal, [n.name for n in plan.nodes])
+            made.result()
         self.view = sandbox.hidden_folders(  # as the kernel resolves them (a symlink in --out, say)
             [Path(os.path.realpath(p)) for p in (plan.folder, rundir.root, self.journal.state, *self.hidden)],
             sandbox.interpreter_paths())
+
+    def _node_resources(self, plan: Plan) -> None:
+        """Each node's cgroup, hosts file and uid."""
+        names = [n.name for n in plan.nodes]
+        if self.cgroups:
+            self.groups = cgroups.create_all(self.journal, [(n.name, n.limits) for n in plan.nodes])
+        write_hosts_files(plan, self.journal)
+        self.uids = dict.fromkeys(names, 0) if self.rootless else uids.claim(self.journal, names)
 
     def _box(self, node: NodePlan) -> sandbox.Box:
         """What the node sees: the lab's view, and (files:) its copy; when its folder lies below one

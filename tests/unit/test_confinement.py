@@ -26,11 +26,21 @@ def test_each_node_gets_its_own_uid_and_release_frees_only_this_labs(tmp_path: P
     first = uids.claim(a, ["server", "client"])
     second = uids.claim(b, ["server"])
     assert len({*first.values(), *second.values()}) == 3 and min(first.values()) >= uids.BASE
-    assert sorted(uids.release(a)) == sorted(f"uid-{u}" for u in first.values())
+    assert uids.release(a) == [f"uid-{min(first.values())}"]  # one claim file for a's block
     assert uids.release(a) == []  # idempotent
     assert (tmp_path / "state" / f"uid-{second['server']}").read_text() == "bbbb"  # b's claim stays
     again = uids.claim(a, ["x"])
     assert again["x"] not in second.values()
+
+
+def test_a_lab_larger_than_a_block_claims_consecutive_blocks_and_skips_taken_ones(tmp_path: Path) -> None:
+    a, b = _journal(tmp_path, "aaaa"), _journal(tmp_path, "bbbb")
+    (tmp_path / "state" / f"uid-{uids.BASE + uids.BLOCK}").write_text("cccc")  # another lab's block
+    first = uids.claim(a, ["s"])
+    big = uids.claim(b, [f"c{k}" for k in range(uids.BLOCK + 1)])
+    assert len(set(big.values())) == uids.BLOCK + 1 and not set(big.values()) & set(first.values())
+    assert not any(uids.BASE + uids.BLOCK <= u < uids.BASE + 2 * uids.BLOCK for u in big.values())
+    assert sorted(uids.release(b)) == sorted(f"uid-{uids.BASE + k * uids.BLOCK}" for k in (2, 3))
 
 
 def test_a_slot_lost_in_a_race_is_never_removed_by_the_loser(tmp_path: Path) -> None:
