@@ -40,6 +40,9 @@ NETNS_DIR = "/run/netns"
 IP_TIMEOUT = 30.0
 NETNS = "netns"  # journal kind
 QUIET_LINKS = {"net/ipv6/conf/default/disable_ipv6": "1"}  # links made in the namespace from then on
+# A veth is made with a queue per CPU unless told, then cut to one, and each cut waits for an RCU
+# grace period under the kernel's network lock: two per link, machine-wide, made one after another.
+ONE_QUEUE = "numtxqueues 1 numrxqueues 1"
 WORKERS = min(4, os.cpu_count() or 1)  # namespaces made or configured at once
 
 
@@ -130,7 +133,8 @@ class Fabric:
         for j, iface in enumerate(node.interfaces):
             port = f"n{k}e{j}"
             lines += [
-                f"link add {port} type veth peer name {iface.name} address {mac(iface)} netns {self.ns(node.name)}",
+                f"link add {port} {ONE_QUEUE} type veth peer name {iface.name} {ONE_QUEUE} address {mac(iface)} "
+                f"netns {self.ns(node.name)}",
                 f"link set {port} master {bridge[iface.network]} up",
             ]
         return lines
