@@ -8,6 +8,7 @@ bodies, bare-LF headers and close-delimited bodies are read the way real clients
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401 - a first name lookup imports it: once, before the lab forks its nodes
 import http.client
 import io
 import socket

@@ -17,6 +17,7 @@ reply, `closing` before close(), so an interval of "connected and answered" neve
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401 - a first name lookup imports it: once, before the lab forks its nodes
 import os
 import select
 import socket
