@@ -27,8 +27,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from lab.backends import linux, rtnetlink
 from lab.backends.neighbours import Neighbours, mac
@@ -44,6 +46,7 @@ QUIET_LINKS = {"net/ipv6/conf/default/disable_ipv6": "1"}  # links made in the n
 # grace period under the kernel's network lock: two per link, machine-wide, made one after another.
 ONE_QUEUE = "numtxqueues 1 numrxqueues 1"
 WORKERS = min(4, os.cpu_count() or 1)  # namespaces made or configured at once
+T = TypeVar("T")
 
 
 def check_machine(needs_root: str | None) -> None:
@@ -86,11 +89,8 @@ class Fabric:
         with state_lock(self.journal.state):
             _claim_netns_dir(self.journal)
             self.journal.record_many(NETNS, names)
-        settings = [sysctls(None)] + [sysctls(n) for n in plan.nodes]
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for _ in pool.map(lambda name, values: linux.add_netns(f"{NETNS_DIR}/{name}", sysctls=values),
-                              names, settings):
-                pass
+        settings = dict(zip(names, [sysctls(None)] + [sysctls(n) for n in plan.nodes], strict=True))
+        _each(lambda name: linux.add_netns(f"{NETNS_DIR}/{name}", sysctls=settings[name]), names)
 
     def wire(self, plan: Plan) -> None:
         """Bridges, veths, addresses, routes and forwarding, as the plan says (all nodes at once)."""
@@ -99,9 +99,7 @@ class Fabric:
             lines += self._ports(plan, k, node)
         ip_batch("\n".join(lines) + "\n", netns=self.prefix)
         neighbours = self.neighbours = Neighbours(plan)
-        with ThreadPoolExecutor(WORKERS) as pool:
-            for _ in pool.map(lambda n: rtnetlink.configure(self.path(n.name), n, neighbours), plan.nodes):
-                pass
+        _each(lambda n: rtnetlink.configure(self.path(n.name), n, neighbours), plan.nodes)
 
     def create_bridges(self, plan: Plan) -> None:
         """Only the lab's own namespace and its bridges (nodes join one by one: `join`)."""
@@ -142,6 +140,19 @@ class Fabric:
     def remove(self, kill: bool = True) -> list[str]:
         """Delete every namespace the journal lists (killing what runs inside, unless told not to)."""
         return remove_namespaces(journal_namespaces(self.journal), kill=kill, journal=self.journal)
+
+
+def _each(work: Callable[[T], None], items: Iterable[T]) -> None:
+    """work(item) for every item, WORKERS at once. The first error (or a Ctrl-C) is raised once the
+    calls under way have ended, and no other call starts after it."""
+    pool = ThreadPoolExecutor(WORKERS)
+    try:
+        for _ in pool.map(work, items):
+            pass
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def sysctls(node: NodePlan | None) -> dict[str, str]:

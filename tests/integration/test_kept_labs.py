@@ -139,3 +139,38 @@ def test_logs_follow_ends_with_the_lab(tmp_path: Path) -> None:
         follow.kill()
     out = first + rest
     assert "server | Socket listening" in out and "prober | hi" in out, (out, err)
+
+
+def _mounts(path: Path) -> list[tuple[str, str]]:
+    """(type, source) of each mount on `path`, bottom to top, as this process sees them."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields, _, tail = line.partition(" - ")
+        if fields.split()[4] == str(path):
+            kind, source = tail.split()[:2]
+            found.append((kind, source))
+    return found
+
+
+def test_run_netns_gets_a_tmpfs_of_the_labs_only_when_a_lab_creates_it(tmp_path: Path) -> None:
+    """A lab that creates /run/netns (iproute2's folder) mounts a small tmpfs of its own there, so
+    its namespaces' mount points are no inodes of the host's filesystem, and the last lab out takes
+    both away; a /run/netns that was there before only gets what iproute2 gives it. A rootless lab
+    keeps its names in a /run of its own and leaves the host's alone."""
+    netns = Path("/run/netns")
+    existed, before = netns.is_dir(), _mounts(netns)
+    up = lab("up", "scenarios/exercise-echo.yaml", "--out", str(tmp_path / "r"))
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        during = _mounts(netns)
+    finally:
+        down = lab("down", _id_of(up.stdout))
+    assert down.returncode in (0, 1), down.stdout + down.stderr  # (the verdict is not this test's)
+    ours = ("tmpfs", "lab-netns")
+    if door().uid is not None:
+        assert during == before and _mounts(netns) == before
+    elif existed:
+        assert ours not in during + _mounts(netns)
+    else:
+        assert during and during[-1] == ours, during
+        assert not netns.exists() and _mounts(netns) == []  # the folder, and its mounts, went with the lab
