@@ -85,12 +85,18 @@ class Fabric:
     def create(self, plan: Plan) -> None:
         """Create the fabric namespace and one namespace per node, each with its settings, a few at
         once: most of the work is the kernel's, and it makes namespaces in parallel."""
-        names = [self.prefix] + [self.ns(n.name) for n in plan.nodes]
+        self._claim(plan)
+        settings = {self.ns(n.name): sysctls(n) for n in plan.nodes}
+        _each(lambda name: linux.add_netns(f"{NETNS_DIR}/{name}", sysctls=settings[name]), list(settings))
+
+    def _claim(self, plan: Plan) -> None:
+        """Journal every namespace of the plan and make the lab's own, under the state lock: from
+        then on /run/netns holds one of this lab's, so that the last other lab out, which removes
+        the folder once it is empty (_release_netns_dir), never takes it from under this one."""
         with state_lock(self.journal.state):
             _claim_netns_dir(self.journal)
-            self.journal.record_many(NETNS, names)
-        settings = dict(zip(names, [sysctls(None)] + [sysctls(n) for n in plan.nodes], strict=True))
-        _each(lambda name: linux.add_netns(f"{NETNS_DIR}/{name}", sysctls=settings[name]), names)
+            self.journal.record_many(NETNS, [self.prefix] + [self.ns(n.name) for n in plan.nodes])
+            linux.add_netns(f"{NETNS_DIR}/{self.prefix}", sysctls=sysctls(None))
 
     def wire(self, plan: Plan) -> None:
         """Bridges, veths, addresses, routes and forwarding, as the plan says (all nodes at once)."""
@@ -103,10 +109,7 @@ class Fabric:
 
     def create_bridges(self, plan: Plan) -> None:
         """Only the lab's own namespace and its bridges (nodes join one by one: `join`)."""
-        with state_lock(self.journal.state):
-            _claim_netns_dir(self.journal)
-            self.journal.record_many(NETNS, [self.prefix] + [self.ns(n.name) for n in plan.nodes])
-        linux.add_netns(f"{NETNS_DIR}/{self.prefix}", sysctls=sysctls(None))
+        self._claim(plan)
         ip_batch("\n".join(self._bridges(plan)) + "\n", netns=self.prefix)
         self.neighbours = Neighbours(plan)
 

@@ -189,3 +189,32 @@ expect:
     assert start["node"] == "server" and f"nothing listens on tcp {port}" in start["detail"], start
     (output,) = run.checks("output")
     assert not output["passed"] and "did not run" in output["detail"], output
+
+
+def test_a_lab_leaving_never_takes_run_netns_from_one_that_has_just_claimed_it(tmp_path: Path) -> None:
+    """The last lab out removes /run/netns once it is empty. A lab that has claimed it (journaled
+    its namespaces) but not yet made its nodes' keeps it: its claim makes the lab's own namespace
+    there at once. (Two graded submissions, one ending as the other began, hit this.)"""
+    from lab.backends import linux
+    from lab.backends.fabric import NETNS_DIR, Fabric
+    from lab.journal import Journal, new_lab_id
+    from lab.plan import make_plan
+    from lab.scenario import load_scenario_text
+
+    text = "name: t\nnetworks: {lan: {subnet: 10.7.0.0/24}}\nnodes:\n  a: {networks: [lan]}\n"
+    plan = make_plan(load_scenario_text(text, tmp_path / "t.yaml"))
+    first, second = (Journal(tmp_path / "state", new_lab_id()) for _ in range(2))
+    ours = [Fabric(first), Fabric(second)]
+    for journal in (first, second):
+        journal.open()
+    try:
+        ours[0].create(plan)
+        ours[1]._claim(plan)  # the second lab, between its claim and its nodes' namespaces
+        ours[0].remove()  # the first lab leaves
+        assert os.path.exists(f"{NETNS_DIR}/{ours[1].prefix}")
+        linux.add_netns(ours[1].path("a"))  # the second goes on making its nodes' (ENOENT, before)
+        assert linux.netns_inode(ours[1].path("a")) is not None
+    finally:
+        for fabric, journal in zip(ours, (first, second), strict=True):
+            fabric.remove()
+            journal.close()
