@@ -86,7 +86,8 @@ class Fabric:
         """Create the fabric namespace and one namespace per node, each with its settings, a few at
         once: most of the work is the kernel's, and it makes namespaces in parallel."""
         self._claim(plan)
-        settings = {self.ns(n.name): sysctls(n) for n in plan.nodes}
+        gid = _highest_gid()  # (read once: the same for every node)
+        settings = {self.ns(n.name): sysctls(n, gid) for n in plan.nodes}
         _each(lambda name: linux.add_netns(f"{NETNS_DIR}/{name}", sysctls=settings[name]), list(settings))
 
     def _claim(self, plan: Plan) -> None:
@@ -158,17 +159,19 @@ def _each(work: Callable[[T], None], items: Iterable[T]) -> None:
     pool.shutdown()
 
 
-def sysctls(node: NodePlan | None) -> dict[str, str]:
+def sysctls(node: NodePlan | None, highest_gid: int | None = None) -> dict[str, str]:
     """A namespace's settings, written as it is made (`linux.add_netns`), before any link is in
     it: quiet links, and ip_forward set explicitly everywhere (new namespaces may inherit 1 from
     the host; links made later take the namespace's default, which the write sets too). In a
     node's (None: the lab's own), every port may be bound without privilege (as Docker does): its
     processes run as an unprivileged uid with no capability (sandbox.py), and a server on :80
-    still works; and ping works without privilege (ICMP echo sockets), as in Docker."""
+    still works; and ping works without privilege (ICMP echo sockets), as in Docker, for every
+    group up to `highest_gid` (default: this process's highest mapped group)."""
     if node is None:
         return {**QUIET_LINKS, "net/ipv4/ip_forward": "0"}
     return {**QUIET_LINKS, "net/ipv4/ip_forward": "1" if node.forwarding else "0",
-            "net/ipv4/ip_unprivileged_port_start": "0", "net/ipv4/ping_group_range": f"0 {_highest_gid()}"}
+            "net/ipv4/ip_unprivileged_port_start": "0",
+            "net/ipv4/ping_group_range": f"0 {_highest_gid() if highest_gid is None else highest_gid}"}
 
 
 def _highest_gid() -> int:
