@@ -22,7 +22,7 @@ def test_up_exec_check_down(backend: str, lab_image: None, tmp_path: Path) -> No
         ps = lab("ps")
         assert lab_id in ps.stdout and "exercise-echo" in ps.stdout and backend in ps.stdout
         # a real client program inside a node, by name, while the lab runs
-        ex = lab("exec", lab_id, "server", "--", "sh", "-c", "hostname; printf 'hi there\\r\\n' | nc -q 1 server 9999")
+        ex = lab("exec", lab_id, "server", "--", "sh", "-c", "hostname; printf 'hi there\\r\\n' | nc -N server 9999")
         assert ex.returncode == 0, ex.stderr
         assert ex.stdout.splitlines() == ["server", "hi there"]
         # inside, the node's own view: its processes alone, none of them root (its pid 1 included;

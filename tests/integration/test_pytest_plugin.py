@@ -102,7 +102,7 @@ def test_the_lab_fixture(tmp_path: Path) -> None:
     test.write_text(textwrap.dedent(f"""
         def test_kept_lab(lab):
             kept = lab.up({str(ROOT / "scenarios/exercise-echo.yaml")!r})
-            done = kept.exec("prober", "sh", "-c", "printf 'x\\\\r\\\\n' | nc -q 1 server 9999")
+            done = kept.exec("prober", "sh", "-c", "printf 'x\\\\r\\\\n' | nc -N server 9999")
             assert done.returncode == 0, done.stderr
             assert done.stdout == "x\\n" and done.stdout_bytes == b"x\\r\\n"  # text, and the exact bytes
             kept.wait()

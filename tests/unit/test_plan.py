@@ -83,7 +83,7 @@ def test_program_readiness_kinds() -> None:
     assert server.ready.kind == TCP and server.ready.port == 9999 and server.service
     assert server.cwd == ROOT / "scenarios" / "exercises"
     assert prober.ready.kind == STARTED and not prober.service
-    assert prober.argv == ("sh", "-c", "printf 'hi\\r\\n' | nc -q 1 server 9999")
+    assert prober.argv == ("sh", "-c", "printf 'hi\\r\\n' | nc -N server 9999")
 
 
 def test_expectation_labels_are_unique() -> None:

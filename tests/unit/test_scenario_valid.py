@@ -65,7 +65,7 @@ def test_exercise_example_program_node() -> None:
     assert server.files == (ROOT / "scenarios" / "exercises").resolve() and server.files.is_absolute()
     assert (server.ready_tcp, server.ready_timeout) == (9999, 10.0)
     assert server.role is None and server.params == {}
-    assert prober.run == ("sh", "-c", "printf 'hi\\r\\n' | nc -q 1 server 9999")
+    assert prober.run == ("sh", "-c", "printf 'hi\\r\\n' | nc -N server 9999")
     assert s.expect[2].params == {"contains": "hi", "regex": None}
 
 
