@@ -150,11 +150,13 @@ def lock(c: Context) -> None:
     test(c)
 
 
-@task(help={"scenario": "scenario file", "backend": "netns (default) or docker", "out": "run folder",
-            "quiet": LOUDNESS["quiet"]}, incrementable=["quiet"])
-def up(c: Context, scenario: str, backend: str = "netns", out: str | None = None, quiet: int = 0) -> None:
+@task(help={"scenario": "scenario file", "backend": "netns (default), docker or swarm", "out": "run folder",
+            "cluster": "cluster file (swarm)", "quiet": LOUDNESS["quiet"]}, incrementable=["quiet"])
+def up(c: Context, scenario: str, backend: str = "netns", out: str | None = None, cluster: str | None = None,
+       quiet: int = 0) -> None:
     """Start a lab and keep it running; prints its nodes, addresses and roles, and its id."""
-    _exit(cli.main(["up", scenario, "--backend", backend] + (["--out", out] if out else []) + _loud(quiet)))
+    _exit(cli.main(["up", scenario, "--backend", backend] + (["--out", out] if out else [])
+                   + (["--cluster", cluster] if cluster else []) + _loud(quiet)))
 
 
 @task(help={"lab": "one lab: its nodes (state, exit code, addresses, host, uptime)", "json": "as JSON"})

@@ -75,10 +75,13 @@ class KeptLab:
         return bool(self.status["ok"])
 
 
-def up(scenario: str | Path, backend: str = "netns", out: str | Path | None = None) -> KeptLab:
-    """A lab that keeps running until `down`. When a node failed to come up (`ok` false), the lab
-    is already torn down and `status["failures"]` says why."""
-    status, rundir = lifecycle.bring_up(str(scenario), backend, str(out) if out else None)
+def up(scenario: str | Path, backend: str = "netns", out: str | Path | None = None, *,
+       cluster: str | Path | None = None) -> KeptLab:
+    """A lab that keeps running until `down` (`cluster`: the cluster file, for the swarm backend).
+    When a node failed to come up (`ok` false), the lab is already torn down and `status["failures"]`
+    says why."""
+    status, rundir = lifecycle.bring_up(str(scenario), backend, str(out) if out else None,
+                                        cluster=str(cluster) if cluster else None)
     return KeptLab(status["id"], status["backend"], rundir, status)
 
 

@@ -108,11 +108,12 @@ def cmd_cluster(action: str, hosts: int = 3, name: str = "sim", file: str = "clu
     return 0
 
 
-def cmd_up(scenario: str, backend: str = "netns", out: str | None = None, quiet: int = 0) -> int:
+def cmd_up(scenario: str, backend: str = "netns", out: str | None = None, quiet: int = 0,
+           cluster: str | None = None) -> int:
     from lab import api
     from lab.reports.terminal import row
 
-    kept = api.up(scenario, backend, out)
+    kept = api.up(scenario, backend, out, cluster=cluster)
     if not quiet:
         print(row(("NODE", "ADDRESSES", "RUNS"), (16, 34, 28), "STATE"))
         for n in kept.status["nodes"]:
@@ -228,7 +229,7 @@ def _lifecycle(args: argparse.Namespace) -> int:
     from lab.lifecycle import shell_argv
 
     if args.command == "up":
-        return cmd_up(args.scenario, args.backend, args.out, args.quiet)
+        return cmd_up(args.scenario, args.backend, args.out, args.quiet, args.cluster)
     if args.command == "ps":
         return cmd_ps(args.lab, args.json)
     if args.command == "shell":

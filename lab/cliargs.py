@@ -112,6 +112,7 @@ def _kept(sub: argparse._SubParsersAction) -> None:
     u.add_argument("scenario", help="the scenario file (YAML)")
     u.add_argument("--backend", default="netns", help=BACKEND_HELP)
     u.add_argument("--out", help="run folder (default: runs/<scenario>-<time>/)")
+    u.add_argument("--cluster", help="cluster file (hosts' Docker endpoints) for --backend swarm")
     _loudness(u, verbose=False)  # (its phases are known when it goes down: `lab down -v`)
     ps = _command(sub, "ps", "list labs (id, scenario, owner, backend, nodes, age, state), or one lab's nodes")
     ps.add_argument("lab", nargs="?", help="one lab: its nodes' state, exit code, addresses, host and uptime")

@@ -1,7 +1,7 @@
 """Entry points of the lab's own child processes, started as `python -m lab.entry NAME ARGS...`
 (never through the `lab` command line, whose options and output are for people).
 
-- `keep SCENARIO BACKEND OUT STATUS_FD`: the detached keeper of a kept lab (lifecycle.bring_up).
+- `keep SCENARIO BACKEND OUT STATUS_FD [CLUSTER]`: the detached keeper of a kept lab (lifecycle.bring_up).
 - `run SCENARIO BACKEND OUT [HIDDEN...]`: one lab in a process of its own, as grading runs each
   submission (a submission that crashes the interpreter, or must be stopped at a wall limit, takes
   only its own process with it), its nodes unable to see the HIDDEN folders. Its report is in OUT;
@@ -20,12 +20,12 @@ from lab.errors import Interrupted, LabError, ScenarioError
 from lab.signals import SignalGuard
 
 
-def keep(scenario: str, backend: str, out: str, status_fd: int) -> int:
+def keep(scenario: str, backend: str, out: str, status_fd: int, cluster: str | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # until the run's own guard records them
         signal.signal(sig, signal.SIG_IGN)
     from lab.lifecycle import keep as keep_lab
 
-    return keep_lab(scenario, backend, out, status_fd)
+    return keep_lab(scenario, backend, out, status_fd, cluster)
 
 
 def run(scenario: str, backend: str, out: str, hidden: Sequence[str] = ()) -> int:
@@ -40,7 +40,7 @@ def run(scenario: str, backend: str, out: str, hidden: Sequence[str] = ()) -> in
     return result.exit_code
 
 
-ENTRIES = {"keep": (keep, 4, 4), "run": (run, 3, 1 << 16)}  # name: (function, fewest, most arguments)
+ENTRIES = {"keep": (keep, 4, 5), "run": (run, 3, 1 << 16)}  # name: (function, fewest, most arguments)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -51,7 +51,7 @@ def main(argv: Sequence[str]) -> int:
     name, args = argv[0], list(argv[1:])
     try:
         if name == "keep":
-            return keep(args[0], args[1], args[2], int(args[3]))
+            return keep(args[0], args[1], args[2], int(args[3]), *args[4:])
         return run(args[0], args[1], args[2], args[3:])
     except Interrupted as e:
         print(f"lab: interrupted (signal {e.signum}) before the lab was created", file=sys.stderr)

@@ -12,6 +12,7 @@ scenario file may be gone, the working directory another).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -42,18 +43,23 @@ DOWN_TIMEOUT = 60.0
 
 
 # -- up / keep -------------------------------------------------------------------------------------
-def bring_up(scenario_path: str, backend: str = "netns", out: str | None = None) -> tuple[dict[str, Any], RunDir]:
+def bring_up(scenario_path: str, backend: str = "netns", out: str | None = None,
+             cluster: str | None = None) -> tuple[dict[str, Any], RunDir]:
     """`lab up` as a library call: the keeper's status ({"id", "ok", "failures", "backend", "nodes"})
-    and the run folder. A lab that did not come up (`ok` false) is already torn down."""
+    and the run folder. A lab that did not come up (`ok` false) is already torn down. `cluster`:
+    the cluster file (swarm), given to the keeper as an absolute path."""
     backends.load(backend).check_kept()
     scenario = load_scenario(scenario_path)
     plan = make_plan(scenario)
-    backends.create(backend, Journal(state_dir(), "check")).check(plan)  # before anything exists
+    cluster = str(Path(cluster).absolute()) if cluster else ""
+    backends.create(backend, Journal(state_dir(), "check"),  # before anything exists
+                    backends.Options(cluster=Path(cluster) if cluster else None)).check(plan)
     rundir = RunDir.create(Path(out) if out else None, plan.name)
     read, write = os.pipe()
     with open(rundir.file("keeper.log"), "ab") as log:
         keeper = subprocess.Popen(
-            [sys.executable, "-m", "lab.entry", "keep", str(scenario.path), backend, str(rundir.root), str(write)],
+            [sys.executable, "-m", "lab.entry", "keep", str(scenario.path), backend, str(rundir.root), str(write),
+             *([cluster] if cluster else [])],
             pass_fds=(write,), stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     os.close(write)
     try:
@@ -117,7 +123,9 @@ class StatusHolder:
     def update(self, execution: Execution) -> None:
         if self.journal_folder is None:
             return
-        text = json.dumps({s.plan.name: _node_status(s, execution.t0) for s in execution.states.values()})
+        placed = execution.backend.placements()  # (a multi-host backend: where each node runs)
+        text = json.dumps({s.plan.name: _node_status(s, execution.t0, placed.get(s.plan.name))
+                           for s in execution.states.values()})
         if text != self.last and self.journal_folder.exists():
             tmp = self.journal_folder / "status.json.tmp"
             tmp.write_text(text)
@@ -134,20 +142,23 @@ def _node_row(s: Any) -> dict[str, Any]:
             "state": state}
 
 
-def _node_status(s: Any, t0: float) -> dict[str, Any]:
-    """What `lab check` needs of a node; times in seconds on the lab's clock (from `t0`)."""
-    return {"started": s.started_at is not None and not s.blocked, "ready": s.ready_at is not None,
+def _node_status(s: Any, t0: float, placed: backends.Placement | None) -> dict[str, Any]:
+    """What `lab check` needs of a node; times in seconds on the lab's clock (from `t0`); where it
+    runs, with that host's clock against the lab's (its transcript's times are the host's)."""
+    return {"host": placed.host if placed else "", "placed": dataclasses.asdict(placed) if placed else None,
+            "started": s.started_at is not None and not s.blocked, "ready": s.ready_at is not None,
             "exited": s.exited and s.plan.runs_something, "exit_code": s.exit_code, "note": s.note,
             "started_at": None if s.started_at is None else round(s.started_at - t0, 4),
             "exited_at": None if s.exited_at is None else round(s.exited_at - t0, 4),
             "stopped_by_lab": s.stopped_by_lab, "failed_start": s.failed_start, "cause": s.cause}
 
 
-def keep(scenario_path: str, backend: str, out: str, status_fd: int) -> int:
+def keep(scenario_path: str, backend: str, out: str, status_fd: int, cluster: str | None = None) -> int:
     from lab import orchestrator
 
     scenario = load_scenario(scenario_path)
     result = orchestrator.run(scenario, backend, Path(out), hold=StatusHolder(status_fd, backend),
+                              options=backends.Options(cluster=Path(cluster) if cluster else None),
                               own_process=True)
     return result.exit_code
 
@@ -222,9 +233,12 @@ def node_status(ref: str) -> dict[str, Any]:
 
 
 def _outcome(rundir: RunDir, name: str, st: dict[str, Any]) -> NodeOutcome:
-    """A node's outcome from the keeper's status file (a kept lab runs on this host's clock)."""
+    """A node's outcome from the keeper's status file (on the lab's clock: a node of another host has
+    its transcript's times moved by that host's offset, as a run's are)."""
+    placed = backends.Placement(**st["placed"]) if st.get("placed") else None
     return node_outcome(rundir, name, started=bool(st.get("started", True)), exit_code=st.get("exit_code"),
-                        stopped_by_lab=False, note=str(st.get("note", "")), cause=str(st.get("cause", "")))
+                        stopped_by_lab=False, note=str(st.get("note", "")), cause=str(st.get("cause", "")),
+                        placed=placed)
 
 
 def stop_owner(j: Journal) -> bool:

@@ -375,6 +375,7 @@ class Lab:
 
     def __init__(self, config: pytest.Config, tmp: Path):
         self.backend: str = config.getoption("lab_backend")
+        self.cluster: str | None = config.getoption("lab_cluster")
         self.tmp = tmp
         self.labs: list[RunningLab] = []
 
@@ -389,7 +390,7 @@ class Lab:
         backend = backend or self.backend
         plan = make_plan(api.load(path))  # invalid: ScenarioError, with every problem
         out = _unique_folder(self.tmp / "runs", plan.name)
-        up = api.up(path, backend, out)
+        up = api.up(path, backend, out, cluster=self.cluster)
         if not up.ok:
             raise LabTestFailure(f"lab {plan.name} did not come up: {'; '.join(up.status['failures'])} "
                                  f"(torn down; logs in {up.rundir.root})")

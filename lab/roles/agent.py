@@ -14,7 +14,8 @@ asking the engine (which answers slowly while it is busy removing other containe
 On a remote host (swarm backend) there is no shared folder: with `"channel": "stdio"` the agent
 reads "go" from its stdin and reports on its stdout (the container's attach stream), one line per
 fact: `LAB-AGENT ready`, `LAB-AGENT exit N`. The node's own output goes to its log file in the
-container, collected by the lab afterwards. EOF on stdin before "go" means the lab went away. TCP
+container; the log and the transcript are streamed to the lab as they grow (`LAB-AGENT data ...`,
+lab/roles/shipper.py), and copied whole once the node ends. EOF on stdin before "go" means the lab went away. TCP
 readiness of a program (`ready_tcp`) is observed here, from /proc, as the lab does locally.
 
 Before it waits for "go", the agent copies the node's original files (`source`, read-only) into
@@ -23,7 +24,7 @@ its own writable folder (`cwd`, a size-bounded tmpfs). A container started as ro
 and drops to it for good, so nothing of the node ever runs as root.
 
 The spec (JSON, from $LAB_SPEC): log, go, cwd, source, uid, facts (file template), exit (file),
-transcript, role + params | argv, idle; channel, ready_tcp.
+transcript, role + params | argv, idle; channel, ready_tcp, ship (bytes of each file streamed).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> int:
         print("lab agent: the lab went away before starting this node", flush=True)
         return 125
     os.chdir(spec["cwd"])
+    shipper = _shipper(spec, status) if stdio else None
     if spec.get("role"):
         from lab.roles import run_role
 
@@ -82,11 +84,16 @@ def main() -> int:
         else:
             os.environ["LAB_FACT_FILE"] = spec["facts"]
         os.environ["LAB_CONTROL_FD"] = str(control)  # after "go", the lab's words come on the same channel
+        if shipper is not None:
+            shipper.start()
         code = run_role(spec["role"], spec["params"], spec["transcript"], spec.get("module"))
     else:
         tcp = spec.get("ready_tcp") if stdio else None
         code = supervise([str(a) for a in spec["argv"]], spec.get("stdin"),
-                         (lambda: _report(status, "ready")) if tcp else None, tcp)
+                         (lambda: _report(status, "ready")) if tcp else None, tcp,
+                         shipper.start if shipper is not None else None)
+    if shipper is not None:
+        shipper.finish()
     if stdio:
         _report(status, f"exit {code}")
     else:
@@ -151,6 +158,17 @@ def _wait_go(spec: dict[str, Any], stdio: bool) -> int | None:
     return fd if line == b"go\n" else None
 
 
+def _shipper(spec: dict[str, Any], status: int) -> Any:
+    """The node's files streamed on the status channel while it runs (lab/roles/shipper.py); a role
+    stopped by a signal sends the rest and its exit code before it leaves (common.LEAVING)."""
+    from lab.roles import common
+    from lab.roles.shipper import Shipper, before_leaving
+
+    shipper = Shipper(status, {"log": spec["log"], "jsonl": spec["transcript"]}, int(spec.get("ship", 0)))
+    common.LEAVING.append(before_leaving(shipper, lambda fact: _report(status, fact)))
+    return shipper
+
+
 def _report(status: int, fact: str) -> None:
     try:
         os.write(status, f"{STATUS} {fact}\n".encode())
@@ -159,10 +177,12 @@ def _report(status: int, fact: str) -> None:
 
 
 def supervise(argv: list[str], stdin: list[list[Any]] | None = None,
-              on_ready: Callable[[], None] | None = None, port: int | None = None) -> int:
+              on_ready: Callable[[], None] | None = None, port: int | None = None,
+              on_start: Callable[[], None] | None = None) -> int:
     """Run the program as a child of this init: forward signals, reap orphans, return its code.
 
     With `port`, `on_ready` is called once the program listens on it (or never, if it does not).
+    `on_start` is called once the child exists (a thread it starts is never forked with it).
     The program starts with every signal at its default and none blocked, as a shell starts it: this
     agent is Python, which ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec."""
     from lab.roles import default_signals, shell_code  # already imported: `-m lab.roles.agent` imports the package
@@ -184,6 +204,8 @@ def supervise(argv: list[str], stdin: list[list[Any]] | None = None,
             os._exit(126)
     for sig in FORWARDED:
         signal.signal(sig, lambda signum, frame: _forward(child, signum))
+    if on_start is not None:
+        on_start()
     if port is not None and on_ready is not None:
         from lab.roles.common import listening_tcp_ports
 

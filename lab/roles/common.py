@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a node ~10 ms at each start
 if TYPE_CHECKING:
@@ -26,6 +26,9 @@ FACT_FILE_ENV = "LAB_FACT_FILE"  # containers: a path template, "{fact}" replace
 CONTROL_FD_ENV = "LAB_CONTROL_FD"  # from the lab: one word per line ("release")
 PREVIEW = 60  # characters of data shown in human-readable log lines
 DATA_LIMIT = 8 * 1024 * 1024  # bytes of sent/received data one transcript records (a flood is cut)
+# What a role leaving at once must do before it goes, given its exit code (the swarm agent: send the
+# rest of the node's files, then the code; see lab/roles/shipper.py). Empty elsewhere.
+LEAVING: list[Callable[[int], None]] = []
 
 
 class Transcript:
@@ -133,8 +136,11 @@ def tell_lab(fact: str) -> None:
 
 def tell_exit(code: int) -> None:
     """The exit code of a role leaving at once (stopped by a signal), where its agent would have told
-    it: in the fact folder the lab shares (docker), so the lab needs no word from the engine. Elsewhere
-    the lab has it already (netns: the role is its child) or asks the engine (swarm)."""
+    it: in the fact folder the lab shares (docker), or on the agent's stream after the rest of the
+    node's files (swarm: LEAVING), so the lab needs no word from the engine. On netns the lab has it
+    already (the role is its child)."""
+    for leave in LEAVING:
+        leave(code)
     _fact_file("exit", str(code))
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -244,6 +245,7 @@ def test_a_host_that_goes_away_fails_clearly_and_the_rest_is_removed(cluster: Si
     assert "host h3" in report["error"] and not report["passed"]
     far = next(c for c in report["checks"] if c["node"] == "far")
     assert not far["passed"] and "went away" in far["detail"]
+    assert '"event": "connected"' in (out / "nodes" / "far.jsonl").read_text()  # streamed before h3 went
     assert "echoed 'near" in (out / "nodes" / "server.log").read_text()  # the other hosts' logs came back
     left = cluster.lab_objects()  # containers have a leading "/"; the overlay network h3's container holds stays
     assert not [name for host in ("h1", "h2") for name in left.get(host, []) if name.startswith("/")], left
@@ -290,3 +292,38 @@ def test_cluster_up_repairs_a_stopped_host(cluster: SimCluster, tmp_path: Path) 
     finally:
         done = lab("cluster", "down", "--name", name, "--file", str(file), timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_kept_lab_on_three_hosts_exec_logs_follow_check_and_down(cluster: SimCluster, tmp_path: Path) -> None:
+    """`lab up` on the cluster; exec on each host (a node on h1 talks to one on h3); `logs -f` and
+    `check` see what a running node on another host wrote (streamed, not copied at its end)."""
+    out = tmp_path / "kept"
+    up = lab("up", str(HERE / "kept.yaml"), "--backend", "swarm", "--cluster", str(cluster.file), "--out", str(out),
+             timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    lab_id = next(ln.split()[1] for ln in up.stdout.splitlines() if " is up (swarm)" in ln)
+    follow = subprocess.Popen([sys.executable, "-m", "lab", "logs", "-f", lab_id, "c"], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(follow.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        nodes = json.loads(lab("ps", lab_id, "--json").stdout)
+        assert {n["name"]: n["host"] for n in nodes} == {"a": "h1", "b": "h2", "c": "h3"}
+        assert lab("check", lab_id).returncode == 1  # nothing sent to c yet
+        for node in ("a", "b", "c"):
+            assert lab("exec", lab_id, node, "--", "hostname").stdout.strip() == node
+        sent = lab("exec", lab_id, "a", "--", "sh", "-c", "printf 'from a\\r\\n' | nc -N c 9999")
+        assert sent.returncode == 0 and sent.stdout == "from a\n", sent.stdout + sent.stderr
+        assert lab("exec", lab_id, "b", "--", "sh", "-c", "exit 7").returncode == 7
+        until("c's log, followed here, shows the echo", lambda: any("echoed 'from a" in ln for ln in seen))
+        check = lab("check", lab_id)
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        down = lab("down", lab_id, timeout=180)
+    assert down.returncode == 0 and "is down: PASSED" in down.stdout, down.stdout + down.stderr
+    assert follow.wait(timeout=30) == 0  # `logs -f` ends with the lab
+    reader.join(timeout=10)
+    report = json.loads((out / "report.json").read_text())
+    assert {n["name"]: n["host"] for n in report["nodes"]} == {"a": "h1", "b": "h2", "c": "h3"}
+    assert (out / "nodes" / "c.log").read_text().count("echoed 'from a") == 1  # streamed, then copied: once

@@ -5,6 +5,7 @@ or by a lab's journal, never by asking which one they hold."""
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from lab import backends
 from lab.backends import BACKENDS, Backend
-from lab.errors import EnvironmentProblem, UsageError
+from lab.errors import UsageError
 from lab.journal import Journal
 from tests.backend_double import TOY_SCENARIO, ScriptedBackend, ToyBackend
 
@@ -69,15 +70,32 @@ def test_an_unknown_backend_is_a_usage_error_naming_the_closest_and_the_known_on
     assert all(name in str(got.value) for name in BACKENDS)
 
 
-def test_swarm_says_it_keeps_no_lab_through_the_protocol(tmp_path: Path) -> None:
-    node = backends.NodeRef("server", None, False)
-    for refuse in (lambda: REAL["swarm"].check_kept(),
-                   lambda: REAL["swarm"].command(Journal(tmp_path / "state", "x"), node, ["sh"], False)):
-        with pytest.raises(EnvironmentProblem, match=r"kept labs \(lab up\) run on the netns or docker backend"):
-            refuse()
+def test_swarm_enters_a_node_on_its_own_host_with_that_host_s_certificates(tmp_path: Path) -> None:
+    """`lab exec` on a swarm lab: the journal alone says where the node runs and how to reach it."""
+    from lab.backends.containers.cluster import Cluster, Host, Tls
+    from lab.backends.containers.swarm import PLACED
+    from lab.errors import UnknownLab
+
+    tls = Tls(tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem")
+    cluster = Cluster(tmp_path / "c.yaml", (Host("h1", "tcp://10.9.0.11:2376", True, tls),
+                                            Host("h2", "unix:///run/lab-h2.sock")))
+    journal = Journal(tmp_path / "state", "abc123")
+    journal.open(backend="swarm")
+    journal.record_many("cluster", [json.dumps(cluster.to_json())])
+    journal.record_many(PLACED, [json.dumps(["server", "h1"]), json.dumps(["client", "h2"])])
+    swarm = REAL["swarm"]
+    server = swarm.command(journal, backends.NodeRef("server", "/x", False), ["hostname"], False).argv
+    assert server == ["docker", "-H", "tcp://10.9.0.11:2376", "--tlsverify", "--tlscacert", str(tls.ca),
+                      "--tlscert", str(tls.cert), "--tlskey", str(tls.key), "exec", "-i", "-w", "/lab/files",
+                      "lab-abc123-server", "hostname"]
+    client = swarm.command(journal, backends.NodeRef("client", None, False), ["sh"], False).argv
+    assert client[:6] == ["docker", "-H", "unix:///run/lab-h2.sock", "exec", "-i", "-w"] and client[6] == "/"
+    for gone in (backends.NodeRef("client", None, True), backends.NodeRef("nobody", None, False)):
+        with pytest.raises(UnknownLab):
+            swarm.command(journal, gone, ["sh"], False)
+    swarm.check_kept()  # (the docker command line is installed here)
     REAL["netns"].check_kept()
     REAL["docker"].check_kept()
-
 
 
 def test_a_new_backend_is_one_class_and_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

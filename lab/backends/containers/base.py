@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import selectors
+import sys
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from lab.backends import EXITED, LAUNCHED, Event, Options, limit_reached
+from lab.backends import EXITED, LAUNCHED, Command, Event, NodeRef, Options, limit_reached
 from lab.backends.containers import images
 from lab.backends.containers.engine import api_error
 from lab.backends.files import TMP_SIZE, Survey, survey
-from lab.errors import BackendError
+from lab.errors import BackendError, UnknownLab
 from lab.journal import Journal
 from lab.plan import NodePlan, Plan, address_for, start_order
 from lab.roles.catalogue import ROLES
@@ -425,3 +426,13 @@ class ContainerBackend(ABC, Generic[B]):
         finally:
             self.selector.close()
             self._remove()
+
+
+def exec_command(engine: list[str], lab_id: str, node: NodeRef, argv: list[str], interactive: bool) -> Command:
+    """`docker [ENGINE] exec` into a running node's container (`engine`: options reaching its host),
+    in its files' folder; a terminal only for an interactive shell on a terminal."""
+    if node.exited:
+        raise UnknownLab(f"node {node.name!r} of lab {lab_id} has finished: exec and shell work in running nodes")
+    tty = ["-it"] if interactive and sys.stdin.isatty() else ["-i"]
+    return Command(["docker", *engine, "exec", *tty, "-w", FILES if node.cwd else "/",
+                    container_name(lab_id, node.name), *argv])

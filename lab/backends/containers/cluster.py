@@ -42,6 +42,12 @@ class Host:
     manager: bool = False
     tls: Tls | None = None
 
+    def cli(self) -> list[str]:
+        """The docker command line's options that reach this host's engine, as the lab does."""
+        tls = self.tls
+        return ["-H", self.endpoint] + ([] if tls is None else [
+            "--tlsverify", "--tlscacert", str(tls.ca), "--tlscert", str(tls.cert), "--tlskey", str(tls.key)])
+
 
 @dataclass(frozen=True)
 class Cluster:

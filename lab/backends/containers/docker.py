@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,13 @@ from lab.backends.containers import images
 from lab.backends.containers.base import (
     CONTAINER,
     ENGINE_WORD,
-    FILES,
     OUT,
     SOURCE,
     WORKERS,
     Box,
     ContainerBackend,
     container_name,
+    exec_command,
     remove_containers,
 )
 from lab.backends.containers.engine import api_error, connect
@@ -54,7 +53,7 @@ from lab.backends.fabric import (
     remove_namespaces,
     write_hosts_files,
 )
-from lab.errors import BackendError, EnvironmentProblem, UnknownLab
+from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, start_order
 from lab.roles.common import chown_tree, copy_files, listening_tcp_ports
@@ -354,12 +353,7 @@ class DockerBackend(ContainerBackend[_Box]):
     # -- a running lab -----------------------------------------------------------------------
     @classmethod
     def command(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> Command:
-        if node.exited:
-            raise UnknownLab(f"node {node.name!r} of lab {journal.lab_id} has finished, and its container with it: "
-                             "on the docker backend, exec and shell work in running nodes")
-        tty = ["-it"] if interactive and sys.stdin.isatty() else ["-i"]
-        return Command(["docker", "exec", *tty, "-w", FILES if node.cwd else "/",
-                        container_name(journal.lab_id, node.name), *argv])
+        return exec_command([], journal.lab_id, node, argv, interactive)
 
 
 def _remove_containers(client: Any, journal: Journal) -> list[str]:

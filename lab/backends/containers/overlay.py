@@ -140,7 +140,7 @@ def rescue_logs(clients: dict[str, Any], lab_id: str, run_dir: Path) -> None:
             continue
         for c in found:
             node = (c.get("Labels") or {}).get(LABEL_NODE, "")
-            if not node or (nodes / f"{node}.jsonl").exists():
+            if not node:  # (what was streamed of its files is overwritten by the same bytes, then completed)
                 continue
             try:
                 stream, _ = client.api.get_archive(c["Id"], OUT)

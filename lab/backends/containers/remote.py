@@ -4,13 +4,15 @@
   answers with status lines on its stdout (lab/roles/agent.py). Docker multiplexes stdout and
   stderr in frames (8-byte header: stream, 0, 0, 0, big-endian size); `Channel.feed` parses them.
 - `clock_offset`: a host's clock against ours, from the engine's SystemTime (midpoint method).
-- `tar_files` / `extract`: files in and out of a container (put_archive / get_archive).
+- `tar_files` / `extract`: files in and out of a container (put_archive / get_archive); `store`:
+  a piece of a node's file the agent streamed.
 - `ship_image`: an image saved from the local engine and loaded into hosts that lack it.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import ssl
 import tarfile
 import tempfile
@@ -22,10 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import BackendError
+from lab.roles.shipper import parse as parse_piece
+from lab.rundir import RunDir
 
 STATUS = "LAB-AGENT"  # the agent's status lines (lab.roles.agent.STATUS)
 HEADER = 8
 OUTPUT_LIMIT = 64 * 1024  # bytes of a container's own output kept as evidence
+STREAMED = ("log", "jsonl")  # the files an agent streams (lab/roles/shipper.py)
 
 
 @dataclass
@@ -156,9 +161,25 @@ def _readable(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def store(rundir: RunDir, node: str, fact: str) -> None:
+    """A piece of a node's log or transcript streamed by its agent, written at its offset (a piece
+    written twice, or again by `extract`, lands on the same bytes)."""
+    piece = parse_piece(fact)
+    if piece is None or piece[0] not in STREAMED:
+        return
+    name, offset, data = piece
+    path = rundir.log(node) if name == "log" else rundir.transcript(node)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
 def extract(stream: Iterable[bytes], wanted: dict[str, Path], limit: int) -> list[str]:
     """Write the members of a get_archive stream named in `wanted` (basename -> local path), each
-    cut at `limit` bytes; returns the names written."""
+    cut at `limit` bytes, from the start of the local file (onto what was streamed of it, and under
+    what the lab added after it); returns the names written."""
     data = io.BytesIO(b"".join(stream))
     written: list[str] = []
     with tarfile.open(fileobj=data, mode="r|") as tar:
@@ -169,8 +190,11 @@ def extract(stream: Iterable[bytes], wanted: dict[str, Path], limit: int) -> lis
             source = tar.extractfile(member)
             if source is None:
                 continue
-            with open(wanted[base], "ab") as out:
-                out.write(source.read(limit))
+            fd = os.open(wanted[base], os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.pwrite(fd, source.read(limit), 0)
+            finally:
+                os.close(fd)
             written.append(base)
     return written
 

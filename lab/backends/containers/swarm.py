@@ -9,7 +9,8 @@ on a network (a gateway and one per host) get a block of the subnet that no node
 
 Nothing is shared with a host but its engine's API: the node's spec (and files) are put into the
 container before it starts; the agent reports readiness and its exit code on the attach stream
-(remote.Channel); its log and transcript are copied back when it ends, and again at teardown.
+(remote.Channel); its log and transcript stream back on the same stream as they grow, and are
+copied whole when it ends (and by `lab clean`, for a lab that died), onto the same bytes.
 
 Every container and network carries the label lab.id; teardown and `lab clean` remove by that
 label on every host of the cluster recorded in the journal (overlay.py). A host that stops
@@ -19,6 +20,7 @@ answering mid-run is a failure naming it; the rest of the lab is still removed e
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +32,7 @@ import docker.tls
 
 from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, uids
 from lab.backends.containers import images
-from lab.backends.containers.base import OUT, SOURCE, WORKERS, Box, ContainerBackend, container_name
+from lab.backends.containers.base import OUT, SOURCE, WORKERS, Box, ContainerBackend, container_name, exec_command
 from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
 from lab.backends.containers.engine import api_error, connect, remote
 from lab.backends.containers.overlay import (
@@ -42,8 +44,16 @@ from lab.backends.containers.overlay import (
     remove_lab,
     rescue_logs,
 )
-from lab.backends.containers.remote import Channel, clock_offset, extract, open_channel, ship_image, tar_files
-from lab.errors import BackendError, EnvironmentProblem, LabError
+from lab.backends.containers.remote import (
+    Channel,
+    clock_offset,
+    extract,
+    open_channel,
+    ship_image,
+    store,
+    tar_files,
+)
+from lab.errors import BackendError, EnvironmentProblem, LabError, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
 from lab.rundir import MAX_OUTPUT, RunDir
@@ -55,8 +65,7 @@ from lab.rundir import MAX_OUTPUT, RunDir
 ATTACHING = 4
 PROBE_EVERY = 1.0  # seconds between liveness probes of each host during a run
 PROBE_TIMEOUT = 3.0  # a host that does not answer a ping within this is gone
-NOT_KEPT = ("kept labs (lab up) run on the netns or docker backend; on a cluster, "
-            "use `lab run SCENARIO --backend swarm --cluster FILE`")
+PLACED = "placed"  # journal entries: [node, host] (what `lab exec` needs to reach a node)
 
 
 @dataclass
@@ -164,7 +173,10 @@ class SwarmBackend(ContainerBackend[_Box]):
 
     @classmethod
     def check_kept(cls) -> None:
-        raise EnvironmentProblem(NOT_KEPT)
+        """A kept lab's nodes are entered with the docker command line, on their own host."""
+        if shutil.which("docker") is None:
+            raise EnvironmentProblem("lab up --backend swarm enters nodes with the docker command line, which is "
+                                     "not installed here (Debian: apt-get install docker.io)")
 
     def placements(self) -> dict[str, Placement]:
         out: dict[str, Placement] = {}
@@ -179,6 +191,7 @@ class SwarmBackend(ContainerBackend[_Box]):
         used = {self.cluster.manager.name, *self.placement.values()}  # what `lab clean` must reach
         in_use = Cluster(self.cluster.path, tuple(h for h in self.cluster.hosts if h.name in used))
         self.journal.record_many("cluster", [json.dumps(in_use.to_json())])
+        self.journal.record_many(PLACED, [json.dumps([n, h]) for n, h in self.placement.items()])  # for exec
         self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name), host=self.placement[n.name])
                       for n in plan.nodes}
         self.uids = uids.claim(self.journal, list(self.boxes))
@@ -218,7 +231,7 @@ class SwarmBackend(ContainerBackend[_Box]):
             raise api_error(f"start container for {node.name} on host {box.host}", e) from None
 
     def _files(self, node: NodePlan) -> bytes:
-        spec = {"channel": "stdio", "uid": self.uids[node.name], **self._agent_spec(node)}
+        spec = {"channel": "stdio", "uid": self.uids[node.name], "ship": MAX_OUTPUT, **self._agent_spec(node)}
         if node.argv and node.ready.kind == TCP:
             spec.update(ready_tcp=node.ready.port)
         if node.routes:
@@ -264,6 +277,8 @@ class SwarmBackend(ContainerBackend[_Box]):
                 events.append(Event(b.node.name, ANSWERED))
             elif fact.startswith("exit "):
                 b.told = int(fact.split()[1])
+            elif fact.startswith("data ") and self.rundir is not None:
+                store(self.rundir, b.node.name, fact)
         if b.channel.closed:
             events += self._reap([b])
         return events
@@ -291,8 +306,8 @@ class SwarmBackend(ContainerBackend[_Box]):
         wanted = {f"{b.node.name}.log": self.rundir.log(b.node.name),
                   f"{b.node.name}.jsonl": self.rundir.transcript(b.node.name)}
         if engine.lost:
-            _append(self.rundir.log(b.node.name), f"lab: host {b.host} went away ({engine.lost}); "
-                                                   "this node's log and transcript are lost with it\n")
+            _append(self.rundir.log(b.node.name), f"lab: host {b.host} went away ({engine.lost}); this node's "
+                                                   "output since the last piece streamed is lost with it\n")
             return
         try:
             stream, _ = engine.client.api.get_archive(b.id, OUT)
@@ -410,7 +425,15 @@ class SwarmBackend(ContainerBackend[_Box]):
     # -- a running lab -----------------------------------------------------------------------
     @classmethod
     def command(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> Command:
-        raise EnvironmentProblem(NOT_KEPT)  # (issue 17: exec and shell through the engines' API)
+        """`docker -H HOST [--tlsverify ...] exec` on the host the node runs on (from the journal)."""
+        entries = journal.entries()
+        hosts = {e["name"]: e for e in entries if e.get("kind") == "cluster"}
+        placed = dict(json.loads(e["name"]) for e in entries if e.get("kind") == PLACED)
+        if not hosts or node.name not in placed:
+            raise UnknownLab(f"node {node.name!r} of lab {journal.lab_id} has no container yet")
+        cluster = Cluster.from_json(json.loads(list(hosts)[-1]))
+        host = next(h for h in cluster.hosts if h.name == placed[node.name])
+        return exec_command(host.cli(), journal.lab_id, node, argv, interactive)
 
 
 def tls_config(host: Host) -> Any:
