@@ -212,10 +212,11 @@ def grade(c: Context, scenario: str, submissions: str, node: str, jobs: int = 4,
                    + (["--only", only] if only else [])))
 
 
-@task(help={"hosts": "number of hosts (Docker engines)", "name": "cluster name", "file": "cluster file to write"})
-def cluster_up(c: Context, hosts: int = 3, name: str = "sim", file: str = "cluster.yaml") -> None:
+@task(help={"hosts": "number of hosts (Docker engines)", "name": "cluster name", "file": "cluster file to write",
+            "tls": "engines that take only clients with a certificate of the cluster's CA"})
+def cluster_up(c: Context, hosts: int = 3, name: str = "sim", file: str = "cluster.yaml", tls: bool = False) -> None:
     """Start a simulated cluster (Docker engines in containers, in a swarm) and write its cluster file."""
-    _exit(cli.cmd_cluster("up", hosts, name, file))
+    _exit(cli.cmd_cluster("up", hosts, name, file, tls))
 
 
 @task(help={"name": "cluster name", "file": "cluster file to remove"})

@@ -97,12 +97,12 @@ def cmd_images(base: str = "debootstrap") -> int:
     return 0
 
 
-def cmd_cluster(action: str, hosts: int = 3, name: str = "sim", file: str = "cluster.yaml") -> int:
+def cmd_cluster(action: str, hosts: int = 3, name: str = "sim", file: str = "cluster.yaml", tls: bool = False) -> int:
     """`lab cluster up|down`: a simulated cluster of Docker engines on this machine."""
     from lab import backends
 
     if action == "up":
-        backends.cluster_up(hosts, name, Path(file))
+        backends.cluster_up(hosts, name, Path(file), tls)
     else:
         backends.cluster_down(name, Path(file))
     return 0
@@ -301,7 +301,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return cmd_run(args.scenario, args.backend, args.out, args.cluster, args.quiet, args.verbose, args.seed)
     if args.command == "cluster":
-        return cmd_cluster(args.action, args.hosts, args.name, args.file)
+        return cmd_cluster(args.action, args.hosts, args.name, args.file, args.tls)
     if args.command == "validate":
         return cmd_validate(args.scenarios)
     if args.command == "graph":

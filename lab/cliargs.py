@@ -155,6 +155,9 @@ def _tools(sub: argparse._SubParsersAction) -> None:
     cl.add_argument("--hosts", type=int, default=3, help="number of hosts (Docker engines; default 3)")
     cl.add_argument("--name", default="sim", help="the cluster's name (default sim)")
     cl.add_argument("--file", default="cluster.yaml", help="the cluster file to write (up) or remove (down)")
+    cl.add_argument("--tls", action="store_true", help="engines on 2376 that take only clients with a certificate "
+                                                      "of the cluster's CA (made in FILE-tls/; the file's hosts "
+                                                      "carry tls:)")
     b = _command(sub, "bench", "time lab against its peers (Mininet, docker compose) and rootless against root")
     b.add_argument("--sizes", default="", help="client counts (default: 10,100,300,1000 for netns, 10,50,100 "
                                                 "for docker, 10,100 for rootless)")

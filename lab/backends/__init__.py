@@ -252,11 +252,12 @@ def build_image(base: str) -> str:
     return images.build(base)
 
 
-def cluster_up(hosts: int, name: str, file: Path) -> Path:
-    """Start (or complete) a simulated cluster of Docker engines on this machine; writes its cluster file."""
+def cluster_up(hosts: int, name: str, file: Path, tls: bool = False) -> Path:
+    """Start (or complete) a simulated cluster of Docker engines on this machine; writes its cluster
+    file (`tls`: engines that take only clients with a certificate of the cluster's own CA)."""
     from lab.backends.containers import simcluster
 
-    return simcluster.up(hosts, name, file)
+    return simcluster.up(hosts, name, file, tls=tls)
 
 
 def cluster_down(name: str, file: Path) -> list[str]:

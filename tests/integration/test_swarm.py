@@ -1,5 +1,6 @@
-"""The swarm backend on a simulated 3-host cluster (`lab cluster up`: Docker engines in containers,
-joined into a swarm). After every test, no container or network of any lab is left on any host."""
+"""The swarm backend on a simulated 3-host cluster (`lab cluster up --tls`: Docker engines in
+containers, joined into a swarm, that take only clients with a certificate of the cluster's CA).
+After every test, no container or network of any lab is left on any host."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from typing import Any
 import docker
 import pytest
 
+from lab.backends.containers.cluster import load_cluster
+from lab.backends.containers.engine import remote
+from lab.errors import BackendError
 from tests.conftest import TEST_CLUSTER
 from tests.integration.conftest import ROOT, LabRun, lab, until
 
@@ -32,7 +36,9 @@ class SimCluster:
     hosts: dict[str, str]  # name -> endpoint
 
     def client(self, host: str, timeout: int = 30) -> Any:
-        return docker.DockerClient(base_url=self.hosts[host], timeout=timeout)
+        """A client of one host's engine, with the cluster file's certificates (as the lab's)."""
+        return remote(self.hosts[host], timeout=timeout,
+                      tls=next(h for h in load_cluster(self.file).hosts if h.name == host).client_tls())
 
     def lab_objects(self) -> dict[str, list[str]]:
         """Every container and network of any lab, per host."""
@@ -52,7 +58,7 @@ class SimCluster:
 @pytest.fixture(scope="session")
 def cluster(lab_image: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
     file = tmp_path_factory.mktemp("cluster") / "cluster.yaml"
-    done = lab("cluster", "up", "--hosts", "3", "--name", TEST_CLUSTER, "--file", str(file), timeout=900)
+    done = lab("cluster", "up", "--hosts", "3", "--name", TEST_CLUSTER, "--file", str(file), "--tls", timeout=900)
     try:
         assert done.returncode == 0, done.stdout + done.stderr
         endpoints = {line.split(":")[0].strip(): line.split('"')[1]
@@ -61,6 +67,7 @@ def cluster(lab_image: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         down = lab("cluster", "down", "--name", TEST_CLUSTER, "--file", str(file), timeout=300)
         assert down.returncode == 0, down.stdout + down.stderr
+    assert not file.exists() and not (file.parent / "cluster-tls").exists()  # its certificates went with it
 
 
 @pytest.fixture(autouse=True)
@@ -327,3 +334,29 @@ def test_a_kept_lab_on_three_hosts_exec_logs_follow_check_and_down(cluster: SimC
     report = json.loads((out / "report.json").read_text())
     assert {n["name"]: n["host"] for n in report["nodes"]} == {"a": "h1", "b": "h2", "c": "h3"}
     assert (out / "nodes" / "c.log").read_text().count("echoed 'from a") == 1  # streamed, then copied: once
+
+
+def test_an_engine_reached_without_the_cluster_s_certificate_refuses(cluster: SimCluster, tmp_path: Path) -> None:
+    endpoint = cluster.hosts["h1"]
+    assert endpoint.startswith("tcp://") and endpoint.endswith(":2376")
+    ca = load_cluster(cluster.file).hosts[0].tls
+    assert ca is not None
+    for tls in (None, docker.tls.TLSConfig(ca_cert=str(ca.ca), verify=True)):  # plain HTTP; TLS, no certificate
+        with pytest.raises(BackendError):
+            remote(endpoint, timeout=10, tls=tls).close()
+    plain = tmp_path / "plain.yaml"  # the same hosts, without `tls:`
+    plain.write_text("hosts:\n" + "".join(f'  {h}: {{endpoint: "{e}"{", manager: true" if h == "h1" else ""}}}\n'
+                                          for h, e in cluster.hosts.items()))
+    result = run(SimCluster(plain, cluster.hosts), EXAMPLES / "echo.yaml", tmp_path / "run")
+    assert result.code == 3 and "h1" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was made
+
+
+def test_a_unix_socket_endpoint_works_as_the_readme_says(cluster: SimCluster, tmp_path: Path) -> None:
+    """An engine forwarded to a local socket (`ssh -L`, in the README): the simulated h1's own."""
+    socket = f"/run/lab-cluster/{TEST_CLUSTER}/h1/docker.sock"
+    local = tmp_path / "local.yaml"
+    local.write_text(f'hosts:\n  h1: {{endpoint: "unix://{socket}", manager: true}}\n')
+    result = run(SimCluster(local, {"h1": f"unix://{socket}"}), EXAMPLES / "echo.yaml", tmp_path / "run")
+    assert result.code == 0, result.stdout + result.stderr
+    assert set(hosts_of(result).values()) == {"h1"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab.backends import Placement
-from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
+from lab.backends.containers.cluster import Cluster, Host, Tls, load_cluster, place
 from lab.backends.containers.overlay import docker_block
 from lab.backends.containers.remote import Channel, parse_time, tar_files
 from lab.backends.containers.simcluster import cluster_file
@@ -53,6 +53,39 @@ def test_cluster_file_loads(tmp_path: Path) -> None:
 def test_simulated_cluster_file_is_valid(tmp_path: Path) -> None:
     c = cluster(tmp_path, cluster_file("sim", ["172.31.0.11", "172.31.0.12"]))
     assert c.manager.endpoint == "tcp://172.31.0.11:2375" and len(c.hosts) == 2
+
+
+def test_a_tls_cluster_s_file_names_the_certificates_made_for_it(tmp_path: Path) -> None:
+    """`lab cluster up --tls`: a CA of its own; each host's certificate names its address (and
+    serves only as a server's), the lab's only as a client's; every key is its owner's alone."""
+    import subprocess
+
+    from lab.backends.containers import certs
+
+    folder = tmp_path / "cluster-tls"
+    certs.ensure_ca(folder, "sim")
+    certs.client(folder)
+    host = certs.server(folder, "h1", "172.31.0.11")
+    c = cluster(tmp_path, cluster_file("sim", ["172.31.0.11"], tls="cluster-tls"))
+    h1 = c.hosts[0]
+    assert h1.endpoint == "tcp://172.31.0.11:2376" and h1.tls == Tls(folder / "ca.pem", folder / "cert.pem",
+                                                                       folder / "key.pem")
+
+    def openssl(*args: str) -> str:
+        return subprocess.run(["openssl", *args], capture_output=True, text=True, check=True).stdout
+
+    for cert, purpose in ((host.cert, "sslserver"), (folder / "cert.pem", "sslclient")):
+        verified = openssl("verify", "-CAfile", str(folder / "ca.pem"), "-purpose", purpose, str(cert))
+        assert verified.strip().endswith(": OK")
+    with pytest.raises(subprocess.CalledProcessError):  # a host's certificate is no client's
+        openssl("verify", "-CAfile", str(folder / "ca.pem"), "-purpose", "sslclient", str(host.cert))
+    assert "IP Address:172.31.0.11" in openssl("x509", "-in", str(host.cert), "-noout", "-ext", "subjectAltName")
+    assert {(folder / k).stat().st_mode & 0o777 for k in ("ca-key.pem", "key.pem", "h1-key.pem")} == {0o600}
+    before = (folder / "ca.pem").read_bytes()
+    certs.ensure_ca(folder, "sim")
+    assert (folder / "ca.pem").read_bytes() == before  # kept: hosts made later are signed by the same CA
+    assert certs.server(folder, "h1", "172.31.0.12").cert == host.cert
+    assert "IP Address:172.31.0.12" in openssl("x509", "-in", str(host.cert), "-noout", "-ext", "subjectAltName")
 
 
 @pytest.mark.parametrize("text, line, message", [

@@ -42,6 +42,15 @@ class Host:
     manager: bool = False
     tls: Tls | None = None
 
+    def client_tls(self) -> Any:
+        """The Docker SDK's TLS settings for this host (None: plain), its certificate presented."""
+        if self.tls is None:
+            return None
+        import docker.tls  # (here only: the cluster file itself is read without the SDK)
+
+        return docker.tls.TLSConfig(client_cert=(str(self.tls.cert), str(self.tls.key)), ca_cert=str(self.tls.ca),
+                                    verify=True)
+
     def cli(self) -> list[str]:
         """The docker command line's options that reach this host's engine, as the lab does."""
         tls = self.tls

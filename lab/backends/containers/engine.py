@@ -13,6 +13,7 @@ from lab.errors import BackendError, EnvironmentProblem
 
 API_TIMEOUT = 60  # seconds, per API call
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+FIRST_ASK = "1.24"  # the API version of a TLS client's first call (the engine's own is asked, then used)
 
 
 def endpoint() -> str:
@@ -41,7 +42,10 @@ def remote(where: str, timeout: float = API_TIMEOUT, tls: Any = None, pool: int 
         raise EnvironmentProblem("the Docker SDK is missing: pip install docker") from None
     try:
         client = docker.DockerClient(base_url=where, timeout=timeout, max_pool_size=pool, tls=tls or False,
-                                     use_ssh_client=where.startswith("ssh://"))
+                                     use_ssh_client=where.startswith("ssh://"), version=FIRST_ASK if tls else None)
+        if tls:  # REQUESTS_CA_BUNDLE and the like would replace the cluster's CA: only the cluster file counts
+            client.api.trust_env = False
+            client.api._version = client.api.version(api_version=False)["ApiVersion"]  # as the SDK's "auto" does
     except Exception as e:  # noqa: BLE001 - the SDK raises many types for "cannot reach"
         raise BackendError(f"docker engine {where}: {_short(e)}") from None
     try:

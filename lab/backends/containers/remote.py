@@ -53,6 +53,8 @@ class Channel:
         """The status facts that arrived ("ready", "exit 3"); sets `closed` at end of stream."""
         try:
             data = self.sock.recv(65536)
+            while data and getattr(self.sock, "pending", lambda: 0)():  # (TLS: decrypted, which select never sees)
+                data += self.sock.recv(65536)
         except (BlockingIOError, ssl.SSLWantReadError):  # (TLS: part of a record so far)
             return []
         except OSError:

@@ -3,16 +3,25 @@
 For tests, demos and CI of `--backend swarm` without N machines. Each host is a container of the
 `lab-host` image (Debian with its docker.io, built from Debian's packages like the node image)
 running its own dockerd, reachable by the lab at tcp://ADDRESS:2375 on an internal network of its
-own (no way out, nothing published on the host). `--privileged` is not used (this kind of VM
-lacks CAP_SYS_RESOURCE): every capability but that one, no seccomp/apparmor confinement, the host's
-cgroup tree, and tmpfs for /var/lib/docker and /run (so a host keeps nothing when it stops).
+own (no way out, nothing published on the host). With `tls`, each engine listens on 2376 with
+--tlsverify instead, and takes only clients holding a certificate of the cluster's own CA
+(certs.py: the folder CLUSTERFILE-tls/ next to the cluster file; the file's hosts carry `tls:`).
+Each engine also listens on a unix socket this machine reaches (SOCKETS/NAME/hN/docker.sock), as
+an engine forwarded over ssh would be: a cluster file may name it `unix://...`.
 
-Everything carries the label `lab.cluster=NAME`; `down` removes by that label only.
+`--privileged` is not used (this kind of VM lacks CAP_SYS_RESOURCE): every capability but that
+one, no seccomp/apparmor confinement, the host's cgroup tree, and tmpfs for /var/lib/docker and
+/run (so a host keeps nothing when it stops).
+
+Everything carries the label `lab.cluster=NAME`; `down` removes by that label only, then the
+folders it made (the sockets' and, marked as the lab's, the certificates').
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,12 +31,16 @@ from typing import Any
 
 import docker.types
 
-from lab.backends.containers import images
+from lab.backends.containers import certs, images
+from lab.backends.containers.cluster import Host, Tls
 from lab.backends.containers.engine import api_error, connect, remote
+from lab.backends.containers.remote import tar_files
 from lab.errors import BackendError, EnvironmentProblem
 
 LABEL = "lab.cluster"
-PORT = 2375
+PORT, TLS_PORT = 2375, 2376
+SOCKETS = Path("/run/lab-cluster")  # SOCKETS/NAME/hN/docker.sock: each engine's unix socket, here
+CERTS_IN_HOST = "/etc/lab-tls"
 POOL = ipaddress.IPv4Network("172.31.0.0/16")  # the hosts' network is a free /24 of this
 START_DEADLINE = 60.0  # seconds for every engine to answer
 
@@ -38,9 +51,15 @@ def container(name: str, index: int) -> str:
     return f"lab-cluster-{name}-h{index}"
 
 
+def tls_folder(out: Path) -> Path:
+    """Where the certificates of the cluster whose file is `out` live: next to it."""
+    return out.parent / f"{out.stem}-tls"
+
+
 def up(hosts: int = 3, name: str = "sim", out: Path = Path("cluster.yaml"),
-       progress: Progress = print) -> Path:
-    """Start (or complete) the cluster and write its cluster file; returns the file's path."""
+       progress: Progress = print, tls: bool = False) -> Path:
+    """Start (or complete) the cluster and write its cluster file; returns the file's path. A host
+    running with the other `tls` setting is made again."""
     if not 1 <= hosts <= 16:
         raise EnvironmentProblem(f"--hosts {hosts}: a simulated cluster has 1 to 16 hosts")
     image = images.build_host(progress)
@@ -52,15 +71,19 @@ def up(hosts: int = 3, name: str = "sim", out: Path = Path("cluster.yaml"),
             if int((c.get("Labels") or {}).get("lab.host", "h0")[1:] or 0) > hosts:  # fewer hosts than before
                 client.api.remove_container(c["Id"], force=True, v=True)
         addresses = [str(subnet.network_address + 10 + i) for i in range(1, hosts + 1)]
+        folder = tls_folder(out).absolute() if tls else None
+        if folder is not None:
+            certs.ensure_ca(folder, name)
+            certs.client(folder)
         with ThreadPoolExecutor(hosts) as pool:
-            list(pool.map(lambda i: _host(client, name, image, i, addresses[i - 1]), range(1, hosts + 1)))
-        engines = [_wait(a) for a in addresses]
+            list(pool.map(lambda i: _host(client, name, image, i, addresses[i - 1], folder), range(1, hosts + 1)))
+        engines = [_wait(a, folder) for a in addresses]
         try:
             _swarm(engines, addresses)
         finally:
             for e in engines:
                 e.close()
-        out.write_text(cluster_file(name, addresses))
+        out.write_text(cluster_file(name, addresses, folder.name if folder else None))
         progress(f"cluster {name}: {hosts} host(s) in a swarm in {time.monotonic() - t:.1f}s -> {out}")
         return out
     finally:
@@ -82,18 +105,26 @@ def down(name: str = "sim", out: Path | None = Path("cluster.yaml"), progress: P
         raise api_error(f"remove cluster {name}", e) from None
     finally:
         client.close()
+    shutil.rmtree(SOCKETS / name, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        SOCKETS.rmdir()  # the last cluster's
+    if out is not None and (tls_folder(out) / certs.MARK).exists():
+        shutil.rmtree(tls_folder(out))
+        removed.append(str(tls_folder(out)))
     if out is not None and out.exists() and f"lab cluster {name}" in out.read_text():
         out.unlink()
     progress(f"cluster {name}: removed {len(removed)} object(s)")
     return removed
 
 
-def cluster_file(name: str, addresses: list[str]) -> str:
+def cluster_file(name: str, addresses: list[str], tls: str | None = None) -> str:
+    """The cluster file (`tls`: the certificates' folder, relative to the file's)."""
     lines = [f"# lab cluster {name}: written by `lab cluster up`; `lab cluster down` removes it.",
              "hosts:"]
     for i, address in enumerate(addresses, 1):
         manager = ", manager: true" if i == 1 else ""
-        lines.append(f'  h{i}: {{endpoint: "tcp://{address}:{PORT}"{manager}}}')
+        files = f", tls: {{ca: {tls}/ca.pem, cert: {tls}/cert.pem, key: {tls}/key.pem}}" if tls else ""
+        lines.append(f'  h{i}: {{endpoint: "tcp://{address}:{TLS_PORT if tls else PORT}"{manager}{files}}}')
     return "\n".join(lines) + "\n"
 
 
@@ -135,11 +166,12 @@ def _host_routes() -> list[ipaddress.IPv4Network]:
     return found
 
 
-def _host(client: Any, name: str, image: str, index: int, address: str) -> None:
-    """One host: a running dockerd container (kept if it already runs, restarted if stopped)."""
+def _host(client: Any, name: str, image: str, index: int, address: str, tls: Path | None) -> None:
+    """One host: a running dockerd container (kept if it already runs as asked, else made again)."""
     cname = container(name, index)
     found = client.api.containers(all=True, filters={"name": f"^{cname}$", "label": f"{LABEL}={name}"})
-    if found and found[0]["State"] == "running":
+    mode = "tls" if tls else "plain"
+    if found and found[0]["State"] == "running" and (found[0].get("Labels") or {}).get("lab.tls") == mode:
         return
     if found:
         client.api.remove_container(found[0]["Id"], force=True, v=True)
@@ -147,28 +179,49 @@ def _host(client: Any, name: str, image: str, index: int, address: str) -> None:
     host_config = api.create_host_config(
         cap_add=["ALL"], cap_drop=["SYS_RESOURCE"], cgroupns="host",
         security_opt=["seccomp=unconfined", "apparmor=unconfined"],
-        binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+        binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+               str(_socket_folder(name, index)): {"bind": "/lab-sock", "mode": "rw"}},
         tmpfs={"/var/lib/docker": "", "/run": ""})
     host_config.update(MaskedPaths=[], ReadonlyPaths=[])  # the CLI's --security-opt systempaths=unconfined
     networking = api.create_networking_config(
         {f"lab-cluster-{name}": api.create_endpoint_config(ipv4_address=address)})
     try:
         cid = api.create_container(
-            image, name=cname, hostname=f"h{index}", labels={LABEL: name, "lab.host": f"h{index}"},
-            command=["dockerd", "-H", f"tcp://0.0.0.0:{PORT}", "-H", "unix:///run/docker.sock", "--tls=false"],
-            host_config=host_config, networking_config=networking)["Id"]
+            image, name=cname, hostname=f"h{index}", labels={LABEL: name, "lab.host": f"h{index}", "lab.tls": mode},
+            command=_dockerd(tls is not None), host_config=host_config, networking_config=networking)["Id"]
+        if tls is not None:
+            files = certs.server(tls, f"h{index}", address)
+            folder = CERTS_IN_HOST.lstrip("/")  # (as ca.pem, cert.pem, key.pem: see _dockerd)
+            api.put_archive(cid, "/", tar_files([(f"{folder}/{p.name.split('-')[-1]}", p.read_bytes())
+                                                 for p in (files.ca, files.cert, files.key)]))
         api.start(cid)
     except Exception as e:  # noqa: BLE001
         raise api_error(f"start cluster host {cname}", e) from None
 
 
-def _wait(address: str) -> Any:
+def _dockerd(tls: bool) -> list[str]:
+    unix = ["-H", "unix:///run/docker.sock", "-H", "unix:///lab-sock/docker.sock"]
+    if not tls:
+        return ["dockerd", "-H", f"tcp://0.0.0.0:{PORT}", *unix, "--tls=false"]
+    return ["dockerd", "-H", f"tcp://0.0.0.0:{TLS_PORT}", *unix, "--tlsverify", "--tlscacert",
+            f"{CERTS_IN_HOST}/ca.pem", "--tlscert", f"{CERTS_IN_HOST}/cert.pem", "--tlskey", f"{CERTS_IN_HOST}/key.pem"]
+
+
+def _socket_folder(name: str, index: int) -> Path:
+    folder = SOCKETS / name / f"h{index}"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+def _wait(address: str, tls: Path | None) -> Any:
     """A client of the host's engine, once it answers (observed; bounded by START_DEADLINE)."""
     deadline = time.monotonic() + START_DEADLINE
-    endpoint = f"tcp://{address}:{PORT}"
+    endpoint = f"tcp://{address}:{TLS_PORT if tls else PORT}"
+    files = Tls(tls / "ca.pem", tls / "cert.pem", tls / "key.pem") if tls else None
+    config = Host("", endpoint, tls=files).client_tls()
     while True:
         try:
-            return remote(endpoint, timeout=5)
+            return remote(endpoint, timeout=5, tls=config)
         except BackendError as e:
             if time.monotonic() > deadline:
                 raise EnvironmentProblem(f"cluster host {endpoint} did not answer within "

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker.tls
-
 from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, uids
 from lab.backends.containers import images
 from lab.backends.containers.base import OUT, SOURCE, WORKERS, Box, ContainerBackend, container_name, exec_command
@@ -140,7 +138,7 @@ class SwarmBackend(ContainerBackend[_Box]):
 
     def _connect(self, engine: _Engine) -> None:
         h = engine.host
-        tls = tls_config(h)
+        tls = h.client_tls()
         try:
             engine.client = remote(h.endpoint, tls=tls, pool=WORKERS * 2)
             engine.probe = remote(h.endpoint, timeout=PROBE_TIMEOUT, tls=tls, pool=2)
@@ -404,7 +402,7 @@ class SwarmBackend(ContainerBackend[_Box]):
         unreachable: list[str] = []
         for h in cluster.hosts:
             try:
-                clients[h.name] = remote(h.endpoint, timeout=TEARDOWN_TIMEOUT, tls=tls_config(h))
+                clients[h.name] = remote(h.endpoint, timeout=TEARDOWN_TIMEOUT, tls=h.client_tls())
             except BackendError:
                 unreachable.append(h.name)
         try:
@@ -434,13 +432,6 @@ class SwarmBackend(ContainerBackend[_Box]):
         cluster = Cluster.from_json(json.loads(list(hosts)[-1]))
         host = next(h for h in cluster.hosts if h.name == placed[node.name])
         return exec_command(host.cli(), journal.lab_id, node, argv, interactive)
-
-
-def tls_config(host: Host) -> Any:
-    if host.tls is None:
-        return None
-    return docker.tls.TLSConfig(client_cert=(str(host.tls.cert), str(host.tls.key)), ca_cert=str(host.tls.ca),
-                                verify=True)
 
 
 def _append(path: Path, text: str) -> None:
