@@ -90,7 +90,7 @@ def main() -> int:
     else:
         tcp = spec.get("ready_tcp") if stdio else None
         code = supervise([str(a) for a in spec["argv"]], spec.get("stdin"),
-                         (lambda: _report(status, "ready")) if tcp else None, tcp,
+                         (lambda: _tell(shipper, status, "ready")) if tcp else None, tcp,
                          shipper.start if shipper is not None else None)
     if shipper is not None:
         shipper.finish()
@@ -159,14 +159,23 @@ def _wait_go(spec: dict[str, Any], stdio: bool) -> int | None:
 
 
 def _shipper(spec: dict[str, Any], status: int) -> Any:
-    """The node's files streamed on the status channel while it runs (lab/roles/shipper.py); a role
-    stopped by a signal sends the rest and its exit code before it leaves (common.LEAVING)."""
+    """The node's files streamed on the status channel while it runs (lab/roles/shipper.py), and
+    before each fact a role tells (common.BEFORE_TELLING); a role stopped by a signal sends the rest
+    and its exit code before it leaves (common.LEAVING)."""
     from lab.roles import common
     from lab.roles.shipper import Shipper, before_leaving
 
     shipper = Shipper(status, {"log": spec["log"], "jsonl": spec["transcript"]}, int(spec.get("ship", 0)))
+    common.BEFORE_TELLING.append(shipper.ship)
     common.LEAVING.append(before_leaving(shipper, lambda fact: _report(status, fact)))
     return shipper
+
+
+def _tell(shipper: Any, status: int, fact: str) -> None:
+    """A fact, after the node's files up to now (the lab never hears of readiness before the log)."""
+    if shipper is not None:
+        shipper.ship()
+    _report(status, fact)
 
 
 def _report(status: int, fact: str) -> None:

@@ -26,8 +26,10 @@ FACT_FILE_ENV = "LAB_FACT_FILE"  # containers: a path template, "{fact}" replace
 CONTROL_FD_ENV = "LAB_CONTROL_FD"  # from the lab: one word per line ("release")
 PREVIEW = 60  # characters of data shown in human-readable log lines
 DATA_LIMIT = 8 * 1024 * 1024  # bytes of sent/received data one transcript records (a flood is cut)
-# What a role leaving at once must do before it goes, given its exit code (the swarm agent: send the
-# rest of the node's files, then the code; see lab/roles/shipper.py). Empty elsewhere.
+# The swarm agent's (lab/roles/shipper.py; empty elsewhere): what is done before a fact is told (the
+# node's files sent up to now, so the lab never hears "ready" before the log that led to it), and what
+# a role leaving at once does before it goes, given its exit code (the rest of its files, then the code).
+BEFORE_TELLING: list[Callable[[], None]] = []
 LEAVING: list[Callable[[int], None]] = []
 
 
@@ -125,6 +127,8 @@ def tell_lab(fact: str) -> None:
     (a pipe on netns, the attach stream on swarm) or a file in the folder the lab shares (docker).
 
     The fd stays open for the next fact; the lab reads lines until the role exits."""
+    for before in BEFORE_TELLING:
+        before()
     _fact_file(fact, fact)
     fd_text = os.environ.get(STATUS_FD_ENV, "")
     if fd_text:

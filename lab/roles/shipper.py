@@ -7,7 +7,8 @@ gained since the last look goes out as status lines, `LAB-AGENT data FILE OFFSET
 write(2) no longer than PIPE_BUF: a role's own facts, written on the same stream by other threads,
 never land inside one. The lab writes each piece at its offset, so the copy it takes when the node
 ends (the whole file, from the engine) lands on the same bytes. A lost host loses at most the last
-SHIP_EVERY seconds of output.
+SHIP_EVERY seconds of output. Before each fact the node tells ("ready", "answered", its exit), what
+its files hold is sent first: the lab never hears of readiness before the log that led to it.
 """
 
 from __future__ import annotations

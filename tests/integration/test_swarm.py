@@ -63,6 +63,10 @@ def cluster(lab_image: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         assert done.returncode == 0, done.stdout + done.stderr
         endpoints = {line.split(":")[0].strip(): line.split('"')[1]
                      for line in file.read_text().splitlines() if "endpoint" in line}
+        # The hosts' links on this machine get their IPv6 link-local addresses after a duplicate
+        # check of a second or two: the first test's before-and-after view of the host must not see it.
+        until("the cluster's links settled", lambda: not subprocess.run(
+            ["ip", "-6", "-o", "addr", "show", "tentative"], capture_output=True, text=True).stdout.strip())
         yield SimCluster(file, endpoints)
     finally:
         down = lab("cluster", "down", "--name", TEST_CLUSTER, "--file", str(file), timeout=300)
@@ -309,6 +313,7 @@ def test_a_kept_lab_on_three_hosts_exec_logs_follow_check_and_down(cluster: SimC
              timeout=300)
     assert up.returncode == 0, up.stdout + up.stderr
     lab_id = next(ln.split()[1] for ln in up.stdout.splitlines() if " is up (swarm)" in ln)
+    assert all("LAB-READY" in (out / "nodes" / f"{n}.log").read_text() for n in "abc")  # sent before "ready"
     follow = subprocess.Popen([sys.executable, "-m", "lab", "logs", "-f", lab_id, "c"], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen: list[str] = []
@@ -360,3 +365,28 @@ def test_a_unix_socket_endpoint_works_as_the_readme_says(cluster: SimCluster, tm
     result = run(SimCluster(local, {"h1": f"unix://{socket}"}), EXAMPLES / "echo.yaml", tmp_path / "run")
     assert result.code == 0, result.stdout + result.stderr
     assert set(hosts_of(result).values()) == {"h1"}
+
+
+def test_the_lab_fixture_keeps_a_lab_on_the_cluster(cluster: SimCluster, tmp_path: Path) -> None:
+    """`pytest --lab-backend swarm --lab-cluster FILE`: the `lab` fixture's labs span the hosts."""
+    test = tmp_path / "test_on_cluster.py"
+    test.write_text(f"""
+import time
+
+def test_kept_on_three_hosts(lab):
+    kept = lab.up({str(HERE / "kept.yaml")!r})
+    assert "LAB-READY" in kept.log("c")  # heard of as ready: its log up to then is here
+    done = kept.exec("a", "sh", "-c", "printf 'from a\\\\r\\\\n' | nc -N c 9999")
+    assert done.returncode == 0 and done.stdout_bytes == b"from a\\r\\n", done.stderr
+    assert kept.exec("b", "hostname").stdout.strip() == "b"
+    deadline = time.monotonic() + 30  # c's log comes from h3 as it grows (a quarter of a second apart)
+    while "echoed 'from a" not in kept.log("c") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kept.check().assert_passed()
+    kept.down().assert_passed()
+    assert "echoed 'from a" in kept.log("c")
+""")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(test), "--basetemp",
+                           str(tmp_path / "tmp"), "--lab-backend", "swarm", "--lab-cluster", str(cluster.file)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
