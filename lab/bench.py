@@ -10,8 +10,10 @@ a fresh process, A B A B, and the medians are compared:
 - `rootless`: the netns backend run by an ordinary user (uid ROOTLESS_USER, its labs in a user
   namespace) against the same run by root; both sides run Debian's python3 and one copy of the lab
   that the user can read, so only who runs it differs;
-- and on docker, the engine's own floor (`Backend.floor`): the same containers, created, started
-  and removed, sleeping; lab's time above it is lab's own work.
+- `swarm`: the swarm backend on a simulated cluster of CLUSTER_HOSTS engines with TLS (made for the
+  bench on this machine, removed after it) against the docker backend on this machine's engine;
+- and on docker and swarm, the engines' own floor (`Backend.floor`): the same containers, created,
+  started and removed, sleeping; lab's time above it is lab's own work.
 lab's side is `python -m lab run` from the interpreter's start to its exit (plan, up, run, checks,
 reports, down), and its phases come from each run's report.json. Each side's peak memory is that of
 the process timed and of those it waited for (wait4). The figures go to bench.json and bench.svg.
@@ -20,6 +22,7 @@ the process timed and of those it waited for (wait4). The figures go to bench.js
 from __future__ import annotations
 
 import compileall
+import contextlib
 import os
 import platform
 import shutil
@@ -31,6 +34,7 @@ import sysconfig
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +80,8 @@ PAIRINGS = {
     "docker": Pairing("docker", "compose", "compose_echo.sh", ("docker-compose",),
                       "apt-get install docker-compose; bash build_peer_image.sh", floor=True),
 }
-DEFAULT_SIZES = {"netns": [10, 100, 300, 1000], "docker": [10, 50, 100], "rootless": [10, 100]}
+DEFAULT_SIZES = {"netns": [10, 100, 300, 1000], "docker": [10, 50, 100], "rootless": [10, 100], "swarm": [10, 50]}
+CLUSTER_HOSTS = 3
 DEFAULT_ROUNDS = 5
 RUN_LIMIT = 900.0  # s any one timed run may take: lab's own deadlines end a run far sooner
 PEER_LIMIT = 150.0  # s a peer's round may take: past it, it is stopped, cleaned, and not timed at larger sizes
@@ -132,9 +137,16 @@ def bench(sizes: list[int] | None = None, rounds: int = DEFAULT_ROUNDS, peers: s
     compile_bytecode()
     peer_dir = Path(peers) if peers else default_peers()
     points: list[Point] = []
-    for backend in backends or ["netns", "docker"]:
-        for n in sizes or DEFAULT_SIZES[backend]:
-            points += _rootless(n, rounds) if backend == "rootless" else _compare(backend, peer_dir, n, rounds, points)
+    with contextlib.ExitStack() as stack:
+        for backend in backends or ["netns", "docker"]:
+            if backend == "swarm":
+                cluster = stack.enter_context(_simulated_cluster())
+            for n in sizes or DEFAULT_SIZES[backend]:
+                if backend == "rootless":
+                    points += _rootless(n, rounds)
+                else:
+                    points += _swarm(cluster, n, rounds) if backend == "swarm" else \
+                        _compare(backend, peer_dir, n, rounds, points)
     print()
     print(table(points))
     write(folder, points, rounds, machine())
@@ -195,13 +207,13 @@ def _compare(backend: str, peer_dir: Path, n: int, rounds: int, before: list[Poi
     return [lab, peer, floor] if pairing.floor else [lab, peer]
 
 
-def floor(backend: str, scenario: str) -> int:
-    """`python -m lab.bench floor BACKEND SCENARIO`: the engine's floor for the scenario's plan
-    (`Backend.floor`), as a fresh process timed like lab's run: its interpreter, its imports and
+def floor(backend: str, scenario: str, cluster: str = "") -> int:
+    """`python -m lab.bench floor BACKEND SCENARIO [CLUSTER]`: the engine's floor for the scenario's
+    plan (`Backend.floor`), as a fresh process timed like lab's run: its interpreter, its imports and
     its client included, so that what lab takes above it is lab's own work. 1: no floor here."""
     plan = make_plan(load_scenario(scenario), 0)
     journal = Journal(state_dir(), new_lab_id())
-    backend_of = backends.create(backend, journal)
+    backend_of = backends.create(backend, journal, backends.Options(cluster=Path(cluster) if cluster else None))
     backend_of.check(plan)
     journal.open(backend=backend, scenario=scenario, run_dir=str(journal.folder / "out"), name=f"{plan.name}-floor",
                  kept=False)
@@ -332,5 +344,44 @@ def _rootless(n: int, rounds: int) -> list[Point]:
     return [user] + ([as_root] if root else [])
 
 
+@contextlib.contextmanager
+def _simulated_cluster() -> Iterator[Path]:
+    """A simulated cluster with TLS for the swarm rounds (`lab cluster up --tls`), removed after."""
+    with tempfile.TemporaryDirectory(prefix="lab-bench-cluster-") as tmp:
+        file = Path(tmp) / "cluster.yaml"
+        name = f"bench{os.getpid()}"
+        try:
+            backends.cluster_up(CLUSTER_HOSTS, name, file, tls=True)
+            yield file
+        finally:
+            backends.cluster_down(name, file)
+
+
+def _swarm(cluster: Path, n: int, rounds: int) -> list[Point]:
+    """The swarm backend on the cluster, the docker backend here, and the engines' floor, alternating."""
+    swarm, docker, floor_point = Point("swarm", "lab", n), Point("swarm", "docker", n), Point("swarm", FLOOR, n)
+    backends.load("docker").prepare()
+    with tempfile.TemporaryDirectory(prefix="lab-bench-") as tmp:
+        scenario = Path(tmp) / f"bench-{n}.yaml"
+        scenario.write_text(SCENARIO.format(n=n))
+        floor_argv = [sys.executable, "-m", "lab.bench", FLOOR, "swarm", str(scenario), str(cluster)]
+        timed(floor_argv)  # (untimed: the hosts get the node image now, as `lab images` is run before a bench)
+        for k in range(rounds):
+            for point, argv in ((swarm, ["--backend", "swarm", "--cluster", str(cluster), "--out", f"{tmp}/run-{k}"]),
+                                (docker, ["--backend", "docker", "--out", f"{tmp}/docker-{k}"])):
+                s = timed([sys.executable, "-m", "lab", "run", str(scenario), *argv, "-q"])
+                point.samples.append(s)
+                _say(point, k, s)
+            s = timed(floor_argv)
+            floor_point.samples.append(s)
+            _say(floor_point, k, s)
+        swarm.phases = phase_split([Path(f"{tmp}/run-{k}") for k in range(rounds)])
+        docker.phases = phase_split([Path(f"{tmp}/docker-{k}") for k in range(rounds)])
+    for point in (swarm, docker):
+        split = ", ".join(f"{name} {v:.2f}s" for name, v in point.phases.items())
+        print(f"  swarm  N={n:<4} {point.side}'s phases (median): {split}")
+    return [swarm, docker, floor_point]
+
+
 if __name__ == "__main__" and sys.argv[1:2] == [FLOOR]:
-    sys.exit(floor(*sys.argv[2:4]))
+    sys.exit(floor(*sys.argv[2:5]))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 FLOOR = "floor"  # the side that is the engine's own floor (Backend.floor): lab is measured above it
+SLOWER = ("rootless", "swarm")  # compared with lab itself elsewhere: shown as how many times slower
 
 
 @dataclass
@@ -157,7 +158,7 @@ def _ticks(low: float, high: float) -> list[float]:
 def table(points: list[Point]) -> str:
     """One row per backend, side and size: median (min-max) of the rounds, peak memory, and the
     ratio against lab on the same backend and size (a peer's time over lab's; for rootless, the
-    user's time over root's, so 1.05x means 5% slower)."""
+    user's time over root's, so 1.05x means 5% slower; for swarm, its time over the docker backend's)."""
     rows = [f"{'backend':<9} {'side':<9} {'N':>5}  {'median':>8}  {'min-max':>15}  {'peak RSS':>9}  {'vs lab':>8}"]
     labs = _labs(points)
     for p in points:
@@ -202,15 +203,16 @@ def _labs(points: list[Point]) -> dict[tuple[str, int], Point]:
 
 def _versus(lab: Point, p: Point) -> str:
     """`p` beside lab, as the tables show it: the peer's time over lab's ("" without both; a
-    stopped peer's is a lower bound: ">"); for rootless, the user's time over root's; for the
-    engine's floor, the seconds lab takes above it."""
+    stopped peer's is a lower bound: ">"); for rootless, the user's time over root's, and for swarm
+    its time over the docker backend's (both "how much slower"); for the engine's floor, the seconds
+    lab takes above it."""
     if p.side == FLOOR:
         extra = above(lab, p)
         return "" if extra is None else f"{extra:+.2f}s"
     r = ratio(lab, p)
     if r is None:
         return ""
-    return ("" if p.ok else ">") + f"{1 / r if p.backend == 'rootless' else r:.2f}x"
+    return ("" if p.ok else ">") + f"{1 / r if p.backend in SLOWER else r:.2f}x"
 
 
 def _cell(p: Point) -> str:

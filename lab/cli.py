@@ -118,7 +118,8 @@ def cmd_up(scenario: str, backend: str = "netns", out: str | None = None, quiet:
         print(row(("NODE", "ADDRESSES", "RUNS"), (16, 34, 28), "STATE"))
         for n in kept.status["nodes"]:
             addresses = ", ".join(f"{a} ({i})" for i, a in n["addresses"].items())
-            print(row((n["name"], addresses, n["runs"]), (16, 34, 28), n["state"]))
+            on = f" on {n['host']}" if n.get("host") else ""
+            print(row((n["name"], addresses, n["runs"]), (16, 34, 28), n["state"] + on))
     if kept.ok:
         if quiet < 2:
             print(f"lab {kept.id} is up ({kept.backend}): lab shell {kept.id} NODE | lab exec {kept.id} NODE -- CMD "

@@ -160,9 +160,10 @@ def _tools(sub: argparse._SubParsersAction) -> None:
                                                       "carry tls:)")
     b = _command(sub, "bench", "time lab against its peers (Mininet, docker compose) and rootless against root")
     b.add_argument("--sizes", default="", help="client counts (default: 10,100,300,1000 for netns, 10,50,100 "
-                                                "for docker, 10,100 for rootless)")
+                                                "for docker, 10,100 for rootless, 10,50 for swarm)")
     b.add_argument("--backends", default="netns,docker",
-                   help="netns, docker, rootless (netns run by uid 65534, against the same run by root)")
+                   help="netns, docker, rootless (netns run by uid 65534, against the same run by root), swarm "
+                        "(on a simulated 3-host cluster with TLS, made for the bench, against the docker backend)")
     b.add_argument("--rounds", type=int, default=5, help="runs per side and size (medians are compared; default 5)")
     b.add_argument("--peers", default=None, help="folder of the peer scripts (default ../shared/peers)")
     b.add_argument("--out", default=None, help="folder for bench.json and bench.svg (default runs/bench-STAMP)")

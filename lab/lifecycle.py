@@ -111,8 +111,9 @@ class StatusHolder:
         failures = [f"{s.plan.name}: {s.note}" for s in execution.states.values() if s.failed_start]
         if execution.timed_out:
             failures.append(f"not up within {execution.plan.timeout:g}s")
+        placed = execution.backend.placements()
         status = {"id": lab_id, "ok": not failures, "failures": failures, "backend": self.backend,
-                  "nodes": [_node_row(s) for s in execution.states.values()]}
+                  "nodes": [_node_row(s, placed.get(s.plan.name)) for s in execution.states.values()]}
         self.update(execution)
         try:
             os.write(self.fd, (json.dumps(status) + "\n").encode())
@@ -133,13 +134,13 @@ class StatusHolder:
             self.last = text
 
 
-def _node_row(s: Any) -> dict[str, Any]:
+def _node_row(s: Any, placed: backends.Placement | None) -> dict[str, Any]:
     n = s.plan
     runs = n.role or (" ".join(n.argv) if n.argv else "(host)")
     state = inventory.not_started(s.note) if s.blocked else (s.note or ("exited " + str(s.exit_code) if s.exited
                                                                       and n.runs_something else "up"))
     return {"name": n.name, "addresses": {i.name: str(i.address) for i in n.interfaces}, "runs": runs,
-            "state": state}
+            "state": state, "host": placed.host if placed else ""}
 
 
 def _node_status(s: Any, t0: float, placed: backends.Placement | None) -> dict[str, Any]:

@@ -43,16 +43,22 @@ if TYPE_CHECKING:
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STATUS = "LAB-AGENT"  # prefix of the agent's lines on a stdio channel
 ROUTED = "LAB_ROUTED"  # set across the agent's re-exec once its routes are in
+SPEC_ENV = "LAB_SPEC_JSON"  # the spec itself, when no file holds it
+SPEC_FILE = "/lab/ctl/spec.json"
 PR_CAPBSET_DROP, CAP_SETPCAP, CAP_NET_ADMIN = 24, 8, 12
 TCP_POLL = 0.01  # seconds between looks at a program's listening sockets (stdio channel)
 
 
 def main() -> int:
-    spec: dict[str, Any] = json.load(open(os.environ.get("LAB_SPEC", "/lab/ctl/spec.json")))
+    given = os.environ.get(SPEC_ENV, "")  # (swarm: a node with no files gets its spec this way)
+    spec: dict[str, Any] = json.loads(given) if given else json.load(open(os.environ.get("LAB_SPEC", SPEC_FILE)))
     if spec.get("routes") and not os.environ.pop(ROUTED, ""):
         return route_then_reexec(spec["routes"])
+    os.environ.pop(SPEC_ENV, None)  # (kept across the re-exec above; the node's programs need not see it)
     stdio = spec.get("channel") == "stdio"
     status = os.dup(1) if stdio else -1  # the lab reads this (the attach stream); the log takes 1, 2
+    if stdio:
+        os.makedirs(os.path.dirname(spec["log"]), exist_ok=True)
     log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)  # before anything of the node is imported or run: all it says is in its log
     os.dup2(log, 2)

@@ -342,7 +342,8 @@ class ContainerBackend(ABC, Generic[B]):
         return {n: self.boxes[n].code for n in nodes if n in self.boxes}
 
     def _terminate(self, box: B) -> bool:
-        """Send SIGTERM to the node's agent without the engine; False: only its engine can."""
+        """Send SIGTERM to the node's agent without waiting for its end (watched on its channel);
+        False: only the engine's `stop` can."""
         return False
 
     def _await_ends(self, boxes: list[B], seconds: float, stopping: list[str]) -> None:

@@ -9,8 +9,10 @@ on a network (a gateway and one per host) get a block of the subnet that no node
 
 Nothing is shared with a host but its engine's API: the node's spec (and files) are put into the
 container before it starts; the agent reports readiness and its exit code on the attach stream
-(remote.Channel); its log and transcript stream back on the same stream as they grow, and are
-copied whole when it ends (and by `lab clean`, for a lab that died), onto the same bytes.
+(remote.Channel); its log and transcript stream back on the same stream as they grow, all of
+both before its exit code. A node that ends without saying it (killed) has both copied whole from
+its container, onto the same bytes (as `lab clean` does for a lab that died). A node with no files
+gets its spec in its environment: one engine call (and one untar in the engine) the fewer.
 
 Every container and network carries the label lab.id; teardown and `lab clean` remove by that
 label on every host of the cluster recorded in the journal (overlay.py). A host that stops
@@ -22,7 +24,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,9 @@ from typing import Any
 from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, uids
 from lab.backends.containers import images
 from lab.backends.containers.base import OUT, SOURCE, WORKERS, Box, ContainerBackend, container_name, exec_command
-from lab.backends.containers.cluster import Cluster, Host, load_cluster, place
+from lab.backends.containers.cluster import Cluster, load_cluster, place
 from lab.backends.containers.engine import api_error, connect, remote
+from lab.backends.containers.hosts import PROBE_EVERY, Engine, Engines
 from lab.backends.containers.overlay import (
     TEARDOWN_TIMEOUT,
     Block,
@@ -44,7 +46,6 @@ from lab.backends.containers.overlay import (
 )
 from lab.backends.containers.remote import (
     Channel,
-    clock_offset,
     extract,
     open_channel,
     ship_image,
@@ -53,7 +54,7 @@ from lab.backends.containers.remote import (
 )
 from lab.errors import BackendError, EnvironmentProblem, LabError, UnknownLab
 from lab.journal import Journal
-from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, start_order
 from lab.rundir import MAX_OUTPUT, RunDir
 
 # Starting a container on an overlay network asks the manager for an attachment; the manager
@@ -61,21 +62,8 @@ from lab.rundir import MAX_OUTPUT, RunDir
 # once, on a busy machine the last in the manager's queue ran out of time ("attaching to network
 # failed ... context deadline exceeded"); a few at a time, each waits only for its own.
 ATTACHING = 4
-PROBE_EVERY = 1.0  # seconds between liveness probes of each host during a run
-PROBE_TIMEOUT = 3.0  # a host that does not answer a ping within this is gone
+SPEC_ENV = "LAB_SPEC_JSON"  # the agent's spec, for a node whose container gets no files (lab.roles.agent)
 PLACED = "placed"  # journal entries: [node, host] (what `lab exec` needs to reach a node)
-
-
-@dataclass
-class _Engine:
-    host: Host
-    client: Any = None
-    probe: Any = None  # a client with a short timeout, for liveness
-    offset: float = 0.0
-    uncertainty: float = 0.0
-    lost: str = ""  # why the host is taken as gone ("" while it answers)
-    probing: Future[None] | None = None
-    last_probe: float = 0.0
 
 
 @dataclass
@@ -94,9 +82,8 @@ class SwarmBackend(ContainerBackend[_Box]):
                                      "`lab cluster up` writes one for a simulated cluster; README: real hosts)")
         super().__init__(journal, options)
         self.cluster: Cluster = load_cluster(options.cluster)
-        self.engines: dict[str, _Engine] = {h.name: _Engine(h) for h in self.cluster.hosts}
+        self.engines = Engines(self.cluster)
         self.placement: dict[str, str] = {}
-        self.probes = ThreadPoolExecutor(len(self.engines), thread_name_prefix="lab-probe")
         self.missing: dict[str, list[str]] = {}  # image -> hosts to send it to (found by check)
         self.blocks: dict[str, Block] = {}
         self.attaching = threading.BoundedSemaphore(ATTACHING)
@@ -104,18 +91,18 @@ class SwarmBackend(ContainerBackend[_Box]):
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
         self.placement = place(plan, self.cluster)  # an unknown `host:` is the scenario's error (exit 2)
+        self.engines.placement = self.placement
         try:
             self._check(plan)
         except Exception as e:
-            self._close_clients()
+            self.engines.close()
             if isinstance(e, LabError):
                 raise
             raise EnvironmentProblem(f"swarm: cannot use the cluster {self.cluster.path}: {e}") from None
 
     def _check(self, plan: Plan) -> None:
         used = {self.cluster.manager.name, *self.placement.values()}
-        with ThreadPoolExecutor(len(used)) as pool:
-            list(pool.map(self._connect, [self.engines[h] for h in sorted(used)]))
+        self.engines.connect(used, pool=WORKERS * 2)
         manager = self.engines[self.cluster.manager.name]
         swarm = manager.client.info().get("Swarm") or {}
         if not swarm.get("ControlAvailable"):
@@ -135,16 +122,6 @@ class SwarmBackend(ContainerBackend[_Box]):
                                          "(a gateway and one per host); use a larger subnet")
             self.blocks[net.name] = block
         self._check_images(plan)
-
-    def _connect(self, engine: _Engine) -> None:
-        h = engine.host
-        tls = h.client_tls()
-        try:
-            engine.client = remote(h.endpoint, tls=tls, pool=WORKERS * 2)
-            engine.probe = remote(h.endpoint, timeout=PROBE_TIMEOUT, tls=tls, pool=2)
-        except BackendError as e:
-            raise EnvironmentProblem(f"host {h.name}: {e}") from None
-        engine.offset, engine.uncertainty = clock_offset(engine.client)
 
     def _check_images(self, plan: Plan) -> None:
         """Every image a host needs is there, or is sent from the local engine in `up`."""
@@ -186,6 +163,24 @@ class SwarmBackend(ContainerBackend[_Box]):
     # -- topology ----------------------------------------------------------------------------
     def up(self, plan: Plan, rundir: RunDir) -> None:
         self.rundir = rundir
+        self._topology(plan)
+        self._launch(plan)
+
+    def floor(self, plan: Plan) -> bool:
+        """The engines' own floor (for `lab bench`): the plan's networks, and every node's container
+        created on its host and started, in start order, as many at once as the lab does, with the
+        lab's options but sleeping; then all removed by label, as `down` does. The journal marks
+        them: a floor killed midway is cleaned like a lab (`lab clean`)."""
+        self._topology(plan)
+        try:
+            with ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(lambda name: self._bring_up(plan, self.boxes[name], sleeping=True), start_order(plan)))
+        finally:
+            self._remove()
+        return True
+
+    def _topology(self, plan: Plan) -> None:
+        """The lab's marks in the journal, its uids, its networks, and the image on every host."""
         used = {self.cluster.manager.name, *self.placement.values()}  # what `lab clean` must reach
         in_use = Cluster(self.cluster.path, tuple(h for h in self.cluster.hosts if h.name in used))
         self.journal.record_many("cluster", [json.dumps(in_use.to_json())])
@@ -202,13 +197,18 @@ class SwarmBackend(ContainerBackend[_Box]):
                     ship_image(local, tag, {h: self.engines[h].client for h in hosts})
             finally:
                 local.close()
-        self._launch(plan)
 
-    def _bring_up(self, plan: Plan, box: _Box) -> None:
+    def _bring_up(self, plan: Plan, box: _Box, sleeping: bool = False) -> None:
         node, api = box.node, self.engines[box.host].client.api
         first, *rest = node.interfaces
         nets = {i.network: network_name(self.journal.lab_id, i.network) for i in node.interfaces}
         container, host = self._container(plan, node, ("NET_ADMIN", "SETPCAP") if node.routes else (), as_root=True)
+        spec = self._spec(node)
+        files = None if sleeping else self._files(node, spec)
+        if files is None:  # nothing but the spec to send: in the environment, one engine call the fewer
+            container["environment"][SPEC_ENV] = json.dumps(spec)
+        if sleeping:  # (the floor: the same container, its program `sleep`)
+            container["entrypoint"] = ["sleep", "infinity"]
         try:  # (a user's image: the role programs come in _files)
             host_config = api.create_host_config(network_mode=nets[first.network],
                                                  sysctls={"net.ipv4.ip_forward": "1" if node.forwarding else "0"},
@@ -221,20 +221,28 @@ class SwarmBackend(ContainerBackend[_Box]):
             box.id = api.create_container_from_config(config, box.name)["Id"]
             for i in rest:
                 api.connect_container_to_network(box.id, nets[i.network], ipv4_address=str(i.address.ip))
-            api.put_archive(box.id, "/", self._files(node))
-            box.channel = open_channel(api, box.id)
+            if files is not None:
+                api.put_archive(box.id, "/", files)
+            box.channel = None if sleeping else open_channel(api, box.id)
             with self.attaching:
                 api.start(box.id)
         except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
             raise api_error(f"start container for {node.name} on host {box.host}", e) from None
 
-    def _files(self, node: NodePlan) -> bytes:
+    def _spec(self, node: NodePlan) -> dict[str, Any]:
         spec = {"channel": "stdio", "uid": self.uids[node.name], "ship": MAX_OUTPUT, **self._agent_spec(node)}
         if node.argv and node.ready.kind == TCP:
             spec.update(ready_tcp=node.ready.port)
         if node.routes:
             spec.update(routes=[[str(r.to), str(r.via)] for r in node.routes])
-        files = [("lab/ctl/spec.json", json.dumps(spec).encode()), (f"lab/out/{node.name}.log", b"")]
+        return spec
+
+    def _files(self, node: NodePlan, spec: dict[str, Any]) -> bytes | None:
+        """What goes into the container before it starts (None: nothing beyond the spec): the node's
+        files, and the role programs for a user's image."""
+        if node.cwd is None and not node.image:
+            return None
+        files = [("lab/ctl/spec.json", json.dumps(spec).encode())]
         if node.image:
             files += [(f"opt/lab/{name}", data) for name, data in images.payload()]
         if node.cwd is None:
@@ -251,7 +259,7 @@ class SwarmBackend(ContainerBackend[_Box]):
 
     def _raise_failed(self) -> None:
         super()._raise_failed()
-        self._probe_hosts()
+        self.engines.probe()
 
     def _send(self, box: _Box, data: bytes) -> None:
         if box.channel is not None and not box.channel.closed:
@@ -281,6 +289,15 @@ class SwarmBackend(ContainerBackend[_Box]):
             events += self._reap([b])
         return events
 
+    def _terminate(self, b: _Box) -> bool:
+        """SIGTERM to the node's agent by the engine's `kill`, which returns at once (its `stop`
+        waits for the end): the agent says its exit code on its stream, where the lab watches it end."""
+        try:
+            self.engines[b.host].client.api.kill(b.id, signal="SIGTERM")
+        except Exception:  # noqa: BLE001 - ended already, or the host is gone: the engine's word follows
+            return False
+        return True
+
     def _unwatch(self, b: _Box) -> None:
         if b.channel is not None:
             self.selector.unregister(b.channel)
@@ -296,93 +313,52 @@ class SwarmBackend(ContainerBackend[_Box]):
         return int(self.engines[b.host].client.api.wait(b.id, timeout=10)["StatusCode"])
 
     def _collect(self, b: _Box) -> None:
-        """Copy the node's log and transcript into the run folder (once), then its own output."""
+        """Copy the node's log and transcript into the run folder (once), then its own output. A node
+        whose agent told its exit code sent all of both before it (lab/roles/shipper.py): nothing to copy."""
         if b.collected or not b.id or self.rundir is None:
             return
         b.collected = True
         engine = self.engines[b.host]
-        wanted = {f"{b.node.name}.log": self.rundir.log(b.node.name),
-                  f"{b.node.name}.jsonl": self.rundir.transcript(b.node.name)}
         if engine.lost:
             _append(self.rundir.log(b.node.name), f"lab: host {b.host} went away ({engine.lost}); this node's "
                                                    "output since the last piece streamed is lost with it\n")
             return
+        if b.told is None:
+            self._copy_files(b, engine)
+        if b.channel is not None and b.channel.output.strip():
+            _append(self.rundir.log(b.node.name),
+                    f"--- container output ({b.name} on {b.host}) ---\n{b.channel.output.decode(errors='replace')}")
+
+    def _copy_files(self, b: _Box, engine: Engine) -> None:
+        assert self.rundir is not None
+        wanted = {f"{b.node.name}.log": self.rundir.log(b.node.name),
+                  f"{b.node.name}.jsonl": self.rundir.transcript(b.node.name)}
         try:
             stream, _ = engine.client.api.get_archive(b.id, OUT)
             extract(stream, wanted, MAX_OUTPUT)
         except Exception as e:  # noqa: BLE001 - said in the log, which is what a user reads
             _append(self.rundir.log(b.node.name), f"lab: could not copy this node's files from host {b.host}: {e}\n")
-        if b.channel is not None and b.channel.output.strip():
-            _append(self.rundir.log(b.node.name),
-                    f"--- container output ({b.name} on {b.host}) ---\n{b.channel.output.decode(errors='replace')}")
-
-    # -- hosts -------------------------------------------------------------------------------
-    def _probe_hosts(self) -> None:
-        """Ask every host in use whether it is still there (in the background, once a second)."""
-        now = time.monotonic()
-        for name in sorted(set(self.placement.values())):
-            e = self.engines[name]
-            if e.probing is not None and e.probing.done():
-                error = e.probing.exception()
-                e.probing = None
-                if error is not None:
-                    e.lost = f"no answer to a ping within {PROBE_TIMEOUT:.0f}s: {str(error)[:120]}"
-                    raise self._lost_error(name)
-            elif e.probing is not None and now - e.last_probe > PROBE_TIMEOUT + 2:
-                e.lost = f"no answer to a ping within {PROBE_TIMEOUT + 2:.0f}s"
-                raise self._lost_error(name)
-            if e.probing is None and now - e.last_probe >= PROBE_EVERY and not e.lost:
-                e.last_probe = now
-                e.probing = self.probes.submit(e.probe.ping)
 
     def _lost(self, box: _Box) -> BackendError | None:
-        return self._lost_now(box.host)
+        return self.engines.lost_now(box.host)
 
-    def _lost_now(self, host: str) -> BackendError | None:
-        """If `host` is gone (a quick ping fails), the error that says so; else None."""
-        e = self.engines[host]
-        if not e.lost:
-            try:
-                e.probe.ping()
-                return None
-            except Exception as error:  # noqa: BLE001
-                e.lost = str(error)[:120]
-        return self._lost_error(host)
-
-    def _lost_error(self, host: str) -> BackendError:
-        e = self.engines[host]
-        nodes = [n for n, h in self.placement.items() if h == host]
-        shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
-        return BackendError(f"host {host} ({e.host.endpoint}) went away during the run ({e.lost}); "
-                            f"its node(s) {shown} were lost")
-
-    def _close_clients(self) -> None:
-        for e in self.engines.values():
-            for client in (e.client, e.probe):
-                if client is not None:
-                    client.close()
 
     # -- teardown ----------------------------------------------------------------------------
     def down(self) -> None:
         self.closing = True
-        in_use = [n for n, e in self.engines.items() if e.client is not None and not e.lost]
-        if in_use:  # a host that hangs now is skipped, not waited on call after call
-            with ThreadPoolExecutor(len(in_use)) as pool:
-                list(pool.map(self._lost_now, in_use))
+        self.engines.check_all()  # a host that hangs now is skipped, not waited on call after call
         super().down()
 
     def _remove(self) -> None:
         for b in self.boxes.values():
             if b.channel is not None:
                 b.channel.close()
-        self.probes.shutdown(wait=False, cancel_futures=True)
-        lost = {n: e.lost for n, e in self.engines.items() if e.lost}
+        self.engines.stop_probing()
+        lost = self.engines.lost()
         try:
-            _, left = remove_lab(self.cluster, self.journal.lab_id, {n: e.client for n, e in self.engines.items()
-                                                                  if e.client is not None and not e.lost},
-                                 wait=not lost)
+            _, left = remove_lab(self.cluster, self.journal.lab_id, self.engines.clients(), wait=not lost)
         finally:
-            self._close_clients()
+            self.engines.close()
         if lost:  # kept in the journal: `lab clean` finishes once the host answers again
             held = f" (and network(s) {', '.join(left)}, which its containers still hold)" if left else ""
             raise BackendError(f"host(s) {', '.join(lost)} unreachable: what the lab has there{held} is "
