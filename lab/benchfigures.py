@@ -185,7 +185,7 @@ def write(folder: Path, points: list[Point], rounds: int, machine: dict[str, str
 def markdown(points: list[Point], machine: dict[str, str]) -> str:
     """The figures as the README shows them: one row per backend and size, lab against each peer."""
     rows = ["| backend | N | lab: median (min-max) | peak RSS | peer | peer: median (min-max) | lab's speed-up "
-            "(floor: lab's time above it) |",
+            "(rootless, swarm: how many times slower; floor: lab's time above it) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     labs = _labs(points)
     for p in points:

@@ -15,8 +15,9 @@ On a remote host (swarm backend) there is no shared folder: with `"channel": "st
 reads "go" from its stdin and reports on its stdout (the container's attach stream), one line per
 fact: `LAB-AGENT ready`, `LAB-AGENT exit N`. The node's own output goes to its log file in the
 container; the log and the transcript are streamed to the lab as they grow (`LAB-AGENT data ...`,
-lab/roles/shipper.py), and copied whole once the node ends. EOF on stdin before "go" means the lab went away. TCP
-readiness of a program (`ready_tcp`) is observed here, from /proc, as the lab does locally.
+lab/roles/shipper.py), all of both before each fact and before the exit code. EOF on stdin before
+"go" means the lab went away. TCP readiness of a program (`ready_tcp`) is observed here, from
+/proc, as the lab does locally. A node with no files gets its spec in $LAB_SPEC_JSON.
 
 Before it waits for "go", the agent copies the node's original files (`source`, read-only) into
 its own writable folder (`cwd`, a size-bounded tmpfs). A container started as root (swarm: see
