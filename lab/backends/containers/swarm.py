@@ -55,6 +55,7 @@ from lab.backends.containers.remote import (
 from lab.errors import BackendError, EnvironmentProblem, LabError, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, start_order
+from lab.roles.agent import SPEC_ENV
 from lab.rundir import MAX_OUTPUT, RunDir
 
 # Starting a container on an overlay network asks the manager for an attachment; the manager
@@ -62,7 +63,6 @@ from lab.rundir import MAX_OUTPUT, RunDir
 # once, on a busy machine the last in the manager's queue ran out of time ("attaching to network
 # failed ... context deadline exceeded"); a few at a time, each waits only for its own.
 ATTACHING = 4
-SPEC_ENV = "LAB_SPEC_JSON"  # the agent's spec, for a node whose container gets no files (lab.roles.agent)
 PLACED = "placed"  # journal entries: [node, host] (what `lab exec` needs to reach a node)
 
 
