@@ -142,3 +142,19 @@ def test_a_command_that_cannot_start_exits_127_and_says_why(tmp_path: Path, monk
     monkeypatch.setattr(backends, "of", lambda journal: Missing)
     done = backends.run_in(Journal(tmp_path, "x"), backends.NodeRef("n", None, False), ["prog"], capture=True)
     assert done.returncode == 127 and done.stderr.startswith("lab: n: prog: ")
+
+
+def test_a_swarm_node_s_spec_goes_in_its_environment_only_when_short(tmp_path: Path) -> None:
+    """One environment string is at most 128 KiB (MAX_ARG_STRLEN): a longer spec (large pages or
+    scripted input in a role's parameters) goes into the container as a file, as the node's files do."""
+    from lab.backends.containers.swarm import SPEC_IN_ENV, SwarmBackend
+    from lab.plan import make_plan
+    from lab.scenario import load_scenario
+
+    (tmp_path / "cluster.yaml").write_text('hosts:\n  h1: {endpoint: "tcp://10.9.0.11:2375", manager: true}\n')
+    swarm = SwarmBackend(Journal(tmp_path / "state", "x"), backends.Options(cluster=tmp_path / "cluster.yaml"))
+    server = make_plan(load_scenario(Path(__file__).parents[2] / "scenarios" / "echo.yaml")).node("server")
+    assert server.cwd is None and not server.image
+    assert swarm._files(server, {"role": "echo-server", "params": {"port": 9999}}) is None
+    archive = swarm._files(server, {"role": "echo-server", "params": {"page": "x" * SPEC_IN_ENV}})
+    assert archive is not None and b"lab/ctl/spec.json" in archive

@@ -63,6 +63,7 @@ from lab.rundir import MAX_OUTPUT, RunDir
 # once, on a busy machine the last in the manager's queue ran out of time ("attaching to network
 # failed ... context deadline exceeded"); a few at a time, each waits only for its own.
 ATTACHING = 4
+SPEC_IN_ENV = 64 * 1024  # bytes of spec given in the environment (one string may be 128 KiB: MAX_ARG_STRLEN)
 PLACED = "placed"  # journal entries: [node, host] (what `lab exec` needs to reach a node)
 
 
@@ -205,7 +206,7 @@ class SwarmBackend(ContainerBackend[_Box]):
         container, host = self._container(plan, node, ("NET_ADMIN", "SETPCAP") if node.routes else (), as_root=True)
         spec = self._spec(node)
         files = None if sleeping else self._files(node, spec)
-        if files is None:  # nothing but the spec to send: in the environment, one engine call the fewer
+        if files is None and not sleeping:  # only the spec to send: in the environment, one engine call the fewer
             container["environment"][SPEC_ENV] = json.dumps(spec)
         if sleeping:  # (the floor: the same container, its program `sleep`)
             container["entrypoint"] = ["sleep", "infinity"]
@@ -238,9 +239,11 @@ class SwarmBackend(ContainerBackend[_Box]):
         return spec
 
     def _files(self, node: NodePlan, spec: dict[str, Any]) -> bytes | None:
-        """What goes into the container before it starts (None: nothing beyond the spec): the node's
-        files, and the role programs for a user's image."""
-        if node.cwd is None and not node.image:
+        """What goes into the container before it starts (None: nothing beyond the spec, which then
+        goes in its environment): the node's files, the role programs for a user's image, and a
+        spec too long for one environment string (the kernel takes 128 KiB at most: large pages
+        or scripted input in a role's parameters)."""
+        if node.cwd is None and not node.image and len(json.dumps(spec)) <= SPEC_IN_ENV:
             return None
         files = [("lab/ctl/spec.json", json.dumps(spec).encode())]
         if node.image:
