@@ -104,6 +104,7 @@ class StatusHolder:
     def __init__(self, fd: int, backend: str):
         self.fd, self.backend = fd, backend
         self.journal_folder: Path | None = None
+        self.placed: dict[str, backends.Placement] = {}  # where each node runs (known once up)
         self.last = ""
 
     def up(self, lab_id: str, execution: Execution) -> None:
@@ -111,9 +112,9 @@ class StatusHolder:
         failures = [f"{s.plan.name}: {s.note}" for s in execution.states.values() if s.failed_start]
         if execution.timed_out:
             failures.append(f"not up within {execution.plan.timeout:g}s")
-        placed = execution.backend.placements()
+        self.placed = execution.backend.placements()
         status = {"id": lab_id, "ok": not failures, "failures": failures, "backend": self.backend,
-                  "nodes": [_node_row(s, placed.get(s.plan.name)) for s in execution.states.values()]}
+                  "nodes": [_node_row(s, self.placed.get(s.plan.name)) for s in execution.states.values()]}
         self.update(execution)
         try:
             os.write(self.fd, (json.dumps(status) + "\n").encode())
@@ -124,8 +125,7 @@ class StatusHolder:
     def update(self, execution: Execution) -> None:
         if self.journal_folder is None:
             return
-        placed = execution.backend.placements()  # (a multi-host backend: where each node runs)
-        text = json.dumps({s.plan.name: _node_status(s, execution.t0, placed.get(s.plan.name))
+        text = json.dumps({s.plan.name: _node_status(s, execution.t0, self.placed.get(s.plan.name))
                            for s in execution.states.values()})
         if text != self.last and self.journal_folder.exists():
             tmp = self.journal_folder / "status.json.tmp"

@@ -155,6 +155,6 @@ def test_a_swarm_node_s_spec_goes_in_its_environment_only_when_short(tmp_path: P
     swarm = SwarmBackend(Journal(tmp_path / "state", "x"), backends.Options(cluster=tmp_path / "cluster.yaml"))
     server = make_plan(load_scenario(Path(__file__).parents[2] / "scenarios" / "echo.yaml")).node("server")
     assert server.cwd is None and not server.image
-    assert swarm._files(server, {"role": "echo-server", "params": {"port": 9999}}) is None
-    archive = swarm._files(server, {"role": "echo-server", "params": {"page": "x" * SPEC_IN_ENV}})
+    assert swarm._files(server, json.dumps({"role": "echo-server", "params": {"port": 9999}})) is None
+    archive = swarm._files(server, json.dumps({"role": "echo-server", "params": {"page": "x" * SPEC_IN_ENV}}))
     assert archive is not None and b"lab/ctl/spec.json" in archive

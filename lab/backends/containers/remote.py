@@ -170,7 +170,10 @@ def store(rundir: RunDir, node: str, fact: str) -> None:
     if piece is None or piece[0] not in STREAMED:
         return
     name, offset, data = piece
-    path = rundir.log(node) if name == "log" else rundir.transcript(node)
+    _write_at(rundir.log(node) if name == "log" else rundir.transcript(node), data, offset)
+
+
+def _write_at(path: Path, data: bytes, offset: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         os.pwrite(fd, data, offset)
@@ -192,11 +195,7 @@ def extract(stream: Iterable[bytes], wanted: dict[str, Path], limit: int) -> lis
             source = tar.extractfile(member)
             if source is None:
                 continue
-            fd = os.open(wanted[base], os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                os.pwrite(fd, source.read(limit), 0)
-            finally:
-                os.close(fd)
+            _write_at(wanted[base], source.read(limit), 0)
             written.append(base)
     return written
 

@@ -64,6 +64,7 @@ from lab.rundir import MAX_OUTPUT, RunDir
 # failed ... context deadline exceeded"); a few at a time, each waits only for its own.
 ATTACHING = 4
 SPEC_IN_ENV = 64 * 1024  # bytes of spec given in the environment (one string may be 128 KiB: MAX_ARG_STRLEN)
+CLUSTER = "cluster"  # journal entry: the hosts in use (what `lab clean` and `lab exec` reach)
 PLACED = "placed"  # journal entries: [node, host] (what `lab exec` needs to reach a node)
 
 
@@ -184,7 +185,7 @@ class SwarmBackend(ContainerBackend[_Box]):
         """The lab's marks in the journal, its uids, its networks, and the image on every host."""
         used = {self.cluster.manager.name, *self.placement.values()}  # what `lab clean` must reach
         in_use = Cluster(self.cluster.path, tuple(h for h in self.cluster.hosts if h.name in used))
-        self.journal.record_many("cluster", [json.dumps(in_use.to_json())])
+        self.journal.record_many(CLUSTER, [json.dumps(in_use.to_json())])
         self.journal.record_many(PLACED, [json.dumps([n, h]) for n, h in self.placement.items()])  # for exec
         self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name), host=self.placement[n.name])
                       for n in plan.nodes}
@@ -204,10 +205,10 @@ class SwarmBackend(ContainerBackend[_Box]):
         first, *rest = node.interfaces
         nets = {i.network: network_name(self.journal.lab_id, i.network) for i in node.interfaces}
         container, host = self._container(plan, node, ("NET_ADMIN", "SETPCAP") if node.routes else (), as_root=True)
-        spec = self._spec(node)
+        spec = json.dumps(self._spec(node))
         files = None if sleeping else self._files(node, spec)
         if files is None and not sleeping:  # only the spec to send: in the environment, one engine call the fewer
-            container["environment"][SPEC_ENV] = json.dumps(spec)
+            container["environment"][SPEC_ENV] = spec
         if sleeping:  # (the floor: the same container, its program `sleep`)
             container["entrypoint"] = ["sleep", "infinity"]
         try:  # (a user's image: the role programs come in _files)
@@ -238,14 +239,14 @@ class SwarmBackend(ContainerBackend[_Box]):
             spec.update(routes=[[str(r.to), str(r.via)] for r in node.routes])
         return spec
 
-    def _files(self, node: NodePlan, spec: dict[str, Any]) -> bytes | None:
+    def _files(self, node: NodePlan, spec: str) -> bytes | None:
         """What goes into the container before it starts (None: nothing beyond the spec, which then
         goes in its environment): the node's files, the role programs for a user's image, and a
         spec too long for one environment string (the kernel takes 128 KiB at most: large pages
         or scripted input in a role's parameters)."""
-        if node.cwd is None and not node.image and len(json.dumps(spec)) <= SPEC_IN_ENV:
+        if node.cwd is None and not node.image and len(spec) <= SPEC_IN_ENV:
             return None
-        files = [("lab/ctl/spec.json", json.dumps(spec).encode())]
+        files = [("lab/ctl/spec.json", spec.encode())]
         if node.image:
             files += [(f"opt/lab/{name}", data) for name, data in images.payload()]
         if node.cwd is None:
@@ -371,12 +372,11 @@ class SwarmBackend(ContainerBackend[_Box]):
 
     @classmethod
     def clean(cls, journal: Journal) -> list[str]:
-        recorded = [e["name"] for e in journal.entries() if e.get("kind") == "cluster"]
-        if not recorded:  # nothing was created
+        cluster = _recorded_cluster(journal.entries())
+        if cluster is None:  # nothing was created
             uids.release(journal)
             journal.close()
             return []
-        cluster = Cluster.from_json(json.loads(recorded[-1]))
         clients: dict[str, Any] = {}
         unreachable: list[str] = []
         for h in cluster.hosts:
@@ -404,13 +404,18 @@ class SwarmBackend(ContainerBackend[_Box]):
     def command(cls, journal: Journal, node: NodeRef, argv: list[str], interactive: bool) -> Command:
         """`docker -H HOST [--tlsverify ...] exec` on the host the node runs on (from the journal)."""
         entries = journal.entries()
-        hosts = {e["name"]: e for e in entries if e.get("kind") == "cluster"}
+        cluster = _recorded_cluster(entries)
         placed = dict(json.loads(e["name"]) for e in entries if e.get("kind") == PLACED)
-        if not hosts or node.name not in placed:
+        if cluster is None or node.name not in placed:
             raise UnknownLab(f"node {node.name!r} of lab {journal.lab_id} has no container yet")
-        cluster = Cluster.from_json(json.loads(list(hosts)[-1]))
         host = next(h for h in cluster.hosts if h.name == placed[node.name])
         return exec_command(host.cli(), journal.lab_id, node, argv, interactive)
+
+
+def _recorded_cluster(entries: list[dict[str, Any]]) -> Cluster | None:
+    """The hosts a lab used, as its journal recorded them in `up` (None: it made nothing)."""
+    recorded = [e["name"] for e in entries if e.get("kind") == CLUSTER]
+    return Cluster.from_json(json.loads(recorded[-1])) if recorded else None
 
 
 def _append(path: Path, text: str) -> None:
