@@ -105,7 +105,9 @@ def grade(scenario_path: str, submissions: str, node: str, jobs: int = 4, out: s
         g = _one(scenario, graded, expect, entries[name], root, (backend, [Path(submissions).absolute(), root]),
                  batch, _submission_seed(seed, name))
         with batch.lock:  # as each finishes: a batch cut short keeps it (not one its stop cut short)
-            if batch.stopping:
+            # A lab that died of the stop signal itself was caught by the terminal's Ctrl-C between
+            # its fork and its own session (the batch hears of that Ctrl-C later): not a grade.
+            if batch.stopping or g.exit_code in (-signal.SIGINT, -signal.SIGTERM):
                 return None
             _record(root, [g])
         progress(f"  {g.name:<20} {g.score:g}/{g.max:g}" + (f"  ({g.note})" if g.note else ""))
