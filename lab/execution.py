@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Backend, Event
 from lab.barrier import Barrier
-from lab.plan import STARTED, TCP, NodePlan, Plan
+from lab.plan import STARTED, TCP, NodePlan, Plan, StepPlan
+from lab.schedule import NODE_STEPS, Fired, Schedule
 from lab.signals import exit_words
 
 Progress = Callable[[str], None]
@@ -39,6 +40,8 @@ class NodeState:
     killed_at_deadline: bool = False
     launching: bool = False  # asked to start, waiting for its host to exist
     launched_at: float | None = None  # when its deferred host came to exist (LAUNCHED), if it was deferred
+    paused: StepPlan | None = None  # the timeline's step that paused it, until one resumes it
+    restarts: int = 0  # times the timeline restarted it
     cause: str = ""  # why it ended, when a limit ended it (the backend's word)
     note: str = ""
 
@@ -64,12 +67,14 @@ class Execution:
     launched: int = 0  # nodes whose deferred host came to exist (container backends): progress k/N
     began: float | None = None  # when the lab began coming up (monotonic): "N node(s) up in" counts from it
     all_up: bool = False  # said once: every node that can start has its host and its program started
+    schedule: Schedule = field(init=False)  # the fault timeline (lab/schedule.py)
     barrier: Barrier = field(init=False)  # clients of `concurrent` expectations, held until released
     clock_margin: float = field(init=False)  # s a group's release waits (see lab/barrier.py)
 
     def __post_init__(self) -> None:
         self.states = {n.name: NodeState(n) for n in self.plan.nodes}
         self.barrier = Barrier(self.plan)
+        self.schedule = Schedule(self.plan.timeline)
         placed = self.backend.placements()  # known once the backend is up: measured, not changing
         self.clock_margin = 4 * max(p.uncertainty for p in placed.values()) + CLOCK_SLACK if placed else 0.0
         for s in self.states.values():
@@ -88,9 +93,10 @@ class Execution:
 
     def watch(self, timeout: float) -> None:
         """Keep track of a running lab (exits, late readiness) for at most `timeout` seconds."""
-        for event in self.backend.poll(timeout):
+        for event in self.backend.poll(min(timeout, max(0.0, self._next_step() - time.monotonic()))):
             self._handle(event)
         self._release_groups()
+        self._timeline()
         self.interrupted()
 
     def _deadline(self, now: float) -> float:
@@ -118,7 +124,7 @@ class Execution:
                 self._hit_deadline()
                 break
             wait = min(0.2, deadline - now, self._next_ready_deadline() - now,
-                       self.barrier.next_deadline(self.clock_margin) - now)
+                       self.barrier.next_deadline(self.clock_margin) - now, self._next_step() - now)
             for event in self.backend.poll(max(0.0, wait)):
                 self._handle(event)
             self._release_groups()
@@ -126,6 +132,7 @@ class Execution:
             self._check_ready_deadlines()
             self._start_unblocked()
             self._say_all_up()
+            self._timeline()
 
     def _all_up(self) -> bool:
         return all(s.blocked or (s.started_at is not None and (s.ready_at is not None or s.exited))
@@ -133,6 +140,68 @@ class Execution:
 
     def stop_all(self) -> None:
         self._stop_services()
+
+    # -- the fault timeline ----------------------------------------------------------------------
+    def _ready_times(self) -> dict[str, float | None]:
+        return {name: s.ready_at for name, s in self.states.items()}
+
+    def _next_step(self) -> float:
+        return self.schedule.next_due(self._ready_times()) if self.plan.timeline else float("inf")
+
+    def _timeline(self) -> None:
+        """Fire the steps that are due; the lab is up once every node started and every service is ready."""
+        if not self.plan.timeline:
+            return
+        if self.schedule.up_at is None and self._all_up():
+            self.schedule.up_at = time.monotonic()
+        for step in self.schedule.due(time.monotonic(), self._ready_times()):
+            fired = Fired(step, time.monotonic())
+            self.schedule.fired.append(fired)
+            self.progress(f"  fault   {step.label} ({fired.at - self.t0:.2f}s)")
+            if step.action in NODE_STEPS:
+                fired.codes = self._stop_by_timeline(step, fired.at)
+                if step.action == "restart":
+                    self._restart(step)
+            else:
+                self.backend.disturb(step)
+                for name in step.nodes if step.action in ("pause", "resume") else ():
+                    self.states[name].paused = step if step.action == "pause" else None
+
+    def _stop_by_timeline(self, step: StepPlan, at: float) -> dict[str, int | None]:
+        """A node the timeline stops or kills did not crash: the lab stopped it (the service watch
+        judges it so), and its note says which step."""
+        names = [n for n in step.nodes if self.states[n].running]
+        self._resume(names)
+        codes = self.backend.stop(names, grace=0.0 if step.action == "kill" else 1.0) if names else {}
+        for name in names:
+            s = self.states[name]
+            if not s.exited:
+                s.exited, s.stopped_by_lab, s.exit_code = True, True, codes.get(name)
+            s.note = f"{step.action} by the timeline at {at - self.t0:.2f}s ({step.loc})"
+        for event in self.backend.poll(0):  # what ended meanwhile; the stopped nodes' own ends are had
+            self._handle(event)
+        return codes
+
+    def _restart(self, step: StepPlan) -> None:
+        """Start the nodes again in their hosts, as new: readiness is awaited again, and the run
+        waits for a restarted task as for the first."""
+        for name in step.nodes:
+            s = self.states[name]
+            s.restarts += 1
+            s.exited, s.stopped_by_lab, s.exit_code, s.exited_at, s.ready_at = False, False, None, None, None
+            s.failed_start, s.cause = False, ""
+            s.started_at = time.monotonic()
+            s.launching = not self.backend.start(s.plan)
+            if s.plan.ready.kind == STARTED and not s.launching:
+                s.ready_at = s.started_at
+
+    def _resume(self, names: list[str]) -> None:
+        """Paused nodes are resumed before they are stopped: a frozen process cannot end."""
+        for name in names:
+            step = self.states[name].paused
+            if step is not None:
+                self.backend.disturb(StepPlan(-1, "resume", f"resume {name}", step.loc, (name,)))
+                self.states[name].paused = None
 
     # -- scheduling ------------------------------------------------------------------------------
     def _start_unblocked(self) -> None:
@@ -277,6 +346,7 @@ class Execution:
     def _stop(self, names: list[str]) -> None:
         if not names:
             return
+        self._resume(names)
         codes = self.backend.stop(names, grace=1.0)
         for name in names:
             s = self.states[name]

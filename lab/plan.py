@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from lab.errors import Location
 from lab.roles.catalogue import ROLES
 from lab.scenario.checks import CHECKS
-from lab.scenario.model import Limits, Node, Route, Scenario
+from lab.scenario.model import Capture, Limits, Node, Route, Scenario, Shape, Step
 
 # How a node's readiness is observed: a role announces it, a program is ready when something
 # listens on a TCP port, anything else is ready as soon as it is started (or created).
@@ -96,6 +96,24 @@ class ExpectationPlan:
 
 
 @dataclass(frozen=True)
+class StepPlan:
+    """One step of the fault timeline with concrete names: `links` are (node, network) pairs."""
+
+    index: int
+    action: str
+    label: str  # as written, e.g. "down server" (progress lines, reports)
+    loc: Location
+    nodes: tuple[str, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
+    groups: tuple[tuple[str, ...], ...] = ()
+    shape: Shape = field(default_factory=Shape)
+    at: float | None = None  # s after the lab is up
+    after: str | None = None  # a concrete node (ready), or a step's name
+    wait: float = 0.0
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class Plan:
     name: str
     timeout: float
@@ -104,6 +122,8 @@ class Plan:
     expect: tuple[ExpectationPlan, ...]
     folder: Path  # the scenario's folder
     seed: int = 0  # what `{word}` in the clients' lines was drawn from (recorded: a run can be replayed)
+    capture: Capture = field(default_factory=Capture)
+    timeline: tuple[StepPlan, ...] = ()
     _index: dict[str, NodePlan] = field(default_factory=dict, compare=False, repr=False)
     _hosts: dict[tuple[str, ...], str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -139,6 +159,13 @@ class Plan:
                 {"check": e.check, "nodes": list(e.nodes), "params": e.params, "label": e.label,
                  "points": e.points, "hint": e.hint}
                 for e in self.expect
+            ],
+            "capture": {"networks": list(self.capture.networks), "limit": self.capture.limit},
+            "timeline": [
+                {"label": s.label, "action": s.action, "nodes": list(s.nodes), "links": [list(x) for x in s.links],
+                 "groups": [list(g) for g in s.groups], "rate": s.shape.rate, "loss": s.shape.loss,
+                 "delay": s.shape.delay, "at": s.at, "after": s.after, "wait": s.wait, "name": s.name}
+                for s in self.timeline
             ],
         }
 
@@ -223,7 +250,23 @@ def make_plan(scenario: Scenario, seed: int = 0) -> Plan:
     )
     synced = {name for group in sync_groups(plan) for name in group}
     resolved = tuple(_resolve_params(plan, n, n.name in synced) for n in plan.nodes)
-    return Plan(plan.name, plan.timeout, plan.networks, resolved, plan.expect, plan.folder, seed)
+    steps = tuple(_step_plan(k, step, groups, resolved) for k, step in enumerate(scenario.timeline))
+    return Plan(plan.name, plan.timeout, plan.networks, resolved, plan.expect, plan.folder, seed,
+                scenario.capture, steps)
+
+
+def _step_plan(index: int, step: Step, groups: dict[str, list[str]], nodes: tuple[NodePlan, ...]) -> StepPlan:
+    """A timeline step with concrete hosts; a link action names each link (node, network)."""
+    hosts = expand(step.nodes, groups)
+    on = {n.name: [i.network for i in n.interfaces] for n in nodes}
+    links = tuple((h, net) for h in hosts for net in on[h] if step.network in (None, net)) \
+        if step.action in ("down", "up", "shape") else ()
+    what = " ".join(step.nodes) if step.nodes else " | ".join(", ".join(g) for g in step.groups)
+    label = f"{step.action} {what}".strip() + (f" ({step.network})" if step.network else "")
+    return StepPlan(index, step.action, label, step.loc, hosts, links,
+                    tuple(expand(g, groups) for g in step.groups), step.shape, step.at,
+                    step.after if step.after is None or step.after not in groups else groups[step.after][0],
+                    step.wait, step.name)
 
 
 def _assign_addresses(scenario: Scenario) -> dict[tuple[str, str], IPv4Address]:

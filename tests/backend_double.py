@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from lab.backends import EXITED, READY, Command, Event, NodeRef, Options, Placement
 from lab.errors import UnknownLab
 from lab.journal import Journal
-from lab.plan import NodePlan, Plan
+from lab.plan import NodePlan, Plan, StepPlan
 from lab.rundir import RunDir
 
 STOPPED = 128 + signal.SIGTERM  # what a node stopped by the lab exits with, on every backend
@@ -33,6 +33,7 @@ class ScriptedBackend:
     started: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    disturbed: list[str] = field(default_factory=list)  # the timeline's steps applied, by label
     placed: dict[str, Placement] = field(default_factory=dict)
     queue: list[Event] = field(default_factory=list)
     name: str = "double"
@@ -57,6 +58,9 @@ class ScriptedBackend:
 
     def release(self, nodes: list[str]) -> None:
         self.released += nodes
+
+    def disturb(self, step: StepPlan) -> None:
+        self.disturbed.append(step.label)
 
     def placements(self) -> dict[str, Placement]:
         return self.placed

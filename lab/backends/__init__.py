@@ -24,7 +24,7 @@ from typing import Protocol
 
 from lab.errors import UsageError, did_you_mean
 from lab.journal import Journal
-from lab.plan import NodePlan, Plan
+from lab.plan import NodePlan, Plan, StepPlan
 from lab.rundir import RunDir
 
 READY, EXITED, LAUNCHED, ANSWERED = "ready", "exited", "launched", "answered"
@@ -117,7 +117,13 @@ class Backend(Protocol):
         still waiting for their reply count their timeout afresh. A node that already ended is skipped."""
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
-        """Stop the nodes' programs (SIGTERM, SIGKILL after `grace` s); returns their exit codes."""
+        """Stop the nodes' programs (SIGTERM, SIGKILL after `grace` s); returns their exit codes.
+        A stopped node may be started again (`start`: the timeline's `restart`), in the same host."""
+
+    def disturb(self, step: StepPlan) -> None:
+        """Apply one step of the fault timeline that is not a stop: a link down or up, a shape, a
+        partition or its heal, a pause or resume of a node's processes (lab/backends/faults.py).
+        `check` has refused a plan whose timeline this backend cannot apply, located."""
 
     def exit_code(self, node: str) -> int | None:
         """The node's exit code, once it has exited (None: unknown or still running)."""

@@ -20,6 +20,7 @@ every port); `::1` on loopback stays.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -33,10 +34,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from lab.backends import linux, rtnetlink
+from lab.backends.capture import Capture
+from lab.backends.faults import Faults
 from lab.backends.neighbours import Neighbours, mac
 from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal, state_lock
-from lab.plan import NodePlan, Plan
+from lab.plan import NodePlan, Plan, StepPlan
 
 NETNS_DIR = "/run/netns"
 IP_TIMEOUT = 30.0
@@ -75,12 +78,39 @@ class Fabric:
         self.journal = journal
         self.prefix = f"lab-{journal.lab_id}"
         self.neighbours: Neighbours | None = None  # of the plan being wired
+        self.captures: dict[Path, Capture] = {}  # a network's pcap -> its capture, running
+        self.faults: Faults | None = None  # the timeline's network faults in force
+
+    def start_captures(self, plan: Plan, folder: Path) -> None:
+        """One capture per network the plan records, on its bridge, each ready before any node
+        starts (so a handshake is never missed): `folder/NET.pcap`, bounded by the plan's limit."""
+        if not plan.capture.networks:
+            return
+        folder.mkdir(exist_ok=True)
+        bridges = {net.name: f"br{k}" for k, net in enumerate(plan.networks)}
+        for net in plan.capture.networks:
+            out = folder / f"{net}.pcap"
+            self.captures[out] = Capture.start(self.path(""), bridges[net], out, plan.capture.limit)
+
+    def stop_captures(self) -> None:
+        """Each capture drains what it was given and says what it wrote (`NET.json` beside its pcap)."""
+        captures, self.captures = self.captures, {}
+        for out, capture in captures.items():
+            summary = capture.stop()
+            out.with_suffix(".json").write_text(json.dumps(summary) + "\n")
+
+    def disturb(self, plan: Plan, step: StepPlan) -> None:
+        """A network step of the fault timeline (lab/backends/faults.py)."""
+        if self.faults is None:
+            self.faults = Faults(plan, self.prefix, {n.name: self.ns(n.name) for n in plan.nodes})
+        self.faults.apply(step)
 
     def ns(self, node: str) -> str:
         return f"{self.prefix}-{node}"
 
     def path(self, node: str) -> str:
-        return f"{NETNS_DIR}/{self.ns(node)}"
+        """A node's namespace file ("": the lab's own)."""
+        return f"{NETNS_DIR}/{self.ns(node)}" if node else f"{NETNS_DIR}/{self.prefix}"
 
     def create(self, plan: Plan) -> None:
         """Create the fabric namespace and one namespace per node, each with its settings, a few at
@@ -123,6 +153,13 @@ class Fabric:
         ip_batch("\n".join(self._ports(plan, k, node)) + "\n", netns=self.prefix)
         rtnetlink.configure(self.path(node.name), node, self.neighbours or Neighbours(plan))
 
+    def leave(self, plan: Plan, node: NodePlan) -> None:
+        """A node's host goes and another takes its place (the timeline restarts a container): its
+        links and its namespace's name go now, so that `join` can wire the new one alike."""
+        k = plan.nodes.index(node)
+        ip_batch("".join(f"link del n{k}e{j}\n" for j in range(len(node.interfaces))), netns=self.prefix, force=True)
+        linux.delete_netns(self.path(node.name))
+
     def _bridges(self, plan: Plan) -> list[str]:
         lines = ["link set lo up"]
         for k in range(len(plan.networks)):
@@ -142,7 +179,9 @@ class Fabric:
         return lines
 
     def remove(self, kill: bool = True) -> list[str]:
-        """Delete every namespace the journal lists (killing what runs inside, unless told not to)."""
+        """Delete every namespace the journal lists (killing what runs inside, unless told not to);
+        the captures first write what they hold."""
+        self.stop_captures()
         return remove_namespaces(journal_namespaces(self.journal), kill=kill, journal=self.journal)
 
 

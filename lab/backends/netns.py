@@ -27,6 +27,7 @@ from lab.backends import (
     Options,
     Placement,
     cgroups,
+    faults,
     limit_reached,
     linux,
     nodeproc,
@@ -45,7 +46,7 @@ from lab.backends.fabric import (
 from lab.backends.files import Survey, closed_ancestor, survey
 from lab.errors import EnvironmentProblem, UnknownLab
 from lab.journal import Journal
-from lab.plan import ANNOUNCE, TCP, NodePlan, Plan
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, StepPlan
 from lab.roles import load_role, shell_code
 from lab.roles.common import listening_tcp_ports
 from lab.rundir import RunDir
@@ -92,6 +93,7 @@ class NetnsBackend:
         if self.rootless:  # (up() makes the user namespace: `lab up` checks in a process that keeps nothing)
             rootless.check()
         check_machine(None if self.rootless else "the netns backend needs root (network namespaces)")
+        faults.check_kernel(plan)
         linux.last_capability()  # read here, once: every node's fork inherits it
         if not linux.has_mount_setattr():  # a confined node's read-only view of the host needs it
             raise EnvironmentProblem(f"the netns backend needs Linux 5.12 or later (mount_setattr) to confine "
@@ -118,6 +120,7 @@ class NetnsBackend:
             self.fabric.create(plan)
             self.inodes = {n.name: linux.netns_inode(self.fabric.path(n.name)) for n in plan.nodes}
             self.fabric.wire(plan)
+            self.fabric.start_captures(plan, rundir.file("captures"))
             made.result()
         self.view = sandbox.hidden_folders(  # as the kernel resolves them (a symlink in --out, say)
             [Path(os.path.realpath(p)) for p in (plan.folder, rundir.root, self.journal.state, *self.hidden)],
@@ -267,6 +270,18 @@ class NetnsBackend:
         while any(p.code is None for p in running) and time.monotonic() < deadline:
             self.pending += self._observe(0.05)
         return {n: self.procs[n].code for n in nodes if n in self.procs}
+
+    def disturb(self, step: StepPlan) -> None:
+        """Network steps on the fabric; a pause stops every process of the node (its own process
+        group: SIGSTOP cannot be caught), a resume continues them."""
+        if step.action not in ("pause", "resume"):
+            assert self.plan is not None
+            self.fabric.disturb(self.plan, step)
+            return
+        for name in step.nodes:
+            p = self.procs.get(name)
+            if p is not None and p.code is None:
+                _signal_group(p.pid, signal.SIGSTOP if step.action == "pause" else signal.SIGCONT)
 
     def changes_process(self) -> bool:
         return self.rootless

@@ -76,7 +76,7 @@ def run(start: Start) -> NoReturn:
         os.close(fd)
         transcript = None
         if node.role is not None:  # opened before the run folder is out of sight
-            transcript = os.open(start.transcript, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            transcript = os.open(start.transcript, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         if start.mounts is not None:  # everything the node opens by path is opened above
             linux.setns(start.mounts, linux.CLONE_NEWNS)
             os.close(start.mounts)

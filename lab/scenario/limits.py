@@ -21,19 +21,31 @@ _SIZE_UNIT = {"b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": MiB, "mb": MiB, "
 
 
 def size(value: Any) -> int:
-    """Bytes, written 256MiB, 1GiB, 512M (binary units) or a number of bytes."""
+    """Memory: bytes, written 256MiB, 1GiB, 512M (binary units) or a number of bytes."""
+    return bounded_size(value, "memory", MEMORY_MIN, MEMORY_MAX, "256MiB or 1GiB")
+
+
+def bounded_size(value: Any, what: str, low: int, high: int, example: str) -> int:
+    """Bytes in binary units (64MiB, 1GiB, 512M) or a number, within low..high (said in the error)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise Invalid(f"expected a size like 256MiB or 1GiB, got {kind(value)}")
+        raise Invalid(f"expected a size like {example}, got {kind(value)}")
     if isinstance(value, int):
         count = value
     else:
         match = _SIZE_RE.fullmatch(value.strip())
         if not match:
-            raise Invalid(f"invalid size {show(value)}: use e.g. 256MiB, 1GiB or a number of bytes")
+            raise Invalid(f"invalid size {show(value)}: use e.g. {example} or a number of bytes")
         count = int(float(match.group(1)) * _SIZE_UNIT[(match.group(2) or "b").lower()])
-    if not MEMORY_MIN <= count <= MEMORY_MAX:
-        raise Invalid(f"memory {show(value)} is out of range: expected 16MiB..64GiB")
+    if not low <= count <= high:
+        raise Invalid(f"{what} {show(value)} is out of range: expected {_shown(low)}..{_shown(high)}")
     return count
+
+
+def _shown(count: int) -> str:
+    for unit, factor in (("GiB", 1024 * MiB), ("MiB", MiB), ("KiB", 1024)):
+        if count >= factor and count % factor == 0:
+            return f"{count // factor}{unit}"
+    return f"{count}B"
 
 
 def check_limits(c: Checker, path: KeyPath, value: Any, base: Limits) -> Limits:

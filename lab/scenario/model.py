@@ -89,6 +89,40 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class Capture:
+    """Which networks the lab records to `captures/NET.pcap`, and how much of each at most."""
+
+    networks: tuple[str, ...] = ()  # none: no capture
+    limit: int = 64 * 1024 * 1024  # bytes per network's file
+    loc: Location | None = None  # where it was asked for (a backend that cannot capture says so there)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a `shape` step puts on a link; all None: the link as it was (the step clears it)."""
+
+    rate: int | None = None  # bits per second (tbf)
+    loss: float | None = None  # percent of frames dropped each way (nftables)
+    delay: float | None = None  # seconds each way (netem, where the kernel has it)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the fault timeline, as written (node and group names as written)."""
+
+    action: str  # one of lab.scenario.timeline.ACTIONS
+    loc: Location
+    nodes: tuple[str, ...] = ()  # what it acts on (link and node actions)
+    network: str | None = None  # link actions: one of the node's networks (None: all of them)
+    groups: tuple[tuple[str, ...], ...] = ()  # partition: no frame passes between two groups
+    shape: Shape = field(default_factory=Shape)
+    at: float | None = None  # s after the lab is up (every node started, every service ready)
+    after: str | None = None  # or when this happened: a node became ready, or an earlier step (its name)
+    wait: float = 0.0  # s after `after`
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     path: Path  # absolute path of the scenario file
@@ -99,6 +133,8 @@ class Scenario:
     timeout: float = 60.0
     description: str = ""
     limits: Limits = field(default_factory=Limits)  # the lab's, under each node's own
+    capture: Capture = field(default_factory=Capture)
+    timeline: tuple[Step, ...] = ()
 
     @property
     def folder(self) -> Path:

@@ -17,9 +17,10 @@ from lab.scenario.limits import check_limits
 from lab.scenario.model import Limits, Network, Node, Scenario
 from lab.scenario.nodes import Scope, check_node, misplaced_with
 from lab.scenario.source import KeyPath, Source, problems_error
-from lab.scenario.values import Invalid, cidr, duration, integer, kind, name, string
+from lab.scenario.timeline import check_capture, check_timeline
+from lab.scenario.values import Invalid, boolean, cidr, duration, integer, kind, name, string
 
-TOP_KEYS = ("name", "description", "timeout", "networks", "nodes", "expect", "limits")
+TOP_KEYS = ("name", "description", "timeout", "networks", "nodes", "expect", "limits", "capture", "timeline")
 MAX_REPLICAS = 1000
 _UNSAFE = {
     IPv4Network("0.0.0.0/8"): "'this network'",
@@ -36,7 +37,8 @@ def validate(source: Source, path: Path) -> Scenario:
     scenario_name = c.check(("name",), top["name"], name) if "name" in top else None
     description = c.check(("description",), top.get("description", ""), string)
     timeout = c.check(("timeout",), top.get("timeout", 60.0), duration, True)
-    declared, hidden_nets, networks = _networks(c, top.get("networks")) if "networks" in top else (None, [], [])
+    declared, hidden_nets, networks, captured = _networks(c, top.get("networks")) if "networks" in top \
+        else (None, [], [], [])
     raw_nodes, hidden = _section(c, ("nodes",), top.get("nodes"), "node") if "nodes" in top else ({}, None)
     refs = Refs(_index(c, raw_nodes), hidden)
     limits = check_limits(c, ("limits",), top["limits"], Limits()) if "limits" in top else Limits()
@@ -48,11 +50,13 @@ def validate(source: Source, path: Path) -> Scenario:
     _capacity(c, networks, valid_nodes)
     _cycles(c, valid_nodes, refs)
     expect = check_expect(c, top.get("expect"), refs)
+    capture = check_capture(c, top.get("capture"), networks, captured)
+    timeline = check_timeline(c, top["timeline"], refs, valid_nodes, timeout) if "timeline" in top else ()
     if c.problems or scenario_name is None or timeout is None:
         raise problems_error(c.problems)
     return Scenario(name=scenario_name, path=path, source=source.text, networks=tuple(networks),
                     nodes=tuple(valid_nodes), expect=expect, timeout=timeout,
-                    description=description or "", limits=limits)
+                    description=description or "", limits=limits, capture=capture, timeline=timeline)
 
 
 def _section(c: Checker, path: KeyPath, value: Any, what: str) -> tuple[dict[str, Any], list[str] | None]:
@@ -76,14 +80,17 @@ def _section(c: Checker, path: KeyPath, value: Any, what: str) -> tuple[dict[str
     return result, invalid
 
 
-def _networks(c: Checker, value: Any) -> tuple[list[str] | None, list[str], list[Network]]:
-    """Declared names (None if `networks:` is unusable), the invalid ones among them, and the
-    networks whose name and subnet are valid."""
+def _networks(c: Checker, value: Any) -> tuple[list[str] | None, list[str], list[Network], list[str]]:
+    """Declared names (None if `networks:` is unusable), the invalid ones among them, the
+    networks whose name and subnet are valid, and those with `capture: true`."""
     raw, invalid = _section(c, ("networks",), value, "network")
     valid: list[Network] = []
+    captured: list[str] = []
     for net, body in raw.items():
         path: KeyPath = ("networks", net)
-        spec = c.mapping(path, body, ("subnet",), required=("subnet",))
+        spec = c.mapping(path, body, ("subnet", "capture"), required=("subnet",))
+        if spec and "capture" in spec and c.check(path + ("capture",), spec["capture"], boolean):
+            captured.append(net)
         subnet = c.check(path + ("subnet",), spec["subnet"], _subnet) if spec and "subnet" in spec else None
         if subnet is None:
             continue
@@ -93,8 +100,8 @@ def _networks(c: Checker, value: Any) -> tuple[list[str] | None, list[str], list
             continue
         valid.append(Network(net, subnet, c.source.key_loc(path)))
     if invalid is None:
-        return None, [], valid
-    return list(raw) + invalid, invalid, valid
+        return None, [], valid, captured
+    return list(raw) + invalid, invalid, valid, captured
 
 
 def _subnet(value: Any) -> IPv4Network:

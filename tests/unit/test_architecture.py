@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("plan", ["lab.plan"]),
     ("journal", ["lab.journal"]),
     ("backends", ["lab.backends.*"]),
-    ("execution", ["lab.barrier", "lab.execution"]),
+    ("execution", ["lab.barrier", "lab.schedule", "lab.execution"]),
     ("outcome", ["lab.outcome"]),
     ("judges", ["lab.checks", "lab.watch"]),
     ("reports", ["lab.reports.*"]),

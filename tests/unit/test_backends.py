@@ -32,7 +32,8 @@ def _shape(cls: type, member: str) -> tuple[str, list[tuple[str, Any, Any, Any]]
 
 
 def test_the_protocol_is_what_callers_need() -> None:
-    assert MEMBERS == sorted(["check", "up", "start", "poll", "release", "stop", "exit_code", "down", "placements",
+    assert MEMBERS == sorted(["check", "up", "start", "poll", "release", "stop", "disturb", "exit_code", "down",
+                              "placements",
                               "changes_process", "floor", "notes", "prepare", "check_kept", "command",
                               "clean"]) + ["__init__"]
     assert typing.get_type_hints(Backend)["name"] is str

@@ -259,8 +259,15 @@ class ContainerBackend(ABC, Generic[B]):
         So clients released by the same server's readiness run at the same moment, as on the netns
         backend, however long the engine takes to create their containers.
         """
-        self.boxes[node.name].go_asked = True
+        box = self.boxes[node.name]
+        if box.exited:  # the timeline restarts it
+            box = self._renew(box)
+        box.go_asked = True
         return False
+
+    def _renew(self, box: B) -> B:
+        """A new container for a node whose first one ended (the timeline's `restart`), being created."""
+        raise BackendError(f"the {self.name} backend cannot restart {box.node.name}")
 
     def poll(self, timeout: float) -> list[Event]:
         pending, self.pending = self.pending, []

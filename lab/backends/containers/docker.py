@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import lab
-from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, uids
+from lab.backends import ANSWERED, READY, Command, Event, NodeRef, Options, Placement, faults, uids
 from lab.backends.containers import images
 from lab.backends.containers.base import (
     CONTAINER,
@@ -53,12 +53,13 @@ from lab.backends.fabric import (
     remove_namespaces,
     write_hosts_files,
 )
-from lab.errors import BackendError, EnvironmentProblem
+from lab.errors import BackendError, EnvironmentProblem, Location
 from lab.journal import Journal
-from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, start_order
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, StepPlan, start_order
 from lab.roles.common import chown_tree, copy_files, listening_tcp_ports
 from lab.rundir import RunDir
 
+_NOWHERE = Location("", 0, 0)  # a step the lab makes itself (resume before a stop) is written nowhere
 FACTS = "/lab/facts"  # inside a container: where its agent and role tell the lab facts (ready, answered, exit)
 
 
@@ -78,11 +79,14 @@ class DockerBackend(ContainerBackend[_Box]):
         super().__init__(journal, options)
         self.fabric = Fabric(journal)
         self.client: Any = None
+        self.plan: Plan | None = None
+        self.paused: set[str] = set()  # nodes the timeline paused (the engine's freezer), until resumed
 
     # -- environment -------------------------------------------------------------------------
     def check(self, plan: Plan) -> None:
         check_machine("the docker backend needs root (it wires containers into the lab's own namespaces; "
                       "without root, the netns backend runs in a user namespace)")
+        faults.check_kernel(plan)
         self.client = connect()
         if not images.exists(self.client, self.image):
             raise EnvironmentProblem(f"the lab image {self.image} is missing: build it with `lab images` "
@@ -103,12 +107,57 @@ class DockerBackend(ContainerBackend[_Box]):
     # -- topology ----------------------------------------------------------------------------
     def up(self, plan: Plan, rundir: RunDir) -> None:
         """Create the fabric, then bring the containers up in the background (`_launch`)."""
-        self.rundir = rundir
+        self.rundir, self.plan = rundir, plan
         self.boxes = {n.name: _Box(n, container_name(self.journal.lab_id, n.name)) for n in plan.nodes}
         self.uids = uids.claim(self.journal, list(self.boxes))
         write_hosts_files(plan, self.journal)
         self.fabric.create_bridges(plan)
+        self.fabric.start_captures(plan, rundir.file("captures"))
         self._launch(plan)
+
+    def disturb(self, step: StepPlan) -> None:
+        """Network steps on the fabric; a pause freezes the node's container (the engine's freezer)."""
+        assert self.plan is not None
+        if step.action not in ("pause", "resume"):
+            self.fabric.disturb(self.plan, step)
+            return
+        for name in step.nodes:
+            b = self.boxes.get(name)
+            if b is not None and b.id and not b.exited and (name in self.paused) != (step.action == "pause"):
+                try:
+                    (self.client.api.pause if step.action == "pause" else self.client.api.unpause)(b.id)
+                except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
+                    raise api_error(f"{step.action} {name}", e) from None
+                self.paused.symmetric_difference_update({name})
+
+    def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
+        """A paused node is resumed first: a frozen container neither ends nor lets the engine kill it."""
+        frozen = [n for n in nodes if n in self.paused]
+        if frozen:
+            self.disturb(StepPlan(-1, "resume", "resume", self.boxes[frozen[0]].node.host_loc or _NOWHERE,
+                                  tuple(frozen)))
+        return super().stop(nodes, grace)
+
+    def _renew(self, box: _Box) -> _Box:
+        """The timeline restarts a node: its container is replaced by a new one of the same name, in a
+        namespace of its own wired as the first (the old one's links go with it); its log and
+        transcript go on where the first life's ended."""
+        assert self.plan is not None and self.pool is not None
+        self._collect(box)
+        try:
+            self.client.api.remove_container(box.id, force=True)
+        except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
+            raise api_error(f"remove {box.name} to restart it", e) from None
+        if box.go >= 0:
+            os.close(box.go)
+        for stale in self._facts(box.node.name).iterdir():  # the first life's words
+            stale.unlink()
+        self.fabric.leave(self.plan, box.node)
+        new = _Box(box.node, box.name)
+        self.boxes[box.node.name] = new
+        new.future = self.pool.submit(self._create, self.plan, new)
+        self.creating.append(new)
+        return new
 
     def _bring_up(self, plan: Plan, box: _Box) -> None:
         node = box.node
@@ -118,6 +167,7 @@ class DockerBackend(ContainerBackend[_Box]):
                 **self._agent_spec(node)}
         (ctl / "spec.json").write_text(json.dumps(spec))
         if node.runs_something:  # held open read-write by the lab: the agent blocks on it until "go"
+            (ctl / "go").unlink(missing_ok=True)  # a restarted node's first life had one
             os.mkfifo(ctl / "go", 0o600)
             os.chown(ctl / "go", self.uids[node.name], self.uids[node.name])
             box.go = os.open(ctl / "go", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)

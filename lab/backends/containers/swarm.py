@@ -52,9 +52,9 @@ from lab.backends.containers.remote import (
     store,
     tar_files,
 )
-from lab.errors import BackendError, EnvironmentProblem, LabError, UnknownLab
+from lab.errors import BackendError, EnvironmentProblem, LabError, Problem, ScenarioError, UnknownLab, UsageError
 from lab.journal import Journal
-from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, start_order
+from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, StepPlan, start_order
 from lab.roles.agent import SPEC_ENV
 from lab.rundir import MAX_OUTPUT, RunDir
 
@@ -75,6 +75,18 @@ class _Box(Box):
     fetch: Future[None] | None = None  # its files, being copied back
 
 
+def refuse_wire_work(plan: Plan) -> None:
+    """Captures and the fault timeline act on the lab's own links; a swarm lab's links are Docker's
+    overlay across hosts, which the lab does not own: refused where the scenario asks (exit 2)."""
+    why = "the swarm backend's links are Docker's overlay, not the lab's own: run it on netns or docker"
+    if plan.timeline:
+        raise ScenarioError([Problem(plan.timeline[0].loc, "timeline", f"a fault timeline cannot run here ({why})")])
+    if plan.capture.networks:
+        if plan.capture.loc is None:
+            raise UsageError(f"--capture: packet captures cannot run here ({why})")
+        raise ScenarioError([Problem(plan.capture.loc, "capture", f"packet captures cannot run here ({why})")])
+
+
 class SwarmBackend(ContainerBackend[_Box]):
     name = "swarm"
 
@@ -91,7 +103,11 @@ class SwarmBackend(ContainerBackend[_Box]):
         self.attaching = threading.BoundedSemaphore(ATTACHING)
 
     # -- environment -------------------------------------------------------------------------
+    def disturb(self, step: StepPlan) -> None:
+        raise BackendError(f"{step.loc}: the swarm backend runs no fault timeline")  # `check` refused it
+
     def check(self, plan: Plan) -> None:
+        refuse_wire_work(plan)
         self.placement = place(plan, self.cluster)  # an unknown `host:` is the scenario's error (exit 2)
         self.engines.placement = self.placement
         try:
