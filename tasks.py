@@ -29,12 +29,14 @@ def _loud(quiet: int, verbose: int = 0) -> list[str]:
 
 
 @task(help={"scenario": "scenario file", "backend": "netns (default), docker or swarm", "out": "run folder",
-            "cluster": "cluster file for --backend swarm", **LOUDNESS}, incrementable=["quiet", "verbose"])
+            "cluster": "cluster file for --backend swarm", "capture": "record every network (captures/NET.pcap)",
+            **LOUDNESS}, incrementable=["quiet", "verbose"])
 def run(c: Context, scenario: str, backend: str = "netns", out: str | None = None,
-        cluster: str | None = None, quiet: int = 0, verbose: int = 0) -> None:
+        cluster: str | None = None, capture: bool = False, quiet: int = 0, verbose: int = 0) -> None:
     """Run a scenario: up, run, check, report, down (exit 0 all expectations hold, 1 some failed)."""
     _exit(cli.main(["run", scenario, "--backend", backend, *(["--out", out] if out else []),
-                    *(["--cluster", cluster] if cluster else []), *_loud(quiet, verbose)]))
+                    *(["--cluster", cluster] if cluster else []), *(["--capture"] if capture else []),
+                    *_loud(quiet, verbose)]))
 
 
 @task(iterable=["scenario"], help={"scenario": "scenario file (repeatable)"})

@@ -33,6 +33,7 @@ from lab.reports import Report
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
 from lab.scenario.model import Scenario
+from lab.scenario.timeline import capture_all
 from lab.signals import SignalGuard
 
 __all__ = ["KeptLab", "LabInfo", "Report", "RunResult", "ExpectationResult", "load", "run", "up", "labs",
@@ -47,12 +48,14 @@ def load(scenario: str | Path) -> Scenario:
 def run(scenario: str | Path | Scenario, backend: str = "netns", out: str | Path | None = None, *,
         cluster: str | Path | None = None, progress: Progress = stderr_progress,
         guard: SignalGuard | None = None, hidden: Sequence[str | Path] = (), own_process: bool = False,
-        seed: int | None = None) -> RunResult:
+        seed: int | None = None, capture: bool = False) -> RunResult:
     """A whole run: up, run, check, report, down, always. Its reports are in `result.rundir`.
+    `capture`: every network is recorded (`captures/NET.pcap`), whatever the scenario says.
     No node sees `hidden` (nor the scenario's folder beyond its own files, nor the run folder).
     `own_process`: this process is the lab's alone (see orchestrator.run). `seed`: what the clients'
     `{word}`s are drawn from (default: a new one; the report records it, so a run can be replayed)."""
     loaded = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    loaded = capture_all(loaded) if capture else loaded
     if guard is not None:
         guard.check()  # signalled while loading: nothing exists yet
     options = Options(cluster=Path(cluster) if cluster else None, hidden=tuple(Path(p).absolute() for p in hidden))

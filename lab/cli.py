@@ -21,7 +21,7 @@ def _quiet_progress(line: str) -> None:
 
 
 def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, cluster: str | None = None,
-            quiet: int = 0, verbose: int = 0, seed: int | None = None) -> int:
+            quiet: int = 0, verbose: int = 0, seed: int | None = None, capture: bool = False) -> int:
     """The guard goes in first: a signal ends the run in order (130/143), whatever is being imported,
     loaded or created (the run says `STARTED` once it begins creating). Once the run has returned,
     its outcome is decided: a late Ctrl-C must not turn it into a traceback or another exit code."""
@@ -31,6 +31,7 @@ def cmd_run(scenario: str, backend: str = "netns", out: str | None = None, clust
         from lab.reports.terminal import phase_lines, table, verdict_line
 
         result = api.run(scenario, backend, out, cluster=cluster, guard=guard, own_process=True, seed=seed,
+                         capture=capture,
                          progress=_quiet_progress if quiet else TerminalProgress())
     if quiet == 0:
         print(table(result))
@@ -300,7 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        return cmd_run(args.scenario, args.backend, args.out, args.cluster, args.quiet, args.verbose, args.seed)
+        return cmd_run(args.scenario, args.backend, args.out, args.cluster, args.quiet, args.verbose, args.seed,
+                       args.capture)
     if args.command == "cluster":
         return cmd_cluster(args.action, args.hosts, args.name, args.file, args.tls)
     if args.command == "validate":

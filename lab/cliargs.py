@@ -91,6 +91,8 @@ def _running(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--cluster", help="cluster file (hosts' Docker endpoints) for --backend swarm")
     r.add_argument("--seed", type=int, help="what the clients' {word}s are drawn from (default: a new one, "
                                             "in report.json: give it to replay a run)")
+    r.add_argument("--capture", action="store_true",
+                   help="record every network to captures/NET.pcap in the run folder (tcpdump, Wireshark)")
     _loudness(r)
     g = _command(sub, "grade", "grade submissions: each replaces a node's files and runs as its own lab")
     g.add_argument("scenario", help="the exercise's scenario file")

@@ -115,6 +115,7 @@ class RunResult:
     placements: dict[str, Placement] = field(default_factory=dict)  # node -> host (multi-host backends)
     clock: float = 0.0  # the lab's clock: time.monotonic() when the nodes' run began (NodeState times)
     notes: list[str] = field(default_factory=list)  # what the backend said of this machine (limits it cannot enforce)
+    timeline: list[dict[str, Any]] = field(default_factory=list)  # each fault step: when it fired, or not
     t0: float = 0.0  # the lab's clock: time.monotonic() when the run began (planning); timings count from it
     wall0: float = 0.0  # time.time() at that moment (transcripts are stamped with the wall clock)
     phases: dict[str, tuple[float, float]] = field(default_factory=dict)  # plan/up/run/down/check: (start, end) s

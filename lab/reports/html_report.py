@@ -19,7 +19,10 @@ from typing import Any
 from lab.execution import NodeState
 from lab.outcome import ExpectationResult, RunResult, read_log, read_transcript
 from lab.plan import NodePlan, Plan
+from lab.reports.captures import captures
+from lab.reports.clock import lab_time
 from lab.reports.timeline import requests_table, timeline_svg
+from lab.reports.wire_html import captures_section, node_wire
 from lab.signals import exit_words
 
 LOG_SHOW_LIMIT = 256 * 1024  # bytes of each node's log shown on the page
@@ -260,6 +263,9 @@ tr.ev.error td{color:#c62828}
 pre{background:#f5f5f5;padding:8px;max-height:480px;overflow:auto;font-size:12px}
 #topology-box{overflow-x:auto}#topology g.node{cursor:pointer}
 .cut{color:#c62828}label{font-size:13px}body.only-failed tr.check.pass{display:none}
+p.wire-summary{font-family:monospace;font-size:13px;margin:8px 0 2px}div.conn.unanswered p.wire-summary,
+div.conn.refused p.wire-summary,div.conn.reset p.wire-summary,tr.wire.RST td{color:#c62828}
+table.wire-events{width:auto}tr.capture.cut td.note{color:#c62828}
 """
 
 JS = """
@@ -288,7 +294,9 @@ def render(result: RunResult) -> str:
         notes.append(f'<p class="error">interrupted by signal {result.interrupted}</p>')
     checks = "".join(_check_row(e) for e in result.results)
     order = sorted(plan.nodes, key=lambda n: n.service)  # clients first, then the servers
-    sequences = "".join(_sequence(n.name, read_transcript(rundir.transcript(n.name))) for n in order)
+    caps = captures(result)
+    sequences = "".join(_sequence(n.name, read_transcript(rundir.transcript(n.name)))
+                        + node_wire(n.name, caps, lambda t: lab_time(result, t)) for n in order)
     logs = "".join(_log(n.name, rundir.log(n.name)) for n in plan.nodes if n.runs_something)
     hosts = "".join(
         f"<tr><td>{esc(n)}</td><td>{esc(p.host)}</td><td>{esc(p.endpoint)}</td>"
@@ -321,6 +329,7 @@ closed (hover: who closed it).</p>
 </thead><tbody>{checks}</tbody></table>
 <h2>Sequences</h2><div id="sequences"><p>What each node sent and received; times from the node's start.</p>\
 {sequences or "<p>no transcripts</p>"}</div>
+{captures_section(caps)}
 <h2>Logs</h2><div id="logs">{logs or "<p>no logs</p>"}</div>
 <script>{JS}</script>
 </body></html>

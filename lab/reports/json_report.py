@@ -15,11 +15,15 @@ from typing import Any
 
 from lab.outcome import CheckResult, ExpectationResult, RunResult
 from lab.plan import NodePlan
+from lab.reports.captures import NetworkCapture, captures
+from lab.reports.clock import lab_time
+from lab.reports.wire import Connection
 
 REPORT_JSON = "report.json"
 
 
 def to_json(result: RunResult) -> dict[str, Any]:
+    caps = captures(result)
     return {
         "scenario": result.plan.name,
         "backend": result.backend,
@@ -32,6 +36,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
         "interrupted": result.interrupted,
         "error": result.error,
         "notes": result.notes,
+        "timeline": result.timeline,  # the fault steps: when each fired on the lab's clock, or that it did not
         "seed": result.plan.seed,
         "timings": timings_json(result),
         "checks": [
@@ -40,6 +45,7 @@ def to_json(result: RunResult) -> dict[str, Any]:
             for e in result.results
         ],
         "nodes": [node_json(result, n) for n in result.plan.nodes],
+        **({"captures": {c.network: capture_json(result, c) for c in caps}} if caps else {}),
     }
 
 
@@ -80,6 +86,37 @@ def placement_json(result: RunResult, node: str) -> dict[str, Any]:
         return {}
     return {"host": p.host, "endpoint": p.endpoint, "clock_offset_s": round(p.clock_offset, 6),
             "clock_uncertainty_s": round(p.uncertainty, 6)}
+
+
+def capture_json(result: RunResult, c: NetworkCapture) -> dict[str, Any]:
+    """A network's capture: its file, the capturer's counts (packets, bytes, over_limit: packets left
+    out at the size limit, kernel_drops), and its TCP connections (the first MAX_CONNECTIONS;
+    `more_connections` counts the others)."""
+    return {"file": c.file, "packets": c.packets, "bytes": c.stats.get("bytes", c.size),
+            "over_limit": c.over_limit, "kernel_drops": c.kernel_drops, "truncated": c.wire.truncated,
+            "problem": c.wire.problem, "more_connections": c.wire.more,
+            "connections": [connection_json(result, conn) for conn in c.wire.connections]}
+
+
+def connection_json(result: RunResult, c: Connection) -> dict[str, Any]:
+    """A TCP connection on the wire, times in s on the lab's clock. `outcome`: unanswered, refused,
+    incomplete, open, closed, half-closed or reset; `events`: SYN, SYN-ACK, ACK (the handshake's
+    third), FIN, RST, each with who sent it (the node, else the address) to whom."""
+    def at(wall: float) -> float:
+        return round(lab_time(result, wall), 6)
+
+    close = c.close
+    return {"summary": c.summary(lambda t: lab_time(result, t)), "outcome": c.outcome,
+            "client": f"{c.client.address}:{c.client.port}", "client_node": c.client.node or None,
+            "server": f"{c.server.address}:{c.server.port}", "server_node": c.server.node or None,
+            "mid_connection": c.mid_connection, "one_way": c.one_way or None, "syns": c.syns,
+            "handshake": c.handshake,
+            "first_seen": at(c.first_t), "last_seen": at(c.last_t),
+            "closed": at(close.t) if close else None, "closed_by": close.sender.who if close else None,
+            "bytes_out": c.bytes_out, "bytes_in": c.bytes_in, "retransmissions": c.retransmissions,
+            "events": [{"t": at(e.t), "event": e.kind, "from": str(e.sender), "to": str(e.receiver)}
+                       for e in c.events],
+            "events_dropped": c.events_dropped}
 
 
 def write_json(result: RunResult) -> Path:

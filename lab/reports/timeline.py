@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lab.outcome import RunResult, on_lab_clock, read_transcript
+from lab.reports.clock import lab_time
 
 LANES_SHOWN = 300  # nodes drawn; the rest are listed in the nodes table
 LEFT, RIGHT, TOP, LANE, AXIS = 130, 20, 34, 22, 1000  # pixels
@@ -35,7 +36,7 @@ def connections(result: RunResult, node: str) -> list[dict[str, Any]]:
         t = e.get("t")
         if not isinstance(t, int | float):
             continue
-        at = t - result.wall0
+        at = lab_time(result, t)
         if e.get("event") in ("connected", "accepted"):
             found[e.get("conn")] = {"conn": e.get("conn"), "peer": e.get("peer", ""), "opened": at,
                                     "closed": None, "by": ""}
@@ -46,7 +47,7 @@ def connections(result: RunResult, node: str) -> list[dict[str, Any]]:
 
 def requests(result: RunResult, node: str) -> list[dict[str, Any]]:
     """The requests a built-in server answered ({"t", "peer", "method", "path", "status"})."""
-    return [{**e, "t": e["t"] - result.wall0} for e in read_transcript(result.rundir.transcript(node))
+    return [{**e, "t": lab_time(result, e["t"])} for e in read_transcript(result.rundir.transcript(node))
             if e.get("event") == "request" and isinstance(e.get("t"), int | float)]
 
 

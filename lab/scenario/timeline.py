@@ -19,11 +19,12 @@ anything exists; the plan makes the names concrete.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 from lab.scenario.checker import Checker, Refs
 from lab.scenario.limits import bounded_size
-from lab.scenario.model import Capture, Network, Node, Shape, Step
+from lab.scenario.model import Capture, Network, Node, Scenario, Shape, Step
 from lab.scenario.source import KeyPath
 from lab.scenario.values import Invalid, Reported, boolean, duration, kind, name, show, suggest
 
@@ -94,6 +95,12 @@ def check_capture(c: Checker, value: Any, networks: list[Network], asked: list[s
                     c.error(path + ("networks", k), f"unknown network {show(str(net))} {hint}")
             chosen = [n for n in known if n in raw or n in asked]
     return Capture(tuple(chosen), limit or Capture().limit, c.source.key_loc(path))
+
+
+def capture_all(scenario: Scenario) -> Scenario:
+    """The scenario recording every network (`lab run --capture`), within its own `limit` if it says one."""
+    every = tuple(n.name for n in scenario.networks)
+    return replace(scenario, capture=replace(scenario.capture, networks=every))
 
 
 def check_timeline(c: Checker, value: Any, refs: Refs, nodes: list[Node], timeout: float | None) -> tuple[Step, ...]:

@@ -15,6 +15,7 @@ from lab.plan import make_plan
 from lab.reports.html_report import LOG_SHOW_LIMIT, topology_svg, write_html
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
+from tests.unit.test_wire import RST, SYN, T0, normal, pcap, tcp
 
 ROOT = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -134,3 +135,43 @@ def test_the_timeline_tells_who_was_connected_when_and_who_closed(tmp_path: Path
     assert float(run.get("x", 0)) < float(conn.get("x1", 0)) < float(conn.get("x2", 0))  # connected while it ran
     assert [g.get("data-phase") for g in tree.iter(f"{SVG}g") if g.get("class") == "phase"] == list(result.phases)
     assert 'class="node fail crashed" data-node="server"' in page
+
+
+def _captured(result: RunResult) -> RunResult:
+    """A run that captured its network `lan`: client-1's echo (handshake, 12 B each way, FIN/FIN) and
+    client-2 refused; the capturer's counts say 3 packets did not fit under the size limit."""
+    ip = {n.name: str(n.interfaces[0].address.ip) for n in result.plan.nodes}
+    server, one, two = (ip["server"], 9999), (ip["client-1"], 40112), (ip["client-2"], 40200)
+    result.wall0 = T0 - 2.0  # the capture's T0 is 2 s into the run
+    frames = normal(T0, one, server) + [(T0 + 0.5, tcp(two, server, SYN, 7)), (T0 + 0.501, tcp(server, two, RST, 0))]
+    folder = result.rundir.file("captures")
+    folder.mkdir()
+    pcap(folder / "lan.pcap", frames)
+    (folder / "lan.json").write_text(json.dumps({"packets": 10, "bytes": 900, "over_limit": 3, "kernel_drops": 0}))
+    return result
+
+
+def _section(page: str, id_: str) -> str:
+    start = page.index(f'id="{id_}"')
+    return page[start:page.index("</section>", start)]
+
+
+def test_the_wire_is_shown_beside_each_node_and_its_capture_linked(tmp_path: Path) -> None:
+    page = write_html(_captured(_fake_run(tmp_path))).read_text()
+    opened = ("client-1:40112 -&gt; server:9999 opened 2.000s (SYN 2.000, SYN-ACK 2.001, ACK 2.002), closed by "
+              "client-1 2.020s (FIN), 12 B -&gt;, 12 B &lt;-")
+    refused = "client-2:40200 -&gt; server:9999 refused 2.501s (SYN 2.500, RST 2.501)"
+    assert f"on lan: {opened}" in _section(page, "wire-client-1")
+    assert page.index('id="seq-client-1"') < page.index('id="wire-client-1"')  # beside its sequence
+    assert opened in _section(page, "wire-server") and refused in _section(page, "wire-server")  # took part in both
+    assert refused in _section(page, "wire-client-2") and opened not in _section(page, "wire-client-2")
+    assert 'id="wire-client-3"' not in page  # no connection of its own
+    assert '<tr class="wire SYN-ACK"><td class="t">2.001s</td><td>SYN-ACK</td><td>server:9999 → client-1:40112' in page
+    assert '<a href="captures/lan.pcap">captures/lan.pcap</a>' in page
+    row = page[page.index('<tr class="capture cut" data-network="lan">'):]
+    assert "<td>10</td><td>2</td>" in row and "cut at its size limit: 3 packets not written" in row
+
+
+def test_no_capture_no_wire(tmp_path: Path) -> None:
+    page = write_html(_fake_run(tmp_path)).read_text()
+    assert "<h2>Captures</h2>" not in page and 'class="wire"' not in page

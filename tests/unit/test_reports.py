@@ -44,6 +44,7 @@ def test_a_report_reads_back_as_it_was_written(tmp_path: Path) -> None:
     assert (report.passed, report.error, report.timed_out, report.interrupted, report.duration) == (
         False, "teardown incomplete", True, 15, 1.25)
     assert (report.scenario, report.backend, report.lab_id) == ("echo", "netns", "abcd1234")
+    assert "captures" not in json.loads(result.rundir.file("report.json").read_text())  # the run captured nothing
 
 
 def test_what_is_no_report_says_so(tmp_path: Path) -> None:
@@ -192,6 +193,32 @@ def test_checks_now_say_their_verdict_and_each_failure() -> None:
     assert repr(Checks([good, bad], "runs/x")) == "<Checks: 1/2 passed; failed: [<echo b: FAIL: no reply>]>"
     with pytest.raises(AssertionError, match=r"(?s)1 of 2 check\(s\) failed:\n  echo b: no reply\nrun folder: runs/x"):
         Checks([good, bad], "runs/x").assert_passed()
+
+
+def test_the_report_has_each_captured_network_and_its_connections(tmp_path: Path) -> None:
+    """`captures`: per network its pcap, the capturer's counts and each TCP connection on the lab's clock."""
+    from tests.unit.test_html_report import _captured
+
+    result = _captured(_result(tmp_path, [_echo("client-1", True)]))
+    write_reports(result)
+    captures = json.loads(result.rundir.file("report.json").read_text())["captures"]
+    assert list(captures) == ["lan"]
+    lan = captures["lan"]
+    assert {k: lan[k] for k in ("file", "packets", "bytes", "over_limit", "kernel_drops", "truncated",
+                                "more_connections")} == {"file": "captures/lan.pcap", "packets": 10, "bytes": 900,
+                                                         "over_limit": 3, "kernel_drops": 0, "truncated": False,
+                                                         "more_connections": 0}
+    echo, refused = lan["connections"]
+    assert {k: echo[k] for k in ("client_node", "server", "server_node", "outcome", "syns", "handshake", "bytes_out",
+                                 "bytes_in", "retransmissions", "closed", "closed_by")} == {
+        "client_node": "client-1", "server": "10.0.1.10:9999", "server_node": "server", "outcome": "closed",
+        "syns": 1, "handshake": True, "bytes_out": 12, "bytes_in": 12, "retransmissions": 0, "closed": 2.02,
+        "closed_by": "client-1"}
+    assert [(e["t"], e["event"], e["from"], e["to"]) for e in echo["events"]][:2] == [
+        (2.0, "SYN", "client-1:40112", "server:9999"), (2.001, "SYN-ACK", "server:9999", "client-1:40112")]
+    assert echo["summary"].startswith("client-1:40112 -> server:9999 opened 2.000s (SYN 2.000, SYN-ACK 2.001")
+    assert (refused["outcome"], refused["client_node"], refused["closed_by"]) == ("refused", "client-2", "server")
+    assert load_report(result.rundir.root).passed  # the report still reads back
 
 
 def test_exec_results_keep_the_exact_bytes() -> None:
