@@ -37,6 +37,9 @@ SNAPLEN = 262144  # (a veth passes GSO frames of up to 64 KiB through the bridge
 LINKTYPE_ETHERNET = 1
 HEADER = struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET)
 RECORD = struct.Struct("=IIII")  # ts_sec, ts_usec, incl_len, orig_len
+SO_TIMESTAMPNS = 35  # SCM_TIMESTAMPNS: a struct timespec with each frame
+TIMESPEC = struct.Struct("qq")
+STAMP_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 DEFAULT_LIMIT = 64 << 20
 BATCH = 256  # frames read before they are written
 TICK = 0.2  # s: the longest poll (a signal wakes it at once anyway)
@@ -52,6 +55,7 @@ def open_socket(iface: str) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
     except OSError:  # no CAP_NET_ADMIN: as much as net.core.rmem_max allows
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # each frame's arrival, stamped by the kernel
     sock.bind((iface, ETH_P_ALL))
     mreq = struct.pack("iHH8s", socket.if_nametoindex(iface), PACKET_MR_PROMISC, 0, b"")
     sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -88,16 +92,20 @@ class Writer:
 
 
 def read_batch(sock: socket.socket, buf: bytearray) -> list[tuple[float, int, bytes]]:
-    """Up to BATCH frames already queued (stamp, length on the wire, captured bytes)."""
+    """Up to BATCH frames already queued (stamp, length on the wire, captured bytes). The stamp is
+    the kernel's, taken as the frame arrived: a busy machine reading late does not move it."""
     frames = []
     for _ in range(BATCH):
-        try:
-            n = sock.recv_into(buf, len(buf), socket.MSG_TRUNC)  # n: the whole frame's length
+        try:  # n: the whole frame's length (MSG_TRUNC)
+            n, ancillary, _, _ = sock.recvmsg_into([buf], STAMP_SPACE, socket.MSG_TRUNC)
         except OSError as e:  # none left, or the device went down (said once: it may come back)
             if e.errno in (errno.EAGAIN, errno.ENETDOWN):
                 break
             raise
-        frames.append((time.time(), n, bytes(buf[:min(n, len(buf))])))
+        stamp = next((sec + nsec / 1e9 for level, kind, data in ancillary
+                      if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESPEC.size
+                      for sec, nsec in [TIMESPEC.unpack_from(data)]), None)
+        frames.append((time.time() if stamp is None else stamp, n, bytes(buf[:min(n, len(buf))])))
     return frames
 
 
