@@ -272,16 +272,21 @@ class NetnsBackend:
         return {n: self.procs[n].code for n in nodes if n in self.procs}
 
     def disturb(self, step: StepPlan) -> None:
-        """Network steps on the fabric; a pause stops every process of the node (its own process
-        group: SIGSTOP cannot be caught), a resume continues them."""
+        """Network steps on the fabric; a pause stops every process in the node's namespace (SIGSTOP
+        cannot be caught, nor forwarded by a rootless node's process in between), a resume continues
+        them. The pause looks twice: a process forked while the first look stopped the others."""
         if step.action not in ("pause", "resume"):
             assert self.plan is not None
             self.fabric.disturb(self.plan, step)
             return
-        for name in step.nodes:
-            p = self.procs.get(name)
-            if p is not None and p.code is None:
-                _signal_group(p.pid, signal.SIGSTOP if step.action == "pause" else signal.SIGCONT)
+        sig = signal.SIGSTOP if step.action == "pause" else signal.SIGCONT
+        inodes = [i for i in (self.inodes.get(name) for name in step.nodes) if i is not None]
+        for _ in range(2 if sig == signal.SIGSTOP else 1):
+            for pid in linux.pids_in_netns(inodes):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
 
     def changes_process(self) -> bool:
         return self.rootless
