@@ -197,7 +197,7 @@ def _collect(result: RunResult, execution: Execution, backend: Backend) -> None:
     """What the nodes did, from the execution: a node still running when the run ended was stopped
     by the teardown, and says why; a node that exited has its code, if the backend knows it."""
     result.states, result.timed_out, result.clock = execution.states, execution.timed_out, execution.t0
-    result.timeline = execution.schedule.report(execution.t0)
+    result.timeline = execution.schedule.report(result.t0)  # on the lab's clock, as the reports say
     for s in result.states.values():
         if result.interrupted and s.running:
             s.exited, s.stopped_by_lab, s.note = True, True, "stopped: the run was interrupted"

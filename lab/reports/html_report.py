@@ -1,8 +1,11 @@
 """report.html: one self-contained page per run (inline CSS, JS and SVG; nothing fetched to view it).
 
-The topology drawn (each node coloured by its verdict), the expectations table, each client's
-sequence of what was sent and received, and each node's log. Everything that comes from a
-scenario, a transcript or a log is hostile text: it only ever reaches the page through `esc`.
+The topology drawn (each node coloured by its verdict), the timeline and its faults, the
+expectations table, each client's sequence of what was sent and received (beside what the wire
+saw of it), and each node's log. The timeline, the faults, the sequences and the wire are on the
+lab's clock; a node's sequence and its wire table also count from the node's start, one origin
+for both (`timeline.node_origin`), so that a line and its segment read alike. Everything that
+comes from a scenario, a transcript or a log is hostile text: it only reaches the page through `esc`.
 `topology_svg` is a pure function of the plan (the `lab graph` command draws it alone).
 """
 
@@ -17,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from lab.execution import NodeState
-from lab.outcome import ExpectationResult, RunResult, read_log, read_transcript
+from lab.outcome import ExpectationResult, RunResult, read_log
 from lab.plan import NodePlan, Plan
-from lab.reports.captures import captures
+from lab.reports.captures import NetworkCapture, captures
 from lab.reports.clock import lab_time
-from lab.reports.timeline import requests_table, timeline_svg
-from lab.reports.wire_html import captures_section, node_wire
+from lab.reports.timeline import faults_table, lab_events, node_origin, requests_table, since, timeline_svg
+from lab.reports.wire_html import TIME_HEADS, captures_section, node_wire
 from lab.signals import exit_words
 
 LOG_SHOW_LIMIT = 256 * 1024  # bytes of each node's log shown on the page
@@ -32,6 +35,7 @@ SEQUENCE_EVENTS = ("connecting", "connected", "accepted", "sent", "received", "c
 
 # Layout of the topology (pixels).
 WIDTH, MARGIN, GAP, BAR_H, LINE_H, PAD = 1100, 20, 18, 22, 15, 40
+FAULT_LINES = " Dashed red lines: the scenario's faults, when each fired (hover: where it is written)."
 COLOURS = {"pass": ("#d7f0dc", "#2e7d32"), "fail": ("#f9d6d9", "#c62828"), "none": ("#eceff1", "#78909c")}
 
 
@@ -206,27 +210,38 @@ def _event_text(event: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={event[k]}" for k in keys if k in event)
 
 
-def _sequence(name: str, events: list[dict[str, Any]]) -> str:
-    if not events:
-        return ""
-    t0 = events[0].get("t")
+def _sequence(name: str, events: list[dict[str, Any]], origin: float | None) -> str:
+    """A node's transcript as a table: each event's moment on the lab's clock (`events`' "t") and
+    from the node's start (`origin`), as its wire table shows its segments."""
     shown = [e for e in events if e.get("event") in SEQUENCE_EVENTS]
     if not shown:
         return ""
     rows = []
     for e in shown[:EVENTS_SHOW_LIMIT]:
         t = e.get("t")
-        rel = f"+{t - t0:.3f}s" if isinstance(t, int | float) and isinstance(t0, int | float) else "?"
+        lab, rel = (f"{t:.3f}s", since(t, origin)) if isinstance(t, int | float) else ("?", "?")
         kind = str(e.get("event"))
         arrow = {"sent": "→ sent", "received": "← received"}.get(kind, kind)
-        rows.append(f'<tr class="ev {esc(kind)}"><td class="t">{esc(rel)}</td><td>{esc(e.get("conn", ""))}</td>'
-                    f"<td>{esc(arrow)}</td><td class=\"data\">{esc(_event_text(e))}</td></tr>")
+        rows.append(f'<tr class="ev {esc(kind)}"><td class="t">{esc(lab)}</td><td class="t rel">{esc(rel)}</td>'
+                    f"<td>{esc(e.get('conn', ''))}</td><td>{esc(arrow)}</td>"
+                    f'<td class="data">{esc(_event_text(e))}</td></tr>')
     more = len(shown) - EVENTS_SHOW_LIMIT
     if more > 0:
-        rows.append(f'<tr><td colspan="4">… {more} more events (nodes/{esc(name)}.jsonl)</td></tr>')
-    return (f'<section class="sequence" id="seq-{esc(name)}" data-node="{esc(name)}"><h3>{esc(name)}</h3>'
-            f'<table><thead><tr><th>time</th><th>conn</th><th>event</th><th>data</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></section>")
+        rows.append(f'<tr><td colspan="5">… {more} more events (nodes/{esc(name)}.jsonl)</td></tr>')
+    return (f'<section class="sequence" id="seq-{esc(name)}" data-node="{esc(name)}"><h3>{esc(name)}'
+            f"{_origin(origin)}</h3><table><thead><tr>{TIME_HEADS}<th>conn</th><th>event</th><th>data</th></tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table></section>")
+
+
+def _origin(origin: float | None) -> str:
+    return "" if origin is None else f' <span class="origin">started at {origin:.3f}s on the lab\'s clock</span>'
+
+
+def _node_story(result: RunResult, name: str, caps: list[NetworkCapture]) -> str:
+    """A node's sequence, then what the wire saw of its connections: one origin for both."""
+    events = lab_events(result, name)
+    origin = node_origin(result, name, events)
+    return _sequence(name, events, origin) + node_wire(name, caps, lambda t: lab_time(result, t), origin)
 
 
 def _log(name: str, path: Path) -> str:
@@ -266,6 +281,9 @@ pre{background:#f5f5f5;padding:8px;max-height:480px;overflow:auto;font-size:12px
 p.wire-summary{font-family:monospace;font-size:13px;margin:8px 0 2px}div.conn.unanswered p.wire-summary,
 div.conn.refused p.wire-summary,div.conn.reset p.wire-summary,tr.wire.RST td{color:#c62828}
 table.wire-events{width:auto}tr.capture.cut td.note{color:#c62828}
+td.rel{color:#616161}h3 .origin{font-weight:normal;font-size:13px;color:#616161}
+#faults{width:auto}tr.fault.fired td:first-child{color:#d32f2f;font-weight:bold}
+tr.fault.not-fired td{color:#c62828;background:#fdecee}td.where{font-family:monospace;font-size:12px}
 """
 
 JS = """
@@ -295,8 +313,7 @@ def render(result: RunResult) -> str:
     checks = "".join(_check_row(e) for e in result.results)
     order = sorted(plan.nodes, key=lambda n: n.service)  # clients first, then the servers
     caps = captures(result)
-    sequences = "".join(_sequence(n.name, read_transcript(rundir.transcript(n.name)))
-                        + node_wire(n.name, caps, lambda t: lab_time(result, t)) for n in order)
+    sequences = "".join(_node_story(result, n.name, caps) for n in order)
     logs = "".join(_log(n.name, rundir.log(n.name)) for n in plan.nodes if n.runs_something)
     hosts = "".join(
         f"<tr><td>{esc(n)}</td><td>{esc(p.host)}</td><td>{esc(p.endpoint)}</td>"
@@ -320,14 +337,17 @@ id="status">{status}</span></h1>
 <h2>Nodes</h2>{_nodes_table(result, node_verdicts(result))}
 <h2>Timeline</h2><p>Every node on the lab's clock: its program's run (green passed, red failed or \
 crashed, grey no verdict), the moment it was ready (tick), and under it each connection, open to \
-closed (hover: who closed it).</p>
+closed (hover: who closed it).{FAULT_LINES if result.timeline else ""}</p>
 <div id="timeline-box">{timeline_svg(result, node_verdicts(result), crashed_nodes(result))}</div>
+{faults_table(result)}
 {requests_table(result)}
 {hosts}
 <h2>Expectations</h2><label><input type="checkbox" id="only-failed"> only failures</label>
 <table id="checks"><thead><tr><th>expectation</th><th>check</th><th>node</th><th>result</th><th>detail</th></tr>\
 </thead><tbody>{checks}</tbody></table>
-<h2>Sequences</h2><div id="sequences"><p>What each node sent and received; times from the node's start.</p>\
+<h2>Sequences</h2><div id="sequences"><p>What each node sent and received, and what the wire saw of its \
+connections (when the run captured). Times on the lab's clock (as the timeline's and the faults'), and \
+from the node's start (its first transcript event): a line and its segments on the wire read the same in both.</p>\
 {sequences or "<p>no transcripts</p>"}</div>
 {captures_section(caps)}
 <h2>Logs</h2><div id="logs">{logs or "<p>no logs</p>"}</div>

@@ -4,7 +4,9 @@ and a Captures section linking each network's pcap, for Wireshark.
 
 What a transcript says the program did, the wire says happened: a client that "connected" and
 "got nothing" next to `SYN x4, never answered` or `refused` needs no more explanation. Times are
-on the lab's clock, as the timeline's. Addresses and names come from the run: they go through `esc`.
+on the lab's clock, as the timeline's; each segment also from the node's start, counted as its
+sequence counts (`timeline.since`): a line sent and its segment read the same, no arithmetic.
+Addresses and names come from the run: they go through `esc`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import html
 from collections.abc import Callable
 
 from lab.reports.captures import NetworkCapture
+from lab.reports.timeline import since
 from lab.reports.wire import Connection
 
 CONNECTIONS_SHOW_LIMIT = 100  # connections shown per node and network (report.json has them all)
+TIME_HEADS = ("<th title=\"seconds since the run began\">lab clock</th>"
+              "<th title=\"seconds since the node's first transcript event\">from start</th>")  # both tables'
 
 
 def esc(value: object) -> str:
@@ -29,30 +34,32 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _connection(net: str, c: Connection, at: Callable[[float], float]) -> str:
-    rows = "".join(f'<tr class="wire {esc(e.kind)}"><td class="t">{at(e.t):.3f}s</td><td>{esc(e.kind)}</td>'
+def _connection(net: str, c: Connection, at: Callable[[float], float], origin: float | None) -> str:
+    rows = "".join(f'<tr class="wire {esc(e.kind)}"><td class="t">{at(e.t):.3f}s</td>'
+                   f'<td class="t rel">{since(at(e.t), origin)}</td><td>{esc(e.kind)}</td>'
                    f"<td>{esc(e.sender)} → {esc(e.receiver)}</td></tr>" for e in c.events)
     if c.events_dropped:
-        rows += f'<tr><td colspan="3">… {c.events_dropped} more (report.json)</td></tr>'
-    table = ('<table class="wire-events"><thead><tr><th>time</th><th>event</th><th>from → to</th></tr></thead>'
+        rows += f'<tr><td colspan="4">… {c.events_dropped} more (report.json)</td></tr>'
+    table = (f'<table class="wire-events"><thead><tr>{TIME_HEADS}<th>event</th><th>from → to</th></tr></thead>'
              f"<tbody>{rows}</tbody></table>") if rows else ""
     return (f'<div class="conn {esc(c.outcome)}" data-network="{esc(net)}" data-outcome="{esc(c.outcome)}">'
             f'<p class="wire-summary">on {esc(net)}: {esc(c.summary(at))}</p>{table}</div>')
 
 
-def node_wire(node: str, caps: list[NetworkCapture], at: Callable[[float], float]) -> str:
-    """The connections `node` initiated or served, per captured network ("" when none)."""
+def node_wire(node: str, caps: list[NetworkCapture], at: Callable[[float], float], origin: float | None = None) -> str:
+    """The connections `node` initiated or served, per captured network ("" when none); `origin`:
+    the node's start on the lab's clock, which its sequence counts from too."""
     parts = []
     for cap in caps:
         mine = cap.involving(node)
-        parts += [_connection(cap.network, c, at) for c in mine[:CONNECTIONS_SHOW_LIMIT]]
+        parts += [_connection(cap.network, c, at, origin) for c in mine[:CONNECTIONS_SHOW_LIMIT]]
         if len(mine) > CONNECTIONS_SHOW_LIMIT:
             parts.append(f'<p class="cut">… {len(mine) - CONNECTIONS_SHOW_LIMIT} more connections on '
                          f"{esc(cap.network)} (report.json, {esc(cap.file)})</p>")
     if not parts:
         return ""
     return (f'<section class="wire" id="wire-{esc(node)}" data-node="{esc(node)}"><h4>{esc(node)} on the wire '
-            f"(times on the lab's clock)</h4>{''.join(parts)}</section>")
+            f"(each line on the lab's clock)</h4>{''.join(parts)}</section>")
 
 
 def _notes(cap: NetworkCapture) -> str:

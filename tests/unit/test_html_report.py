@@ -1,4 +1,5 @@
-"""report.html and `lab graph`: the topology drawing, escaping of hostile text, the log cap."""
+"""report.html and `lab graph`: the topology drawing, escaping of hostile text, the log cap, the
+timeline and its faults, and the wire beside each sequence on the same clocks."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lab.cli import main
 from lab.outcome import CheckResult, ExpectationResult, RunResult
 from lab.plan import make_plan
 from lab.reports.html_report import LOG_SHOW_LIMIT, topology_svg, write_html
+from lab.reports.timeline import AXIS, LEFT
 from lab.rundir import RunDir
 from lab.scenario import load_scenario
 from tests.unit.test_wire import RST, SYN, T0, normal, pcap, tcp
@@ -89,7 +91,7 @@ def test_report_escapes_hostile_text_and_caps_logs(tmp_path: Path) -> None:
     assert 'class="check fail" data-node="client-1"' in page and 'class="check pass" data-node="client-2"' in page
     assert 'data-node="client-1" data-verdict="fail"' in page
     assert 'data-node="client-2" data-verdict="pass"' in page and 'data-node="server" data-verdict="none"' in page
-    assert "+0.020s" in page and 'id="seq-client-1"' in page
+    assert "+0.020s" in page and 'id="seq-client-1"' in page  # from the node's start (its first event)
     assert f"cut: showing the first 256 KiB of {LOG_SHOW_LIMIT + 50_000} bytes" in page
     assert LOG_SHOW_LIMIT < len(page) < LOG_SHOW_LIMIT + 40_000
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched
@@ -139,7 +141,8 @@ def test_the_timeline_tells_who_was_connected_when_and_who_closed(tmp_path: Path
 
 def _captured(result: RunResult) -> RunResult:
     """A run that captured its network `lan`: client-1's echo (handshake, 12 B each way, FIN/FIN) and
-    client-2 refused; the capturer's counts say 3 packets did not fit under the size limit."""
+    client-2 refused; the capturer's counts say 3 packets did not fit under the size limit. client-1's
+    transcript tells the same echo, stamped as the capture (it started 0.5 s before its SYN)."""
     ip = {n.name: str(n.interfaces[0].address.ip) for n in result.plan.nodes}
     server, one, two = (ip["server"], 9999), (ip["client-1"], 40112), (ip["client-2"], 40200)
     result.wall0 = T0 - 2.0  # the capture's T0 is 2 s into the run
@@ -148,6 +151,12 @@ def _captured(result: RunResult) -> RunResult:
     folder.mkdir()
     pcap(folder / "lan.pcap", frames)
     (folder / "lan.json").write_text(json.dumps({"packets": 10, "bytes": 900, "over_limit": 3, "kernel_drops": 0}))
+    events = [{"t": T0 - 0.5, "event": "start", "role": "telnet-client"},
+              {"t": T0 + 0.002, "event": "connected", "conn": 1, "peer": f"{server[0]}:9999"},
+              {"t": T0 + 0.010, "event": "sent", "conn": 1, "data": "hello there\n"},
+              {"t": T0 + 0.011, "event": "received", "conn": 1, "data": "hello there\n"},
+              {"t": T0 + 0.020, "event": "closed", "conn": 1, "by": "client-1"}]
+    result.rundir.transcript("client-1").write_text("".join(json.dumps(e) + "\n" for e in events))
     return result
 
 
@@ -166,7 +175,8 @@ def test_the_wire_is_shown_beside_each_node_and_its_capture_linked(tmp_path: Pat
     assert opened in _section(page, "wire-server") and refused in _section(page, "wire-server")  # took part in both
     assert refused in _section(page, "wire-client-2") and opened not in _section(page, "wire-client-2")
     assert 'id="wire-client-3"' not in page  # no connection of its own
-    assert '<tr class="wire SYN-ACK"><td class="t">2.001s</td><td>SYN-ACK</td><td>server:9999 → client-1:40112' in page
+    assert ('<tr class="wire SYN-ACK"><td class="t">2.001s</td><td class="t rel">+0.501s</td><td>SYN-ACK</td>'
+            "<td>server:9999 → client-1:40112") in page  # the lab's clock, and from client-1's start
     assert '<a href="captures/lan.pcap">captures/lan.pcap</a>' in page
     row = page[page.index('<tr class="capture cut" data-network="lan">'):]
     assert "<td>10</td><td>2</td>" in row and "cut at its size limit: 3 packets not written" in row
@@ -175,3 +185,90 @@ def test_the_wire_is_shown_beside_each_node_and_its_capture_linked(tmp_path: Pat
 def test_no_capture_no_wire(tmp_path: Path) -> None:
     page = write_html(_fake_run(tmp_path)).read_text()
     assert "<h2>Captures</h2>" not in page and 'class="wire"' not in page
+
+
+def _rows(section: str, cls: str) -> list[list[str]]:
+    """The cells' text of a section's rows of class `cls` (`ev closed`, `wire FIN`)."""
+    rows = []
+    for chunk in section.split(f'<tr class="{cls}">')[1:]:
+        row = ET.fromstring("<tr>" + chunk[:chunk.index("</tr>")] + "</tr>")
+        rows.append(["".join(td.itertext()) for td in row])
+    return rows
+
+
+def test_a_line_and_its_segment_on_the_wire_read_the_same_times(tmp_path: Path) -> None:
+    """The sequence and the wire table count from the same origin, on the same clock: client-1's
+    "closed" and its FIN at the same moment show the same lab time and the same time from its start."""
+    page = write_html(_captured(_fake_run(tmp_path))).read_text()
+    (closed,) = _rows(_section(page, "seq-client-1"), "ev closed")
+    fin = _rows(_section(page, "wire-client-1"), "wire FIN")[0]  # client-1's FIN, then the server's
+    assert closed[:2] == fin[:2] == ["2.020s", "+0.520s"]
+    (connected,) = _rows(_section(page, "seq-client-1"), "ev connected")
+    ack = _rows(_section(page, "wire-client-1"), "wire ACK")[0]
+    assert connected[:2] == ack[:2] == ["2.002s", "+0.502s"]  # the handshake's ACK: the client connected
+    assert "started at 1.500s on the lab's clock" in _section(page, "seq-client-1")
+    heads = '<th title="seconds since the run began">lab clock</th><th title="seconds since the node'
+    assert _section(page, "seq-client-1").count(heads) == _section(page, "wire-client-1").count(heads) == 1
+
+
+def _faulted(tmp_path: Path) -> RunResult:
+    """A run whose timeline took the server down at 0.5 s and restarted it at 0.52 s (it ended 143),
+    and never reached the step that would have brought it back up."""
+    result = _fake_run(tmp_path)
+    result.phases = {"plan": (0.0, 0.01), "up": (0.01, 0.2), "run": (0.2, 1.0), "down": (1.0, 1.2)}
+    result.timeline = [
+        {"step": "down server", "where": "scenarios/f.yaml:18:16", "fired": True, "t": 0.5},
+        {"step": "restart server", "where": "scenarios/f.yaml:19:5", "fired": True, "t": 0.52,
+         "codes": {"server": 143}},
+        {"step": "up server", "where": HOSTILE, "fired": False, "t": None},
+    ]
+    return result
+
+
+def _timeline(page: str) -> ET.Element:
+    start = page.index('<svg id="timeline"')
+    return ET.fromstring(page[start:page.index("</svg>", start) + 6])
+
+
+def test_the_faults_cross_the_timeline_where_they_fired(tmp_path: Path) -> None:
+    page = write_html(_faulted(tmp_path)).read_text()
+    tree = _timeline(page)
+    faults = {g.get("data-step"): g for g in tree.iter(f"{SVG}g") if g.get("class") == "fault"}
+    assert list(faults) == ["down server", "restart server"]  # the step not reached has no moment to mark
+    lanes = [g for g in tree.iter(f"{SVG}g") if "lane" in g.get("class", "").split()]
+    last = max(float(t.get("y", 0)) for t in lanes[-1].iter(f"{SVG}text"))
+    first = min(float(t.get("y", 0)) for t in lanes[0].iter(f"{SVG}text"))
+    xs = []
+    for name, g in faults.items():
+        (marker,) = [ln for ln in g.iter(f"{SVG}line") if ln.get("class") == "marker"]
+        assert marker.get("stroke-dasharray") and marker.get("stroke") == "#d32f2f"
+        assert float(marker.get("y1", 0)) < first and float(marker.get("y2", 0)) > last  # across every lane
+        xs.append(float(marker.get("x1", 0)))
+        assert "".join(g.find(f"{SVG}text").itertext()) == name  # type: ignore[union-attr]
+    assert xs == pytest.approx([LEFT + t / 1.2 * AXIS for t in (0.5, 0.52)], abs=0.1)  # the lab's clock's axis
+    title = "".join(faults["restart server"].find(f"{SVG}title").itertext())  # type: ignore[union-attr]
+    assert title == "restart server: fired at 0.520s (scenarios/f.yaml:19:5); server 143 (SIGTERM)"
+    labels = [float(g.find(f"{SVG}text").get("y", 0)) for g in faults.values()]  # type: ignore[union-attr]
+    assert labels[0] != labels[1]  # 20 ms apart: the second label stacked under the first, not over it
+
+
+def test_the_faults_table_says_when_each_step_fired_or_that_it_did_not(tmp_path: Path) -> None:
+    page = write_html(_faulted(tmp_path)).read_text()
+    assert page.index("<h2>Timeline</h2>") < page.index("<h2>Faults</h2>") < page.index("<h2>Expectations</h2>")
+    table = page[page.index('<table id="faults">'):]
+    table = table[:table.index("</table>") + 8]
+    rows = {tr.get("data-step"): (tr.get("class"), ["".join(td.itertext()) for td in tr])
+            for tr in ET.fromstring(table).iter("tr") if tr.get("data-step")}
+    assert rows == {
+        "down server": ("fault fired", ["down server", "0.500s", "", "scenarios/f.yaml:18:16"]),
+        "restart server": ("fault fired",
+                           ["restart server", "0.520s", "server 143 (SIGTERM)", "scenarios/f.yaml:19:5"]),
+        "up server": ("fault not-fired", ["up server", "not reached (the run ended first)", "", HOSTILE]),
+    }
+    assert "1 of 3 not reached: the run ended before it." in page
+    assert page.count("<script") == 1  # the hostile `where` is text
+
+
+def test_no_timeline_no_faults(tmp_path: Path) -> None:
+    page = write_html(_fake_run(tmp_path)).read_text()
+    assert "<h2>Faults</h2>" not in page and 'class="fault' not in page and "Dashed red lines" not in page
