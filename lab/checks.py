@@ -4,7 +4,8 @@ at the end; the checks themselves are declared in lab/scenario/checks.py).
 No I/O and no backend knowledge: lab/outcome.py collects each node's outcome (transcript events,
 log text, exit status) and hands them here, which keeps every branch testable on literal data.
 A failing result says why in one line, with evidence: the node and its peer, what was sent and
-what came back (or that the connection was refused, reset, or timed out).
+what came back (or that the connection was refused, reset, or timed out). A client's connections
+are read back by lab/roles/readback.py; a moment is said from the node's start (`+2.31s`), as reports show it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from lab.lines import (
     without_eol,
 )
 from lab.outcome import CheckResult, NodeOutcome
+from lab.roles import readback
 from lab.roles.common import event_bytes
+from lab.roles.reconnect import spent
 from lab.signals import exit_words
 
 Finding = tuple[bool, str]  # (passed, detail): what a check found for one node, before `evaluate` words it
@@ -112,8 +115,10 @@ def received_bytes(node: NodeOutcome, start: int = 0, stop: int | None = None) -
 
 
 def ending(node: NodeOutcome, last_sent: str | None, start: int = 0) -> str:
-    """Why the conversation ended without what was expected: an error, the peer closing, or nothing."""
-    error = first(node, "error", start)
+    """Why the conversation ended without what was expected: an error, a loss, the peer closing, or nothing."""
+    error, lost = first(node, "error", start), first(node, "lost", start)
+    if lost and (not error or lost[0] < error[0]):
+        return (f"sent {quote(last_sent)}: " if last_sent is not None else "") + lost_for_good(node, lost)
     if error:
         return error_phrase(error[1], last_sent)
     closed = first(node, "closed", start)
@@ -125,11 +130,22 @@ def ending(node: NodeOutcome, last_sent: str | None, start: int = 0) -> str:
     return prefix + "no reply"
 
 
+def lost_for_good(node: NodeOutcome, lost: tuple[int, dict[str, Any]]) -> str:
+    """`connection lost (reset)`, and that it never came back when it did not."""
+    words = f"connection lost ({lost[1].get('message') or lost[1].get('why')})"
+    if first(node, "connected", lost[0]):
+        return words
+    gave = readback.gave_up(node.transcript, lost[0])
+    return f"{words}, never reconnected" + (f" {spent(gave)}" if gave else "")
+
+
 def connection_failure(node: NodeOutcome) -> str | None:
     """Why a client never connected, or None if it did."""
     if first(node, "connected"):
         return None
     error = first(node, "error")
+    if error and error[1].get("gave_up"):
+        return f"never connected {spent(error[1])}"
     if error:
         return error_phrase(error[1], None)
     if not node.transcript:
@@ -150,13 +166,13 @@ def echo(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
     failure = connection_failure(node)
     if failure:
         return False, f"{here}: {failure}"
-    sends = [(i, event_bytes(e)) for i, e in enumerate(node.transcript) if e.get("event") == "sent"]
+    sends = readback.line_sends(node.transcript)  # a line sent again after a loss: its last attempt
     if not sends:
         error = first(node, "error")
         return False, f"{here}: sent nothing" + (f" ({error_phrase(error[1], None)})" if error else "")
-    for k, (index, data) in enumerate(sends):
-        stop = sends[k + 1][0] if k + 1 < len(sends) else None
-        segment = received_bytes(node, index + 1, stop)
+    for index in sends:
+        data = event_bytes(node.transcript[index])
+        segment = readback.reply_to(node.transcript, index)
         reply = through_line_ends(segment, max(1, data.count(b"\n")))
         if reply is None:
             return False, f"{here}: {echo_miss(node, index, data, segment)}"
@@ -164,7 +180,7 @@ def echo(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
             return False, f"{here}: {difference(data, reply)}"
     expected = start_params(node).get("send")
     if isinstance(expected, list) and len(sends) < len(expected):
-        why = ending(node, None, sends[-1][0])
+        why = ending(node, None, sends[-1])
         return False, f"{here}: sent only {len(sends)} of {len(expected)} lines ({why})"
     return True, f"{here}: {len(sends)}/{len(sends)} lines echoed"
 
@@ -174,8 +190,10 @@ def echo_miss(node: NodeOutcome, index: int, sent: bytes, segment: bytes) -> str
     line = without_eol(sent).decode("utf-8", errors="surrogateescape")
     if not segment:
         return ending(node, line, index)
-    error = first(node, "error", index)
-    if error and error[1].get("kind") == "timeout":
+    error, lost = first(node, "error", index), first(node, "lost", index)
+    if lost and (not error or lost[0] < error[0]):
+        why = f"; {lost_for_good(node, lost)}"
+    elif error and error[1].get("kind") == "timeout":
         why = seconds(error[1].get("timeout"))
     else:
         why = f"; {error_phrase(error[1], None)}" if error else ""
@@ -183,13 +201,13 @@ def echo_miss(node: NodeOutcome, index: int, sent: bytes, segment: bytes) -> str
 
 
 def greeting(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
-    """The text arrived somewhere in what the client received."""
+    """The text arrived somewhere in what the client received on one connection."""
     here, text = where(node), str(params["text"])
     failure = connection_failure(node)
     if failure:
         return False, f"{here}: {failure}"
     received = received_bytes(node)
-    if text.encode("utf-8") in received:
+    if any(text.encode("utf-8") in got for got in readback.received_by_conn(node.transcript).values()):
         return True, f"{here}: got {quote(text)}"
     if received:
         return False, f"{here}: expected {quote(text)}, got {escape(without_eol(received))}"
@@ -211,7 +229,8 @@ def http(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
         return False, f"{request}: status {status} {reason}, expected {params.get('status', 200)}"
     wanted = params.get("body_contains")
     if wanted is not None and str(wanted) not in body:
-        return False, f"{request}: body does not contain {quote(str(wanted))} (body: {quote(body)})"
+        kept = f", its first {response['body_kept']} bytes" if "body_kept" in response else ""  # a long one
+        return False, f"{request}: body does not contain {quote(str(wanted))} (body{kept}: {quote(body)})"
     return True, f"{request}: {status} {reason}" + (f", body contains {quote(str(wanted))}" if wanted else "")
 
 
@@ -259,66 +278,40 @@ def output(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
 # ----------------------------------------------------------------------------- concurrent
 
 
-def answered_interval(node: NodeOutcome) -> tuple[float, float] | None:
-    """When the client was connected and answered: from its `answered` event (taken after the recv
-    that completed its first reply) to its `closing` (taken before close()), an error, or its end.
-    A connection the server closed counts only up to the last bytes the client received on it.
-
-    Stamped by another host's clock, the interval is shrunk by that clock's uncertainty at both ends:
-    it then claims no moment the node was not surely connected and answered.
-
-    None when the node never connected or was never answered. (Transcripts without `answered`
-    events count from the first bytes received after connecting.)"""
-    connected = first(node, "connected")
-    if not connected:
-        return None
-    answer = first(node, "answered", connected[0]) or first(node, "received", connected[0])
-    if not answer:
-        return None
-    begin, end = stamped_interval(node, answer)
+def answered_intervals(node: NodeOutcome) -> list[tuple[float, float]]:
+    """When the client was connected and answered, one interval per connection (see
+    readback.answered_spans: from its first reply to its `closing`, or the last bytes of a
+    connection the server closed). Stamped by another host's clock, each is shrunk by that clock's
+    uncertainty at both ends: it then claims no moment the node was not surely connected and answered."""
     u = node.clock_uncertainty
-    return begin + u, end - u
-
-
-def stamped_interval(node: NodeOutcome, answer: tuple[int, dict[str, Any]]) -> tuple[float, float]:
-    """The answered interval as the node's own clock stamped it (see `answered_interval`)."""
-    begin = float(answer[1].get("t", 0.0))
-    after = node.transcript[answer[0] + 1 :]
-    by_peer = any(e.get("event") == "closed" and e.get("by") == "peer" for e in after)
-    last = begin
-    for event in after:
-        kind = event.get("event")
-        if kind in ("closing", "closed", "error", "end"):
-            return begin, last if by_peer else float(event.get("t", begin))
-        if kind == "received":
-            last = float(event.get("t", last))
-    return begin, max(begin, float(node.transcript[-1].get("t", begin)))
+    return [(begin + u, end - u) for begin, end in readback.answered_spans(node.transcript)]
 
 
 def concurrent(params: Mapping[str, Any], nodes: Sequence[NodeOutcome]) -> list[Finding]:
-    """For each node: at some moment of its answered interval, >= at_least intervals (its own
-    included) were open. Serving clients one at a time therefore fails it."""
+    """For each node: at some moment of its answered intervals, >= at_least intervals (its own
+    included) were open. Serving clients one at a time therefore fails it. (A client's connections
+    follow one another: its intervals never overlap, so open intervals count clients.)"""
     need = int(params.get("at_least", 2))
-    intervals = {node.name: answered_interval(node) for node in nodes if node.started}
-    known = {name: iv for name, iv in intervals.items() if iv is not None and iv[0] <= iv[1]}
-    starts = sorted(begin for begin, _ in known.values())
-    ends = sorted(end for _, end in known.values())
+    intervals = {node.name: answered_intervals(node) for node in nodes if node.started}
+    spans = {name: [iv for iv in ivs if iv[0] <= iv[1]] for name, ivs in intervals.items()}
+    known = {name: (ivs[0][0], ivs[-1][1]) for name, ivs in spans.items() if ivs}  # from first to last
+    starts = sorted(begin for ivs in spans.values() for begin, _ in ivs)
+    ends = sorted(end for ivs in spans.values() for _, end in ivs)
 
-    def open_at(moment: float) -> int:
-        return bisect_right(starts, moment) - bisect_left(ends, moment)
+    def open_at(at: float) -> int:
+        return bisect_right(starts, at) - bisect_left(ends, at)
 
     findings: list[Finding] = []
     for node in nodes:
         interval = known.get(node.name)
-        if interval is None and intervals.get(node.name) is not None:  # shrunk to nothing by the clocks
+        if interval is None and intervals.get(node.name):  # shrunk to nothing by the clocks
             findings.append((False, f"{where(node)}: answered for less than its clock's uncertainty "
                                     f"({2 * node.clock_uncertainty * 1000:.0f} ms): no moment is sure"))
             continue
         if not node.started or interval is None:
             findings.append(not_run(node) or (False, f"{where(node)}: never answered: {unanswered(node)}"))
             continue
-        begin, end = interval
-        best = max(open_at(moment) for moment in starts if begin <= moment <= end)
+        best = max(open_at(at) for at in starts for begin, end in spans[node.name] if begin <= at <= end)
         if best >= need:
             findings.append((True, f"{best} clients connected and answered at once (need {need})"))
         else:
@@ -355,6 +348,81 @@ def overlap_evidence(
     return ""
 
 
+# ----------------------------------------------------------------------------- faults
+
+
+def recovers(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
+    """The client lost its connection after it had worked and, on a later connection, got a reply
+    to each line still to send (as many line ends as the line had: `echo` judges the bytes)."""
+    here, tr = where(node), node.transcript
+    failure = connection_failure(node)
+    if failure:
+        return False, f"{here}: {failure}"
+    lost = readback.losses(tr)
+    if not lost and not start_params(node).get("reconnect"):
+        broke = first(node, "error") or any(e.get("by") == "peer" for e in events(node, "closed"))
+        return False, f"{here}: does not reconnect (its `reconnect:` is 0)" + (f"; {ending(node, None)}" * bool(broke))
+    if not lost:
+        return False, f"{here}: never lost its connection (the fault did not reach it)"
+    event = tr[lost[-1]]
+    what = f"lost its connection {f'{len(lost)} times, the last ' * (len(lost) > 1)}at " \
+           f"+{readback.since_start(tr, event):.2f}s ({event.get('message') or event.get('why')})"
+    back = first(node, "connected", lost[-1])
+    if back is None:
+        gave = readback.gave_up(tr, lost[-1])
+        return False, f"{here}: {what} and " + (f"never reconnected {spent(gave)}" if gave
+                                               else "had not reconnected when it ended")
+    again = f"reconnected at +{readback.since_start(tr, back[1]):.2f}s (conn {back[1].get('conn')})"
+    lines = [str(line) for line in start_params(node).get("send") or []]
+    left = range(int(event.get("line", 0)), len(lines))
+    missing = readback.first_unanswered(tr, back[0], left)
+    if missing is not None:
+        line, attempt = missing
+        why = ending(node, None, back[0] if attempt is None else attempt)  # "no reply": nothing more to say
+        return False, (f"{here}: {what}, {again} but {quote(lines[line])} " + ("was never sent after that" if
+                       attempt is None else "got no reply") + (f" ({why})" if why != "no reply" else ""))
+    if not left and not received_bytes(node, back[0]):
+        return False, f"{here}: {what}, {again} but received nothing on it"
+    return True, f"{here}: {what}, {again} and got a reply to each of the {len(left)} line(s) left"
+
+
+def rate(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
+    """The goodput over the window: the bytes that arrived in it, per second; the window counts from the
+    client's first received byte, which no slow start of the lab, the server or the connection can move."""
+    here, wanted, within = where(node), float(params["rate"]), float(params.get("within", 20.0))
+    low, high = (float(x) for x in params["window"])
+    span = [secs(x) for x in (low, high)]
+    found = readback.arrivals(node.transcript)
+    if not found:
+        return False, f"{here}: received nothing ({connection_failure(node) or no_response(node)})"
+    zero, last = found[0][0], found[-1][0]
+    if last - zero < high:
+        error = first(node, "error")
+        why = f" ({error_phrase(error[1], None)})" if error else " (the whole response had come: serve a bigger page)"
+        return False, (f"{here}: the transfer ended at {secs(last - zero)}s, before the window's end "
+                       f"{span[1]}s (seconds from its first byte){why}")
+    got = readback.goodput(found, zero + low, zero + high)
+    passed = abs(8 * got - wanted) <= wanted * within / 100
+    return passed, (f"{here}: got {per_s(got, BYTES, got)} ({per_s(8 * got, BITS, wanted)}) over {span[0]}-"
+                    f"{span[1]}s from its first byte; expected {per_s(wanted, BITS, wanted)} +-{within:g}%")
+
+
+BITS = ((1e10, 1e9, "Gbit/s"), (1e7, 1e6, "Mbit/s"), (0.0, 1e3, "kbit/s"))  # (from, per unit, unit)
+BYTES = ((1e6, 1e6, "MB/s"), (0.0, 1e3, "kB/s"))
+
+
+def secs(x: float) -> str:
+    """Seconds shown to the tenth, or to the hundredth when that says more: 1.0, 3.2, 0.25, 5.98."""
+    return f"{x:.1f}" if round(x, 1) == round(x, 2) else f"{x:.2f}"
+
+
+def per_s(value: float, units: tuple[tuple[float, float, str], ...], scale: float) -> str:
+    """`value` (per second) in the first unit whose threshold `scale` reaches: 998.4 kbit/s, 124.8 kB/s."""
+    _, factor, unit = next(u for u in units if scale >= u[0])
+    shown = value / factor
+    return f"{shown:.0f} {unit}" if shown >= 1000 else f"{shown:.1f} {unit}" if shown >= 10 else f"{shown:.2f} {unit}"
+
+
 # ----------------------------------------------------------------------------- the judges
 
 Judge = Callable[[Mapping[str, Any], Sequence[NodeOutcome]], list[Finding]]
@@ -374,4 +442,6 @@ JUDGES: dict[str, Judge] = {
     "concurrent": concurrent,
     "exit": each(exit_status),
     "output": each(output),
+    "recovers": each(recovers),
+    "rate": each(rate),
 }

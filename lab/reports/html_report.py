@@ -31,7 +31,8 @@ from lab.signals import exit_words
 LOG_SHOW_LIMIT = 256 * 1024  # bytes of each node's log shown on the page
 DATA_SHOW_LIMIT = 2000  # characters of one sent/received payload shown
 EVENTS_SHOW_LIMIT = 2000  # transcript events shown per node
-SEQUENCE_EVENTS = ("connecting", "connected", "accepted", "sent", "received", "closed", "error")
+SEQUENCE_EVENTS = ("connecting", "connected", "accepted", "sent", "received", "closed", "error",
+                   "connect_failed", "lost", "reconnected")  # the last three: a client that reconnects
 
 # Layout of the topology (pixels).
 WIDTH, MARGIN, GAP, BAR_H, LINE_H, PAD = 1100, 20, 18, 22, 15, 40
@@ -203,10 +204,10 @@ def _show_data(event: Mapping[str, Any]) -> str:
 def _event_text(event: Mapping[str, Any]) -> str:
     kind = event.get("event")
     if kind in ("sent", "received"):
-        return _show_data(event)
+        return _show_data(event) if "data" in event or "data_b64" in event else f"{event.get('size', '?')} bytes"
     if kind == "error":
         return f"{event.get('kind', '')} during {event.get('during', '')}: {event.get('message', '')}"
-    keys = ("peer", "local", "target", "reason")
+    keys = ("peer", "local", "target", "reason", "why", "kind", "attempt", "after", "attempts")
     return " ".join(f"{k}={event[k]}" for k in keys if k in event)
 
 

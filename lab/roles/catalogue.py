@@ -28,7 +28,8 @@ TYPES: dict[str, str] = {
     "bool": "true or false",
     "duration": "seconds, or 500ms, 30s, 2m, 1h; 0 or more",
     "timeout": "a duration greater than 0",
-    "pages": "a mapping of path (starting with `/`) to body",
+    "pages": "a mapping of path (starting with `/`) to body: a string, or `{bytes: SIZE}` for a generated text "
+             "body of that size (2MiB, 512KiB or bytes; MB means MiB, as for `limits:`), sent with its Content-Length",
     "connect": "NODE:PORT or IPv4:PORT; the role gets `host` (the node's address), `port` and `target` (as written)",
     "url": "http://HOST[:PORT][/path], HOST a node or an IPv4 address; the role also gets `host` (the node's "
            "address), `port`, `path` and `host_header`",
@@ -36,6 +37,9 @@ TYPES: dict[str, str] = {
     "code": "an exit code, 0..255",
     "hosts": "a number of hosts, from 1 to as many as the check's nodes name",
     "regex": "a regular expression (Python's `re`); `^` and `$` match at every line",
+    "rate": "bits per second as tc writes them: 800kbit, 1mbit, 1.5mbit, 1gbit (k = 1000); 8kbit..10gbit",
+    "window": "[FROM, TO]: two durations, FROM before TO",
+    "percent": "a percentage: 20% or 20; more than 0, at most 100",
 }
 
 
@@ -74,12 +78,15 @@ ROLES: dict[str, Role] = {role.name: role for role in (
          params={"connect": Param("connect", required=True), "send": Param("lines", default=[]),
                  "read_greeting": Param("bool", default=False), "hold": Param("duration", default=0.0),
                  "interval": Param("duration", default=0.0), "quiet": Param("timeout", default=0.25),
-                 "timeout": Param("timeout", default=5.0)},
+                 "timeout": Param("timeout", default=5.0), "reconnect": Param("duration", default=0.0)},
          doc="what a person does with telnet: connects, reads what the server says, sends each line "
-             "with CRLF and reads its reply; every byte is recorded",
+             "with CRLF and reads its reply; every byte is recorded. With `reconnect: S`, what a "
+             "well-written client does instead: a connection refused, lost or unanswered is tried again "
+             "(0.2 s growing to 1 s apart), the unanswered line re-sent, until S s pass without one that answers",
          evidence="conversation", sync=True),
     Role("http-get", "lab.roles.http_get", service=False,
          params={"url": Param("url", required=True), "timeout": Param("timeout", default=5.0)},
-         doc="one `GET path HTTP/1.1` over a raw socket; records the bytes and the parsed response",
+         doc="one `GET path HTTP/1.1` over a raw socket; records the bytes (past 8 MiB, their sizes and times) "
+             "and the parsed response",
          evidence="http"),
 )}

@@ -43,7 +43,7 @@ class Transcript:
 
     def __init__(self, path: str | int, role: str = ""):
         self.role = role  # the name the role runs under (its catalogue entry's), for its messages
-        self._file = open(path, "wb", buffering=0)  # one transcript per run: truncate (an fd: opened so)
+        self._file = open(path, "ab", buffering=0)  # appended: a node the timeline restarts goes on
         self._lock = threading.RLock()
         self._recorded = 0  # bytes of data recorded so far
         self._truncated = False

@@ -4,6 +4,11 @@ A raw socket rather than http.client's connection so that the transcript holds t
 crossed, and a broken server's answer is still recorded even when it is not valid HTTP. The recorded
 bytes are then parsed by http.client's own response parser (fed through a stand-in socket), so chunked
 bodies, bare-LF headers and close-delimited bodies are read the way real clients read them.
+
+A long response (a generated page pulled through a shaped link, for the `rate` check) is read to
+its end whatever its size: its first DATA_LIMIT bytes are kept, recorded and parsed; past them only
+their sizes are, with their times (`Incoming`), so the goodput stays measurable to the end while the
+transcript and the role's memory stay bounded.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import http.client
 import io
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lab.roles.common import DATA_LIMIT, Transcript, announce_ready, describe, peer_text, preview, say
 
@@ -30,6 +35,7 @@ INTERIM_ONLY = "only an interim 1xx response, no final one"
 CHUNKED_CUT = "chunked body ended before its last chunk"
 TRAILER_CUT = "chunked body ended before the blank line after its last chunk"
 NEVER_CLOSED = "a body without Content-Length or chunked framing, and the server did not close the connection"
+SIZES_EVERY = 0.01  # s: past the data limit, arrivals closer together than this are one `received` event
 
 
 def main(params: dict[str, Any], transcript: Transcript) -> int:
@@ -50,22 +56,32 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
         return 1
     local = peer_text(sock.getsockname())
     transcript.event("connected", conn=CONN, peer=peer, local=local, target=host_header)
+    incoming = Incoming(transcript)
     with sock:
-        raw, by, failure = exchange(sock, request_bytes(path, host_header), deadline, timeout, transcript)
+        raw, by, failure = exchange(sock, request_bytes(path, host_header), deadline, timeout, transcript, incoming)
     transcript.event("closed", conn=CONN, by=by)
-    return report(transcript, url, raw, failure)
+    return report(transcript, url, raw, failure, incoming)
 
 
-def report(transcript: Transcript, url: str, raw: bytes, failure: str | None) -> int:
+def report(transcript: Transcript, url: str, raw: bytes, failure: str | None, incoming: Incoming | None = None) -> int:
     """Record the response, or why there is none. An error the exchange already recorded (a timeout,
-    a reset) is not recorded twice: the first error is the one the `http` check explains."""
+    a reset) is not recorded twice: the first error is the one the `http` check explains. A response
+    longer than what was kept (`incoming`) is judged on its framing's count: its body as kept, its
+    size as it came."""
     if not raw:
         say(f"no HTTP response from {url}")
         return 1
     parsed = parse(raw)
+    extra: dict[str, Any] = {}
+    if parsed is not None and incoming is not None and incoming.cut:
+        if incoming.end is not None and incoming.total >= incoming.end:
+            parsed = replace(parsed, missing=None)  # whole: only its end was not kept
+        head = len(raw) - len(parsed.body)
+        whole = min(incoming.total, incoming.end) if incoming.end is not None else incoming.total
+        extra = {"body_bytes": whole - head, "body_kept": len(parsed.body)}
     problem = why_not_whole(parsed, raw, failure)
     if parsed is not None and problem is None:
-        transcript.event("response", conn=CONN, **parsed.event())
+        transcript.event("response", conn=CONN, **{**parsed.event(), **extra})
         say(f"{parsed.version} {parsed.status} {parsed.reason}")
         say(parsed.text)
         return 0
@@ -92,43 +108,110 @@ def request_bytes(path: str, host_header: str) -> bytes:
 
 
 def exchange(
-    sock: socket.socket, request: bytes, deadline: float, timeout: float, transcript: Transcript
+    sock: socket.socket, request: bytes, deadline: float, timeout: float, transcript: Transcript,
+    incoming: Incoming | None = None,
 ) -> tuple[bytes, str, str | None]:
-    """Send the request and read the answer until it is complete (see `complete`), EOF, or the
-    deadline. Returns the raw bytes, who closed ("peer" at EOF or reset) and the kind of the error
-    recorded on the way (None when there was none)."""
-    raw, phase = b"", "send"
+    """Send the request and read the answer until it is complete (see `Incoming.whole`), EOF, or the
+    deadline, into `incoming`. Returns the bytes kept, who closed ("peer" at EOF or reset) and the
+    kind of the error recorded on the way (None when there was none)."""
+    incoming, phase = incoming or Incoming(transcript), "send"
     try:
         sock.sendall(request)
         transcript.data("sent", request, conn=CONN)
         phase = "response"
-        while not complete(raw):
+        while not incoming.whole():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no complete response within {timeout}s")
             sock.settimeout(remaining)
             chunk = sock.recv(RECV_SIZE)
             if not chunk:
-                return raw, "peer", None
-            transcript.data("received", chunk, conn=CONN)
-            raw += chunk
-            if len(raw) > DATA_LIMIT:  # a flood, not a page: judged on what came, never read to the end
+                return bytes(incoming.kept), "peer", None
+            incoming.add(chunk)
+            if incoming.flood():  # not a page whose end can be found: judged on what came
+                incoming.flush()
                 transcript.event("error", conn=CONN, kind="other", during="response",
                                  message=f"response larger than {DATA_LIMIT // 2**20} MiB: the rest was not read")
-                return raw, "self", "other"
-        return raw, "self", None
+                return bytes(incoming.kept), "self", "other"
+        return bytes(incoming.kept), "self", None
     except OSError as exc:
-        kind = error_event(transcript, exc, phase, timeout, raw)
+        incoming.flush()
+        kind = error_event(transcript, exc, phase, timeout, incoming.missing())
         say(f"error during {phase}: {describe(exc)}")
-        return raw, "peer" if kind == "reset" else "self", kind
+        return bytes(incoming.kept), "peer" if kind == "reset" else "self", kind
+    finally:
+        incoming.flush()
 
 
-def error_event(transcript: Transcript, exc: OSError, phase: str, timeout: float, raw: bytes) -> str:
+class Incoming:
+    """What has arrived: its first DATA_LIMIT bytes themselves (parsed and reported), the rest counted.
+
+    Each arrival is recorded with its time: a `received` event with its bytes while the transcript
+    takes data, then (after its `truncated` event) `received` events with a `size` and no bytes,
+    arrivals less than SIZES_EVERY apart summed into one (stamped with the last one's time), so that
+    a stream of any length leaves a transcript of bounded rate."""
+
+    def __init__(self, transcript: Transcript):
+        self.transcript = transcript
+        self.kept = bytearray()
+        self.total = 0  # bytes arrived
+        self.framing: str | None = None  # once the final head came: how its body ends (see `framing_of`)
+        self.end: int | None = None  # ... and, framed by its length, the whole response's size
+        self.over = False  # the transcript takes no more data
+        self.pending, self.chunks, self.first, self.last = 0, 0, 0.0, 0.0  # sizes not yet recorded
+
+    @property
+    def cut(self) -> bool:
+        return self.total > len(self.kept)
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        if len(self.kept) < DATA_LIMIT:
+            self.kept += chunk[: DATA_LIMIT - len(self.kept)]
+        if self.transcript.data("received", chunk, conn=CONN):
+            return
+        if not self.over:  # its size is in the `truncated` event
+            self.over = True
+            return
+        now = time.time()
+        if self.pending and now - self.first >= SIZES_EVERY:
+            self.flush()
+        if not self.pending:
+            self.first = now
+        self.pending, self.chunks, self.last = self.pending + len(chunk), self.chunks + 1, now
+
+    def flush(self) -> None:
+        if self.pending:
+            # stamped with its last arrival's time (`t` given replaces the moment of writing)
+            self.transcript.event("received", conn=CONN, size=self.pending, chunks=self.chunks, t=self.last)
+            self.pending = self.chunks = 0
+
+    def whole(self) -> bool:
+        """A whole response has arrived: counted against its Content-Length once its head came,
+        else as `complete` says of the bytes (a close-delimited body never is: EOF ends it)."""
+        if self.framing is None and not self.cut:
+            self.framing, self.end = framing_of(bytes(self.kept))
+        if self.end is not None:
+            return self.total >= self.end
+        return self.framing == "chunked" and not self.cut and complete(bytes(self.kept))
+
+    def missing(self) -> str:
+        """What the response still lacks, in words ("" when nothing came)."""
+        if self.cut and self.end is not None:
+            return f"{self.total} of its {self.end} bytes arrived (Content-Length)"
+        return pending(bytes(self.kept)) if self.kept else ""
+
+    def flood(self) -> bool:
+        """More than can be kept of a response whose end its count cannot find (chunked, or not HTTP)."""
+        return self.cut and self.end is None and self.framing != "close"
+
+
+def error_event(transcript: Transcript, exc: OSError, phase: str, timeout: float, missing: str) -> str:
     """Record the error; a timeout says what was still missing, so a student sees which framing hung."""
     if isinstance(exc, TimeoutError):
         message = f"no complete response within {timeout}s"
-        if raw:
-            message += f": {pending(raw)}"
+        if missing:
+            message += f": {missing}"
         transcript.event("error", conn=CONN, kind="timeout", during=phase, timeout=timeout, message=message)
         return "timeout"
     return transcript.error(exc, during=phase, conn=CONN)
@@ -203,6 +286,22 @@ def parse(raw: bytes) -> Parsed | None:
         body, framing, missing = read_body(response, buffer, raw)
         return summary(response, body, framing, missing)
     return head
+
+
+def framing_of(raw: bytes) -> tuple[str | None, int | None]:
+    """How the body of the response in `raw` ends, once its final head came: ("content-length" or
+    "none", the whole response's size), ("chunked", None) or ("close", None); (None, None) before."""
+    head = final_head(raw)
+    if not isinstance(head, tuple):
+        return None, None
+    response, buffer = head
+    if response.status in NO_BODY_STATUSES or response.status == SWITCHING_PROTOCOLS:
+        return "none", buffer.tell()
+    if response.chunked:
+        return "chunked", None
+    if response.length is None:
+        return "close", None
+    return "content-length", buffer.tell() + response.length
 
 
 def complete(raw: bytes) -> bool:

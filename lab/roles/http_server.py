@@ -2,13 +2,17 @@
 
 The default stderr access log is replaced by transcript `request` events (and one log line each),
 so what the server answered is as checkable as what clients received.
+
+A page is a fixed text, or a generated body of a given size (`{bytes: 2MiB}`): the same 64-byte
+line over and over, sent with its Content-Length in blocks of 64 KiB, so that a client can pull a
+long, steady stream (the `rate` check) and the server never holds more than one block of it.
 """
 
 from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -19,6 +23,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may sit idle
+LINE = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.\n"  # a generated body's text
+BLOCK = LINE * 1024  # 64 KiB: what a generated body is written in
 
 
 class LabHTTPServer(ThreadingHTTPServer):
@@ -39,9 +45,10 @@ class LabHTTPServer(ThreadingHTTPServer):
 
 
 def main(params: dict[str, Any], transcript: Transcript) -> int:
-    """Serve params["pages"] ({path: body}) on params["port"] until terminated."""
+    """Serve params["pages"] ({path: body or {"bytes": size}}) on params["port"] until terminated."""
     port = int(params.get("port", 80))
-    pages = {str(path): str(body) for path, body in dict(params.get("pages") or {}).items()}
+    pages = {str(path): int(body["bytes"]) if isinstance(body, dict) else str(body)
+             for path, body in dict(params.get("pages") or {}).items()}
     server = LabHTTPServer(("0.0.0.0", port), make_handler(pages, transcript))
     transcript.event("listening", address=f"0.0.0.0:{port}", port=port, pages=sorted(pages))
     announce_ready(transcript.role, f"listening on 0.0.0.0:{port}")
@@ -55,7 +62,16 @@ def content_type(body: str) -> str:
     return f"{kind}; charset=utf-8"
 
 
-def make_handler(pages: Mapping[str, str], transcript: Transcript) -> type[BaseHTTPRequestHandler]:
+def generated(size: int) -> Iterator[bytes]:
+    """A generated body of `size` bytes, block by block: LINE repeated, the last block cut short."""
+    whole, rest = divmod(size, len(BLOCK))
+    for _ in range(whole):
+        yield BLOCK
+    if rest:
+        yield BLOCK[:rest]
+
+
+def make_handler(pages: Mapping[str, str | int], transcript: Transcript) -> type[BaseHTTPRequestHandler]:
     """A handler class bound to these pages and this transcript (built per run: no global state)."""
     next_conn: Callable[[], int] = itertools.count(1).__next__
 
@@ -80,17 +96,29 @@ def make_handler(pages: Mapping[str, str], transcript: Transcript) -> type[BaseH
             body = pages.get(path)
             if body is None:
                 self.reply(404, f"not found: {path}\n", "text/plain; charset=utf-8", with_body)
+            elif isinstance(body, int):
+                self.stream(body, with_body)
             else:
                 self.reply(200, body, content_type(body), with_body)
 
         def reply(self, status: int, body: str, ctype: str, with_body: bool) -> None:
             payload = body.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
+            self.head(status, ctype, len(payload))
             if with_body:
                 self.wfile.write(payload)
+
+        def stream(self, size: int, with_body: bool) -> None:
+            """A generated body, written a block at a time (a slow link holds the thread, not memory)."""
+            self.head(200, "text/plain; charset=utf-8", size)
+            if with_body:
+                for block in generated(size):
+                    self.wfile.write(block)
+
+        def head(self, status: int, ctype: str, length: int) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(length))
+            self.end_headers()
 
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             """Called by send_response (and send_error) once per answered request."""

@@ -10,7 +10,15 @@ One connection, used the way a person at a terminal uses it:
    was answered and keep the connection open until the lab releases it (every client of that
    expectation answered) or `timeout` passes; then hold until `hold` s after the first reply.
    Still waiting for a reply, such a client counts its timeout afresh at each word from the lab
-   (another client of the group has gone: a sequential server may serve this one now).
+   (another client of the group has gone: a sequential server may serve this one now);
+4. with `reconnect: S` (default 0: what a person's telnet does, one connection and the first failure
+   ends it), what a well-written client does instead: a connection that cannot be made (refused,
+   unreachable, timed out) or is lost before the last line's reply (reset, closed by the server, no
+   reply within `timeout`) is recorded (`connect_failed`, `lost`), and after a short pause
+   (lab/roles/reconnect.py) a new connection, with the next `conn` number, goes on where the last
+   one was lost: its greeting is read again and the line whose reply had not come is sent again
+   (`sent` events then carry the line's index, `line`). It gives up once S seconds have passed since
+   a loss without a connection that answered a line.
 Event times are taken on the safe side of each call: `answered` after the recv that completed the
 reply, `closing` before close(), so an interval of "connected and answered" never claims more.
 """
@@ -24,23 +32,50 @@ import socket
 import time
 from collections.abc import Callable
 
-from lab.roles.common import Transcript, announce_ready, control_fd, describe, peer_text, preview, say, tell_lab
+from lab.roles.common import (
+    Transcript,
+    announce_ready,
+    control_fd,
+    describe,
+    error_kind,
+    peer_text,
+    preview,
+    say,
+    tell_lab,
+)
+from lab.roles.reconnect import Redial
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a node ~10 ms at each start
 if TYPE_CHECKING:
     from typing import Any
 
-CONN = 1  # a client has exactly one connection
+CONN = 1  # the number of a client's first connection (its only one, unless it reconnects)
 RECV_SIZE = 4096
 QUIET = 0.25  # default seconds of silence that end what the server says before a line is sent
+
+
+class Lost(Exception):
+    """A reconnecting client's connection failed before the conversation was done: why (an error's
+    kind, or "closed" when the server closed it), in words too."""
+
+    def __init__(self, why: str, message: str):
+        super().__init__(message)
+        self.why = why
+        self.message = message
 
 
 class Session:
     """The connected socket plus what the conversation has established so far."""
 
-    def __init__(self, sock: socket.socket, transcript: Transcript):
+    def __init__(self, sock: socket.socket, transcript: Transcript, conn: int = CONN, reconnect: bool = False,
+                 first_line: int = 0):
         self.sock = sock
         self.transcript = transcript
+        self.conn = conn
+        self.reconnect = reconnect  # a loss raises Lost (the next connection goes on) instead of ending it
+        self.first_line = first_line  # the index of the first line this connection sends
+        self.line = first_line  # ... of the line being sent or answered now
+        self.done = first_line  # lines answered so far, on this connection and the ones before
         self.connected_at = time.monotonic()
         self.first_reply: float | None = None  # monotonic time the first reply was complete
         self.eof = False
@@ -66,7 +101,7 @@ class Session:
             heard = self.lab_spoke(wait) if renew is not None else "socket"
             if heard == "lab":
                 deadline = time.monotonic() + float(renew or 0.0)
-                self.transcript.event("renewed", conn=CONN, timeout=renew)
+                self.transcript.event("renewed", conn=self.conn, timeout=renew)
                 continue
             if heard == "nothing":
                 return "quiet" if quiet is not None and time.monotonic() < deadline else "deadline"
@@ -115,15 +150,17 @@ class Session:
         self.phase = "send"
         self.sock.settimeout(timeout)
         self.sock.sendall(data)
-        self.transcript.data("sent", data, conn=CONN)
+        self.transcript.data("sent", data, conn=self.conn, **({"line": self.line} if self.reconnect else {}))
         say(f"> {preview(data)}")
         return data
 
     def timed_out(self, timeout: float) -> None:
         what = "greeting" if self.phase == "greeting" else "reply"
+        if self.reconnect:
+            raise Lost("timeout", f"no {what} within {timeout}s")
         self.transcript.event(
             "error",
-            conn=CONN,
+            conn=self.conn,
             kind="timeout",
             during=self.phase,
             message=f"no {what} within {timeout}s",
@@ -145,14 +182,20 @@ class Session:
 
     def record(self, chunk: bytes) -> None:
         self.heard = True
-        if self.transcript.data("received", chunk, conn=CONN, during=self.phase):
+        if self.transcript.data("received", chunk, conn=self.conn, during=self.phase):
             say(f"< {preview(chunk)}")  # (past the transcript's limit, the log is spared the flood too)
 
     def answered(self) -> None:
         """The first reply is complete: from now on this client counts as answered."""
         if self.first_reply is None:
             self.first_reply = time.monotonic()
-            self.transcript.event("answered", conn=CONN)
+            self.transcript.event("answered", conn=self.conn)
+
+    def closed_early(self, what: str) -> None:
+        """The server closed the connection before `what`: the end of a person's conversation (the
+        check says what was missing), a loss for a reconnecting client."""
+        if self.reconnect:
+            raise Lost("closed", f"closed by the server before {what}")
 
 
 def main(params: dict[str, Any], transcript: Transcript) -> int:
@@ -162,6 +205,8 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     timeout = float(params.get("timeout", 5.0))
     peer = f"{host}:{port}"
     announce_ready(transcript.role, f"connecting to {target}")
+    if float(params.get("reconnect") or 0.0) > 0:
+        return reconnecting(params, transcript, host, port, target, timeout)
     transcript.event("connecting", conn=CONN, peer=peer, target=target)
     say(f"Trying {peer} ({target})...")
     try:
@@ -183,12 +228,54 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     return 0 if ok else 1
 
 
+def reconnecting(params: dict[str, Any], transcript: Transcript, host: str, port: int, target: str,
+                 timeout: float) -> int:
+    """`main` for a client that reconnects: connection after connection, each going on where the last
+    was lost, until the conversation is done (0) or the budget is spent without one that answers (1)."""
+    redial = Redial(transcript, host, port, target, float(params["reconnect"]), timeout)
+    control = control_fd() if params.get("sync") else None
+    done, lost_at = 0, None  # lines answered; time.monotonic() of the loss the budget counts from
+    met: dict[str, int] = {}  # what the reconnections of this outage met: their losses, by kind
+    why = "other"  # ... and the last loss's kind
+    while True:
+        sock = redial.connect(lost_at, met, why)
+        if sock is None:
+            return 1
+        session = Session(sock, transcript, redial.conn, reconnect=True, first_line=done)
+        session.control = control
+        lost: Lost | None = None
+        with sock:
+            try:
+                ok = converse(session, params, timeout)
+            except Lost as exc:
+                lost = exc
+                transcript.event("lost", conn=session.conn, why=exc.why, during=session.phase, line=session.line,
+                                 message=exc.message)
+                say(f"connection lost during {session.phase}: {exc.message}; reconnecting")
+            transcript.event("closing", conn=session.conn)
+        by = "peer" if session.eof or (lost is not None and lost.why == "reset") else "self"
+        transcript.event("closed", conn=session.conn, by=by)
+        if lost is None:
+            say(f"Connection closed by {'foreign host' if by == 'peer' else 'client'}.")
+            return 0 if ok else 1
+        if lost_at is None or session.done > done:  # this connection answered: a new outage begins
+            lost_at, met = time.monotonic(), {}
+        else:  # a reconnection that did not answer: part of the same outage
+            met[lost.why] = met.get(lost.why, 0) + 1
+        done, control, why = session.done, session.control, lost.why
+
+
 def converse(session: Session, params: dict[str, Any], timeout: float) -> bool:
-    """Greeting, lines, sync, hold. False when an error was recorded (the connection is then given up)."""
+    """Greeting, lines, sync, hold. False when an error was recorded (the connection is then given up).
+    A reconnecting client's connection that fails before the hold raises Lost instead."""
     try:
         return talk(session, params, timeout)
     except OSError as exc:
-        if session.transcript.error(exc, during=session.phase, conn=CONN) == "reset":
+        if session.reconnect and session.phase != "hold":
+            kind = error_kind(exc)  # its kind says it (reset, unreachable...): the log has the rest
+            say(f"error during {session.phase}: {describe(exc)}")
+            raise Lost(kind, describe(exc) if kind == "other" else kind) from None
+        if session.transcript.error(exc, during=session.phase, conn=session.conn) == "reset":
             session.eof = True  # the peer ended the connection
         say(f"error during {session.phase}: {describe(exc)}")
         return False
@@ -205,12 +292,16 @@ def talk(session: Session, params: dict[str, Any], timeout: float) -> bool:
             session.timed_out(timeout)
             return False
         if session.eof:
+            session.closed_early("its greeting")
             if session.heard and not lines:
                 session.answered()
             return True
-    for index, line in enumerate(lines):
-        session.phase = "interval" if index else "greeting"
-        if session.settle(quiet, interval if index else 0.0, timeout) == "eof":
+    for index in range(session.first_line, len(lines)):
+        line, later = lines[index], index > session.first_line  # a connection's first line follows its greeting
+        session.line = index
+        session.phase = "interval" if later else "greeting"
+        if session.settle(quiet, interval if later else 0.0, timeout) == "eof":
+            session.closed_early("the next line was sent")
             return True  # the server hung up before this line: the check says what was missing
         data = session.send(line, timeout)
         session.phase = "reply"
@@ -220,8 +311,10 @@ def talk(session: Session, params: dict[str, Any], timeout: float) -> bool:
             session.timed_out(timeout)
             return False
         if session.eof:
+            session.closed_early("the reply")
             return True
         session.answered()
+        session.done = index + 1
     if not lines:
         if not params.get("read_greeting") and not session.eof:
             session.settle(quiet, 0.0, timeout)
@@ -252,13 +345,13 @@ def wait_for_release(session: Session, timeout: float) -> None:
     while not session.eof:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            session.transcript.event("released", conn=CONN, by="timeout")
+            session.transcript.event("released", conn=session.conn, by="timeout")
             return
         watched: list[Any] = [fd, session.sock]
         readable, _, _ = select.select(watched, [], [], remaining)
         if fd in readable:
             word = os.read(fd, 64)
-            session.transcript.event("released", conn=CONN, by="lab" if word else "lab-gone")
+            session.transcript.event("released", conn=session.conn, by="lab" if word else "lab-gone")
             return
         if session.sock in readable:
             session.read_once()

@@ -15,13 +15,16 @@ from typing import Any
 
 from lab.roles.catalogue import Param
 from lab.scenario.checker import Checker, Refs
+from lab.scenario.limits import bounded_size
 from lab.scenario.source import KeyPath
 from lab.scenario.values import (
     Invalid,
+    bitrate,
     boolean,
     duration,
     integer,
     kind,
+    percent,
     port,
     show,
     string,
@@ -91,16 +94,51 @@ def url(value: Any, refs: Refs) -> str:
     return text
 
 
-def pages(value: Any) -> dict[str, str]:
-    """Path -> body; each path an absolute URL path."""
+PAGE_MAX = 64 * 1024**3  # a generated page is written in blocks: its size costs the server no memory
+
+
+def pages(value: Any) -> dict[str, str | dict[str, int]]:
+    """Path -> body; each path an absolute URL path, each body a string or `{bytes: SIZE}` (a body the
+    server generates: a sustained stream for `rate`, without megabytes of text in the scenario)."""
     if not isinstance(value, dict):
         raise Invalid(f"expected a mapping of path -> body, got {kind(value)}")
+    result: dict[str, str | dict[str, int]] = {}
     for path, body in value.items():
-        if not path.startswith("/") or any(c.isspace() for c in path):
+        if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() for c in path):
             raise Invalid(f"page path {show(path)} must start with '/' and contain no spaces", (path,))
-        if not isinstance(body, str):
-            raise Invalid(f"a page body must be a string, got {kind(body)}", (path,))
-    return dict(value)
+        result[path] = body if isinstance(body, str) else generated(body, path)
+    return result
+
+
+def generated(body: Any, path: str) -> dict[str, int]:
+    """`{bytes: 2MiB}`: the size of a generated body (binary units, as memory sizes are written)."""
+    if not isinstance(body, dict):
+        raise Invalid(f"a page body must be a string, got {kind(body)} (or {{bytes: SIZE}}: a generated one)", (path,))
+    unknown = [key for key in body if key != "bytes"]
+    if unknown:
+        raise Invalid(f"unknown key {show(unknown[0])} in a generated page (it takes bytes: SIZE)", (path, unknown[0]))
+    if "bytes" not in body:
+        raise Invalid("a generated page needs bytes: SIZE, e.g. {bytes: 2MiB}", (path,))
+    try:
+        return {"bytes": bounded_size(body["bytes"], "page size", 1, PAGE_MAX, "2MiB or 512KiB")}
+    except Invalid as e:
+        raise Invalid(e.message, (path, "bytes")) from None
+
+
+def window(value: Any) -> list[float]:
+    """`[FROM, TO]`: two durations, FROM before TO."""
+    if not isinstance(value, list) or len(value) != 2:
+        got = f"a list of {len(value)}" if isinstance(value, list) and value else kind(value)
+        raise Invalid(f"expected a window [FROM, TO] like [1s, 6s], got {got}")
+    bounds = []
+    for i, item in enumerate(value):
+        try:
+            bounds.append(duration(item))
+        except Invalid as e:
+            raise Invalid(e.message, (i,)) from None
+    if bounds[0] >= bounds[1]:
+        raise Invalid(f"the window's end must come after its start, got {show(value)}", (1,))
+    return bounds
 
 
 def regex(value: Any) -> str:
@@ -121,6 +159,9 @@ CONVERTERS: dict[str, Convert] = {
     "duration": _duration(),
     "timeout": _duration(positive=True),
     "pages": _plain(pages),
+    "rate": _plain(bitrate),
+    "window": _plain(window),
+    "percent": _plain(percent),
     "connect": connect,
     "url": url,
     "status": _int(100, 599),

@@ -18,7 +18,6 @@ anything exists; the plan makes the names concrete.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +25,7 @@ from lab.scenario.checker import Checker, Refs
 from lab.scenario.limits import bounded_size
 from lab.scenario.model import Capture, Network, Node, Scenario, Shape, Step
 from lab.scenario.source import KeyPath
-from lab.scenario.values import Invalid, Reported, boolean, duration, kind, name, show, suggest
+from lab.scenario.values import Invalid, Reported, bitrate, boolean, duration, kind, name, percent, show, suggest
 
 LINK_ACTIONS = ("down", "up", "shape")  # on a node's links (all of them, or `network:`)
 NODE_ACTIONS = ("stop", "kill", "restart", "pause", "resume")  # on what a node runs
@@ -35,34 +34,6 @@ WHEN = ("at", "after", "wait", "name")
 SHAPING = ("rate", "loss", "delay")
 CAPTURE_KEYS = ("limit", "networks")
 CAPTURE_MIN, CAPTURE_MAX = 64 * 1024, 4 * 1024**3
-_RATE_RE = re.compile(r"(\d+(?:\.\d*)?)\s*(bit|kbit|mbit|gbit)", re.IGNORECASE)
-_RATE_UNIT = {"bit": 1, "kbit": 1000, "mbit": 1000**2, "gbit": 1000**3}
-
-
-def bitrate(value: Any) -> int:
-    """Bits per second as tc writes them: 800kbit, 1mbit, 1.5mbit (a unit is required: in tc,
-    `kbps` means kilobytes, so only the unambiguous `bit` forms are taken)."""
-    match = _RATE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        got = show(value) if isinstance(value, str) else kind(value)
-        raise Invalid(f"expected a rate like 800kbit, 1mbit or 1.5mbit, got {got}")
-    bits = int(float(match.group(1)) * _RATE_UNIT[match.group(2).lower()])
-    if not 8000 <= bits <= 10 * 1000**3:
-        raise Invalid(f"rate {show(value)} is out of range: expected 8kbit..10gbit")
-    return bits
-
-
-def percent(value: Any) -> float:
-    """A share of frames: `10%` or 10; more than 0, at most 100."""
-    text = value.strip().removesuffix("%") if isinstance(value, str) else value
-    try:
-        share = float(text) if not isinstance(text, bool) else float("nan")
-    except (TypeError, ValueError):
-        got = show(value) if isinstance(value, str) else kind(value)
-        raise Invalid(f"expected a percentage like 10%, got {got}") from None
-    if not 0 < share <= 100:
-        raise Invalid(f"a percentage must be more than 0 and at most 100, got {show(str(value))}")
-    return share
 
 
 def capture_size(value: Any) -> int:

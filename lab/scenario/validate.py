@@ -11,10 +11,11 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from lab.errors import Problem
 from lab.scenario.checker import Checker, NodeInfo, Refs
 from lab.scenario.expect import check_expect
 from lab.scenario.limits import check_limits
-from lab.scenario.model import Limits, Network, Node, Scenario
+from lab.scenario.model import Expectation, Limits, Network, Node, Scenario
 from lab.scenario.nodes import Scope, check_node, misplaced_with
 from lab.scenario.source import KeyPath, Source, problems_error
 from lab.scenario.timeline import check_capture, check_timeline
@@ -50,6 +51,7 @@ def validate(source: Source, path: Path) -> Scenario:
     _capacity(c, networks, valid_nodes)
     _cycles(c, valid_nodes, refs)
     expect = check_expect(c, top.get("expect"), refs)
+    _reconnecting(c, expect, valid_nodes)
     capture = check_capture(c, top.get("capture"), networks, captured)
     timeline = check_timeline(c, top["timeline"], refs, valid_nodes, timeout) if "timeline" in top else ()
     if c.problems or scenario_name is None or timeout is None:
@@ -162,6 +164,19 @@ def _capacity(c: Checker, networks: list[Network], nodes: list[Node]) -> None:
         if attached > usable:
             c.error(("networks", net.name, "subnet"),
                     f"network {net.name} ({net.subnet}) holds {usable} hosts, {attached} are attached")
+
+
+def _reconnecting(c: Checker, expect: tuple[Expectation, ...], nodes: list[Node]) -> None:
+    """`recovers` judges a client that reconnects: one without `reconnect:` could only ever fail."""
+    by_name = {n.name: n for n in nodes}
+    for k, e in enumerate(expect):
+        if e.check != "recovers":
+            continue
+        for ref in e.nodes:
+            node = by_name.get(ref) or by_name.get(ref.rpartition("-")[0])
+            if node is not None and node.role == "telnet-client" and not node.params.get("reconnect"):
+                c.problems.append(Problem(e.loc, f"expect[{k}].recovers", f"{ref} does not reconnect: give it "
+                                          "`reconnect: 10s` (under `with:`), or it can only fail this check"))
 
 
 def _cycles(c: Checker, nodes: list[Node], refs: Refs) -> None:

@@ -20,6 +20,10 @@ NAME_RULE = "use 1-31 lowercase letters, digits or '-', starting with a letter"
 MAX_DURATION = 24 * 3600.0
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_RATE_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(bit|kbit|mbit|gbit)", re.IGNORECASE)
+_BYTE_RATE_RE = re.compile(r"[\d.]+\s*[kmg]?bps", re.IGNORECASE)
+_RATE_UNIT = {"bit": 1, "kbit": 1000, "mbit": 1000**2, "gbit": 1000**3}
+RATE_MIN, RATE_MAX = 8000, 10 * 1000**3  # 8kbit..10gbit: what tbf shapes well
 
 
 class Invalid(Exception):
@@ -138,6 +142,36 @@ def duration(value: Any, positive: bool = False) -> float:
     if seconds > MAX_DURATION:
         raise Invalid(f"duration {show(value)} is longer than 24h")
     return seconds
+
+
+def bitrate(value: Any) -> int:
+    """Bits per second as tc writes them: 800kbit, 1mbit, 1.5mbit (k = 1000). A unit is required, and
+    only the `bit` forms are taken: in tc, `kbps` means kilobytes per second, which reads as kilobits."""
+    text = value.strip() if isinstance(value, str) else None
+    match = _RATE_RE.fullmatch(text) if text is not None else None
+    if match is None:
+        if text is not None and _BYTE_RATE_RE.fullmatch(text):
+            raise Invalid(f"rate {show(value)} is ambiguous (tc reads bps as bytes per second): "
+                          "write bits, e.g. 8mbit for a megabyte per second")
+        got = show(value) if isinstance(value, str) else kind(value)
+        raise Invalid(f"expected a rate like 800kbit, 1mbit or 1.5mbit, got {got}")
+    bits = int(float(match.group(1)) * _RATE_UNIT[match.group(2).lower()])
+    if not RATE_MIN <= bits <= RATE_MAX:
+        raise Invalid(f"rate {show(value)} is out of range: expected 8kbit..10gbit")
+    return bits
+
+
+def percent(value: Any) -> float:
+    """A share: `20%` or 20; more than 0, at most 100."""
+    text = value.strip().removesuffix("%") if isinstance(value, str) else value
+    try:
+        share = float("nan") if isinstance(text, bool) or text is None else float(text)
+    except (TypeError, ValueError):
+        got = show(value) if isinstance(value, str) else kind(value)
+        raise Invalid(f"expected a percentage like 20%, got {got}") from None
+    if not 0 < share <= 100:  # NaN fails this too
+        raise Invalid(f"a percentage must be more than 0 and at most 100, got {show(str(value))}")
+    return share
 
 
 def ipv4(value: Any) -> IPv4Address:

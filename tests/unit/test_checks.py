@@ -41,6 +41,7 @@ def client(
     t0: float = 0.0,
     peer: str = PEER,
     target: str = "server:9999",
+    reconnect: float | None = None,
 ) -> list[dict[str, Any]]:
     """A telnet-client transcript: start, connecting, (connected), then `middle`."""
     params = {
@@ -49,6 +50,7 @@ def client(
         "target": target,
         "send": send if send is not None else [],
         "timeout": 5.0,
+        **({"reconnect": reconnect} if reconnect is not None else {}),
     }
     head = [
         ev(t0, "start", role="telnet-client", pid=1, params=params),
@@ -536,3 +538,230 @@ def test_concurrent_does_not_take_intervals_the_clocks_cannot_order_for_an_overl
     assert all(r.passed for r in results)
     [short] = evaluate("concurrent", {"at_least": 1}, [held("client-1", 0.2, 0.205)])
     assert not short.passed and "less than its clock's uncertainty (10 ms)" in short.detail
+
+
+# ----------------------------------------------------------------------------- reconnecting clients
+
+LINES = ["line 1", "line 2", "line 3"]
+
+
+def on(conn: int, t: float, event: str, **fields: Any) -> dict[str, Any]:
+    return ev(t, event, conn=conn, **fields)
+
+
+def line_sent(conn: int, t: float, index: int, line: str | None = None) -> dict[str, Any]:
+    return on(conn, t, "sent", line=index, data=(line if line is not None else LINES[index]) + "\r\n")
+
+
+def echoed(conn: int, t: float, index: int) -> dict[str, Any]:
+    return on(conn, t, "received", data=LINES[index] + "\r\n")
+
+
+def lost(conn: int, t: float, line: int, why: str = "reset", message: str = "reset") -> list[dict[str, Any]]:
+    """A loss as the role records it: `lost`, then the connection's close."""
+    return [on(conn, t, "lost", why=why, during="reply", line=line, message=message),
+            on(conn, t, "closing"), on(conn, t, "closed", by="peer" if why in ("reset", "closed") else "self")]
+
+
+def back(conn: int, t: float, after: float, attempts: int = 3) -> list[dict[str, Any]]:
+    """Attempts refused, then a connection: `connecting`, `connect_failed`..., `connected`, `reconnected`."""
+    failed = [on(conn, t - 0.1 * (attempts - k), "connect_failed", kind="refused", message="refused", attempt=k)
+              for k in range(1, attempts)]
+    return [on(conn, t - after, "connecting", peer=PEER, target="server:9999"), *failed,
+            on(conn, t, "connected", peer=PEER, local="10.0.1.11:40002", target="server:9999"),
+            on(conn, t, "reconnected", after=after, attempts=attempts)]
+
+
+def gave_up(conn: int, t: float, refused: int = 7) -> dict[str, Any]:
+    return on(conn, t, "error", kind="refused", during="reconnect", message=f"gave up (refused x{refused})",
+              gave_up=True, budget=10.0, after=10.0, attempts=refused, failures={"refused": refused})
+
+
+def recovered(*, reply_on_2: str = "line 2") -> NodeOutcome:
+    """Line 1 answered on conn 1; the reply to line 2 lost with the connection (reset) at 2.31 s; on
+    conn 2 (4.02 s) line 2 again, then line 3."""
+    return node(client(
+        line_sent(1, 1.0, 0), echoed(1, 1.01, 0), on(1, 1.02, "answered"),
+        line_sent(1, 2.0, 1), on(1, 2.1, "received", data="li"), *lost(1, 2.31, 1),
+        *back(2, 4.02, after=1.71),
+        line_sent(2, 4.3, 1), on(2, 4.31, "received", data=reply_on_2 + "\r\n"), on(2, 4.32, "answered"),
+        line_sent(2, 5.0, 2), echoed(2, 5.01, 2), on(2, 6, "closing"), on(2, 6, "closed", by="self"),
+        send=LINES, reconnect=10.0))
+
+
+def test_echo_judges_each_line_by_its_last_attempt_on_its_own_connection() -> None:
+    result = one("echo", {}, recovered())
+    assert result.passed and result.detail == f"{WHERE}: 3/3 lines echoed"
+    wrong = one("echo", {}, recovered(reply_on_2="LINE 2"))
+    assert not wrong.passed and "sent 'line 2', got 'LINE 2' (first difference at byte 0)" in wrong.detail
+
+
+def test_echo_does_not_take_bytes_of_another_connection_for_a_reply() -> None:
+    # The echo of line 2 arrives on conn 1 after the line went out again on conn 2, where nothing came.
+    tr = client(line_sent(1, 1.0, 0), echoed(1, 1.01, 0), line_sent(1, 2.0, 1), *lost(1, 7.0, 1, "timeout",
+                "no reply within 5.0s"), *back(2, 7.5, after=0.5), line_sent(2, 7.6, 1), echoed(1, 7.7, 1),
+                *lost(2, 12.6, 1, "timeout", "no reply within 5.0s"), gave_up(3, 22.6),
+                send=LINES[:2], reconnect=10.0)
+    result = one("echo", {}, node(tr, code=1))
+    assert not result.passed
+    assert result.detail == (f"{WHERE}: sent 'line 2': connection lost (no reply within 5.0s), never reconnected "
+                             "within 10s (refused x7)")
+
+
+def test_greeting_must_arrive_on_one_connection() -> None:
+    split = client(on(1, 1, "received", data="Thank you "), *lost(1, 1.1, 0, "closed", "closed by the server"),
+                   *back(2, 2, after=0.9), on(2, 2.1, "received", data="for connecting\r\n"), reconnect=10.0)
+    assert not one("greeting", GREETING, node(split)).passed
+    whole = client(*lost(1, 1.1, 0, "closed"), *back(2, 2, after=0.9),
+                   on(2, 2.1, "received", data="Thank you for connecting\r\n"), reconnect=10.0)
+    assert one("greeting", GREETING, node(whole)).passed
+
+
+def test_concurrent_counts_each_connection_of_a_client_that_reconnected() -> None:
+    # client-1 was answered on conn 1 (0.5-1.0), then on conn 2 from 3.0: that is when client-2 was.
+    first = node(client(line_sent(1, 0.4, 0), echoed(1, 0.5, 0), on(1, 0.5, "answered"), *lost(1, 1.0, 1),
+                        *back(2, 3.0, after=2.0), line_sent(2, 3.0, 1), echoed(2, 3.1, 1), on(2, 3.1, "answered"),
+                        on(2, 5.0, "closing"), on(2, 5.0, "closed", by="self"), send=LINES, reconnect=10.0))
+    second = answered("client-2", 2.0, 3.5, 4.5)
+    results = evaluate("concurrent", {"at_least": 2}, [first, second])
+    assert all(r.passed for r in results), [r.detail for r in results]
+    alone = answered("client-2", 1.5, 2.0, 2.5)  # between client-1's two connections: never both
+    assert not any(r.passed for r in evaluate("concurrent", {"at_least": 2}, [first, alone]))
+
+
+def test_recovers_passes_when_every_line_left_got_a_reply_on_a_later_connection() -> None:
+    result = one("recovers", {}, recovered())
+    assert result.passed
+    assert result.detail == (f"{WHERE}: lost its connection at +2.31s (reset), reconnected at +4.02s (conn 2) "
+                             "and got a reply to each of the 2 line(s) left")
+
+
+def test_recovers_judges_replies_not_their_bytes() -> None:
+    assert one("recovers", {}, recovered(reply_on_2="LINE 2")).passed  # echo says they differ
+
+
+def test_recovers_fails_when_the_fault_did_not_reach_the_client() -> None:
+    tr = client(line_sent(1, 1, 0), echoed(1, 1.1, 0), on(1, 2, "closing"), on(1, 2, "closed", by="self"),
+                send=LINES[:1], reconnect=10.0)
+    result = one("recovers", {}, node(tr))
+    assert not result.passed
+    assert result.detail == f"{WHERE}: never lost its connection (the fault did not reach it)"
+
+
+def test_recovers_fails_when_the_client_never_reconnected() -> None:
+    tr = client(line_sent(1, 1, 0), echoed(1, 1.1, 0), line_sent(1, 2.2, 1), *lost(1, 2.31, 1),
+                on(2, 2.31, "connecting", peer=PEER, target="server:9999"), gave_up(2, 12.31),
+                ev(12.32, "end", code=1), send=LINES, reconnect=10.0)
+    result = one("recovers", {}, node(tr, code=1))
+    assert not result.passed
+    assert result.detail == (f"{WHERE}: lost its connection at +2.31s (reset) and never reconnected within 10s "
+                             "(refused x7)")
+    killed = node(tr[:-2], code=None, stopped=True, note="killed at the run deadline")
+    assert one("recovers", {}, killed).detail == (f"{WHERE}: lost its connection at +2.31s (reset) and had not "
+                                                  "reconnected when it ended (killed at the run deadline)")
+
+
+def test_recovers_fails_when_a_line_got_no_reply_after_reconnecting() -> None:
+    tr = client(line_sent(1, 1, 0), echoed(1, 1.1, 0), line_sent(1, 2.2, 1), *lost(1, 2.31, 1),
+                *back(2, 4.02, after=1.71), line_sent(2, 4.1, 1), echoed(2, 4.2, 1),
+                line_sent(2, 4.5, 2), on(2, 9.5, "lost", why="timeout", during="reply", line=2,
+                                          message="no reply within 5.0s"),
+                send=LINES, reconnect=10.0)
+    result = one("recovers", {}, node(tr, code=None, stopped=True))
+    assert not result.passed
+    assert result.detail == (f"{WHERE}: lost its connection 2 times, the last at +9.50s (no reply within 5.0s) "
+                             "and had not reconnected when it ended")
+    before_the_loss = node(tr[:-1], code=None, stopped=True)
+    assert one("recovers", {}, before_the_loss).detail == (
+        f"{WHERE}: lost its connection at +2.31s (reset), reconnected at +4.02s (conn 2) but 'line 3' got no "
+        "reply")
+    unsent = node(tr[:-4], code=None, stopped=True)
+    assert one("recovers", {}, unsent).detail.endswith("but 'line 2' was never sent after that")
+
+
+def test_recovers_fails_for_a_client_that_does_not_reconnect() -> None:
+    tr = client(sent(1, "line 1"), got(1.1, "line 1\r\n"), sent(2, "line 2"), error(2.1, "reset", "reply"),
+                closed(2.1, "peer"), send=LINES[:2])
+    result = one("recovers", {}, node(tr, code=1))
+    assert not result.passed
+    assert result.detail == (f"{WHERE}: does not reconnect (its `reconnect:` is 0); connection reset during reply")
+
+
+def test_recovers_and_echo_fail_for_a_client_that_never_connected() -> None:
+    tr = client(*[on(1, 0.2 * k, "connect_failed", kind="refused", message="refused", attempt=k) for k in (1, 2)],
+                on(1, 10.0, "error", kind="refused", during="connect", message="gave up", gave_up=True, budget=10.0,
+                   failures={"refused": 2}), connected=False, send=LINES, reconnect=10.0)
+    for check in ("recovers", "echo"):
+        result = one(check, {}, node(tr, code=1))
+        assert result.detail == f"{WHERE}: never connected within 10s (refused x2)"
+
+
+def test_recovers_for_a_node_that_did_not_run() -> None:
+    assert one("recovers", {}, NOT_STARTED).detail.startswith("did not run:")
+
+
+# ----------------------------------------------------------------------------- rate
+
+RATE = {"rate": 1_000_000, "window": [1.0, 6.0], "within": 20.0}
+
+
+def stream(per_second: int, until: float, t0: float = 10.0, step: float = 0.05) -> list[dict[str, Any]]:
+    """`received` events of `per_second` bytes a second, from t0 (the first byte) to t0 + until."""
+    size = int(per_second * step)
+    return [ev(t0 + k * step, "received", conn=1, data="x" * size) for k in range(int(until / step) + 1)]
+
+
+def test_rate_passes_within_the_tolerance() -> None:
+    result = one("rate", RATE, browser(*stream(124_800, until=8)))
+    assert result.passed
+    assert result.detail == (f"{BROWSER}: got 124.8 kB/s (998.4 kbit/s) over 1.0-6.0s from its first byte; "
+                             "expected 1000 kbit/s +-20%")
+
+
+def test_rate_fails_outside_the_tolerance() -> None:
+    result = one("rate", RATE, browser(*stream(60_000, until=8)))
+    assert not result.passed
+    assert result.detail == (f"{BROWSER}: got 60.0 kB/s (480.0 kbit/s) over 1.0-6.0s from its first byte; "
+                             "expected 1000 kbit/s +-20%")
+    assert not one("rate", RATE, browser(*stream(200_000, until=8))).passed  # too fast fails too
+    assert one("rate", {**RATE, "within": 60.0}, browser(*stream(60_000, until=8))).passed
+
+
+def test_rate_counts_from_the_first_byte_and_shows_big_rates_in_their_units() -> None:
+    late = browser(*stream(1_250_000, until=8, t0=50.0, step=0.01))
+    result = one("rate", {**RATE, "rate": 10_000_000}, late)
+    assert result.passed and "got 1.25 MB/s (10.0 Mbit/s)" in result.detail and "expected 10.0 Mbit/s" in result.detail
+
+
+def test_rate_fails_when_the_transfer_ended_before_the_window() -> None:
+    result = one("rate", RATE, browser(*stream(125_000, until=3.2), response(200, "OK", "x")))
+    assert not result.passed
+    assert result.detail == (f"{BROWSER}: the transfer ended at 3.2s, before the window's end 6.0s (seconds from "
+                             "its first byte) (the whole response had come: serve a bigger page)")
+    cut = one("rate", RATE, browser(*stream(125_000, until=4.0),
+                                    error(14, "timeout", "response", message="no complete response within 5.0s")))
+    assert cut.detail.endswith("(no complete response within 5.0s (timeout))")
+
+
+def test_rate_counts_arrivals_past_the_transcripts_data_limit() -> None:
+    # Bytes, then the `truncated` event (its chunk's size), then sizes alone: all count.
+    head = [ev(10.0 + k * 0.05, "received", conn=1, data="x" * 6250) for k in range(40)]  # to 11.95 s
+    cut = ev(12.0, "truncated", conn=1, of="received", size=6250, limit=8 * 2**20)
+    sizes = [ev(12.05 + k * 0.05, "received", conn=1, size=6250, chunks=2) for k in range(100)]  # to 17 s
+    result = one("rate", RATE, browser(*head, cut, *sizes))
+    assert result.passed and "got 125.0 kB/s (1000 kbit/s)" in result.detail
+
+
+def test_rate_fails_when_nothing_arrived() -> None:
+    result = one("rate", RATE, browser(error(0.1, "refused", "connect"), connected=False))
+    assert result.detail == f"{BROWSER}: received nothing (connection refused)"
+    assert one("rate", RATE, NOT_STARTED).detail.startswith("did not run:")
+
+
+def test_echo_says_how_a_half_reply_was_lost() -> None:
+    tr = client(line_sent(1, 1.0, 0), on(1, 1.1, "received", data="lin"), *lost(1, 6.0, 0, "timeout",
+                "no reply within 5.0s"), on(2, 6.0, "connecting", peer=PEER, target="server:9999"),
+                gave_up(2, 16.0, refused=9), send=LINES[:1], reconnect=10.0)
+    assert one("echo", {}, node(tr, code=1)).detail == (
+        f"{WHERE}: sent 'line 1', got 'lin' (no end of line; connection lost (no reply within 5.0s), never "
+        "reconnected within 10s (refused x9))")

@@ -611,3 +611,216 @@ def test_a_transcript_records_at_most_its_data_limit(tmp_path: Path, monkeypatch
     events = load(tmp_path / "t.jsonl")
     assert [e["event"] for e in events] == ["received", "received", "truncated"]
     assert events[2]["of"] == "received" and events[2]["size"] == 5 and "data" not in events[2]
+
+
+# ----------------------------------------------------------------------------- reconnecting
+
+
+def read_so_far(path: Path) -> list[dict[str, Any]]:
+    """The events a running role has written so far (a line being written is left for later)."""
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return events
+
+
+def wait_for_event(path: Path, name: str, proc: subprocess.Popen[str]) -> None:
+    """Until the role's transcript holds a `name` event (within a deadline; it must not have ended)."""
+    deadline = time.monotonic() + READY_DEADLINE
+    while not named(read_so_far(path), name):
+        assert proc.poll() is None, f"the role ended (code {proc.returncode}) before any {name!r} event"
+        assert time.monotonic() < deadline, f"no {name!r} event within {READY_DEADLINE:g}s"
+        time.sleep(0.01)
+
+
+def finish(client: Server) -> int:
+    """The client's exit code once it ends on its own (killed if it does not within the deadline)."""
+    try:
+        return client.proc.wait(timeout=STOP_DEADLINE)
+    finally:
+        client.proc.kill()
+        client.proc.wait()
+
+
+def test_a_reconnecting_client_goes_on_once_its_server_is_back(tmp_path: Path) -> None:
+    """The echo server stops after the first reply and starts again once the client has met a closed
+    port: the client loses its connection, tries again, reconnects and sends the rest. (A long
+    `interval` keeps the second line from going out before the server stops: the loss cuts it short.)"""
+    port = free_port()
+    first = Server("echo-server", {"port": port}, tmp_path / "s1.jsonl")
+    again: Server | None = None
+    params = telnet(port, send=["line 1", "line 2"], interval=30.0, reconnect=20.0, timeout=5.0)
+    try:
+        first.wait_ready()
+        client = Server("telnet-client", params, tmp_path / "c.jsonl")
+        wait_for_event(client.transcript, "answered", client.proc)
+        assert first.terminate() == 128 + signal.SIGTERM
+        wait_for_event(client.transcript, "connect_failed", client.proc)  # it met the closed port
+        again = Server("echo-server", {"port": port}, tmp_path / "s2.jsonl")
+        again.wait_ready()
+        code = finish(client)
+    finally:
+        for server in (first, again):
+            if server is not None and server.proc.poll() is None:
+                server.terminate()
+    events = client.events()
+    assert code == 0
+    [lost] = named(events, "lost")
+    assert (lost["conn"], lost["line"]) == (1, 1) and lost["why"] in ("closed", "reset")
+    assert {e["kind"] for e in named(events, "connect_failed")} == {"refused"}
+    assert [e["conn"] for e in named(events, "connected")] == [1, 2]
+    [back] = named(events, "reconnected")
+    assert back["conn"] == 2 and back["attempts"] == len(named(events, "connect_failed")) + 1
+    assert [(e["conn"], e["line"], e["data"]) for e in named(events, "sent")] == [
+        (1, 0, "line 1\r\n"), (2, 1, "line 2\r\n")]
+    assert [(e["conn"], e["data"]) for e in named(events, "received")] == [(1, "line 1\r\n"), (2, "line 2\r\n")]
+    results = [checks.evaluate(c, {}, [outcome("client-1", code, events)])[0] for c in ("echo", "recovers")]
+    assert all(r.passed for r in results), [r.detail for r in results]
+    assert "reconnected at +" in results[1].detail and "(conn 2)" in results[1].detail
+
+
+def test_a_reconnecting_client_sends_again_the_line_whose_reply_it_lost(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        port = listener.getsockname()[1]
+
+        def reset_then_echo() -> None:
+            conn, _ = listener.accept()
+            conn.recv(100)  # the first line: no reply, a reset
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            conn, _ = listener.accept()
+            with conn:
+                while data := conn.recv(100):
+                    conn.sendall(data)
+
+        thread = threading.Thread(target=reset_then_echo, daemon=True)
+        thread.start()
+        params = telnet(port, send=["x", "y"], reconnect=10.0)
+        code, events, out = run_client("telnet-client", params, tmp_path)
+        thread.join(5)
+    assert code == 0, out
+    [lost] = named(events, "lost")
+    assert (lost["conn"], lost["why"], lost["during"], lost["line"]) == (1, "reset", "reply", 0)
+    assert named(events, "closed")[0] == {**named(events, "closed")[0], "conn": 1, "by": "peer"}
+    assert [(e["conn"], e["line"]) for e in named(events, "sent")] == [(1, 0), (2, 0), (2, 1)]
+    for check in ("echo", "recovers"):
+        [result] = checks.evaluate(check, {}, [outcome("client-1", code, events)])
+        assert result.passed, result.detail
+    assert ": lost its connection at +" in result.detail and " (reset), reconnected at +" in result.detail
+    assert result.detail.endswith("(conn 2) and got a reply to each of the 2 line(s) left")
+
+
+def test_a_reconnecting_client_gives_up_when_its_server_does_not_come_back(tmp_path: Path) -> None:
+    port = free_port()
+    server = Server("echo-server", {"port": port}, tmp_path / "s.jsonl")
+    params = telnet(port, send=["line 1", "line 2"], interval=30.0, reconnect=1.0, timeout=5.0)
+    try:
+        server.wait_ready()
+        client = Server("telnet-client", params, tmp_path / "c.jsonl")
+        wait_for_event(client.transcript, "answered", client.proc)
+    finally:
+        server.terminate()
+    code = finish(client)
+    events = client.events()
+    assert code == 1
+    [lost], [error] = named(events, "lost"), named(events, "error")
+    failed = named(events, "connect_failed")
+    assert failed and {e["kind"] for e in failed} == {"refused"} and [e["attempt"] for e in failed] == list(
+        range(1, len(failed) + 1))
+    assert all("retry_in" in e for e in failed[:-1]) and "retry_in" not in failed[-1]
+    assert (error["gave_up"], error["during"], error["kind"], error["budget"]) == (True, "reconnect", "refused", 1.0)
+    assert error["failures"] == {"refused": len(failed)} and error["attempts"] == len(failed)
+    assert 0.99 <= error["t"] - lost["t"] < 1.0 + 2.0  # the budget, counted from the loss
+    assert named(events, "connected")[-1]["conn"] == 1 and events[-1]["code"] == 1
+    [result] = checks.evaluate("recovers", {}, [outcome("client-1", code, events)])
+    assert not result.passed
+    assert f"and never reconnected within 1s (refused x{len(failed)})" in result.detail
+
+
+def test_a_reconnecting_client_gives_up_on_connections_that_never_answer(tmp_path: Path) -> None:
+    """A server that accepts (here: its listen queue does) but never replies: each connection is lost
+    to the reply timeout, and the budget, counted from the first loss, ends the attempts."""
+    with silent_listener() as port:
+        params = telnet(port, send=["x"], reconnect=0.5, timeout=0.3)
+        start = time.monotonic()
+        code, events, _ = run_client("telnet-client", params, tmp_path)
+        took = time.monotonic() - start
+    assert code == 1 and took < 10
+    losses = named(events, "lost")
+    assert len(losses) >= 2 and {e["why"] for e in losses} == {"timeout"}
+    [error] = named(events, "error")
+    assert error["gave_up"] and error["failures"] == {"timeout": len(losses) - 1}
+    assert error["t"] - losses[0]["t"] < 0.5 + 0.3 + 3.0  # budget + one reply timeout (+ a busy machine's slack)
+
+
+def test_a_reconnecting_client_that_never_connects_gives_up_after_its_budget(tmp_path: Path) -> None:
+    port = free_port()
+    code, events, _ = run_client("telnet-client", telnet(port, send=["x"], reconnect=0.5), tmp_path)
+    assert code == 1 and len(named(events, "connecting")) == 1
+    [error] = named(events, "error")
+    assert (error["during"], error["kind"], error["gave_up"]) == ("connect", "refused", True)
+    assert error["t"] - named(events, "connecting")[0]["t"] >= 0.49
+    [result] = checks.evaluate("echo", {}, [outcome("client-1", code, events)])
+    assert result.detail.endswith(f": never connected within 0.5s (refused x{len(named(events, 'connect_failed'))})")
+
+
+# ----------------------------------------------------------------------------- generated pages
+
+
+def test_http_server_generates_a_page_of_the_size_asked(tmp_path: Path) -> None:
+    port, size = free_port(), 200_003  # three whole blocks and a piece
+    with serving("http-server", {"port": port, "pages": {"/big": {"bytes": size}, "/": "x"}}, tmp_path):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/big")
+        response = connection.getresponse()
+        body = response.read()
+        connection.request("HEAD", "/big")
+        head = connection.getresponse()
+        assert head.read() == b""
+        connection.close()
+        code, events, _ = run_client("http-get", getter(port, "/big"), tmp_path)
+    line = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.\n"
+    assert response.status == 200 and response.getheader("Content-Length") == str(size)
+    assert body == (line * (size // len(line) + 1))[:size]  # the same line over and over
+    assert head.getheader("Content-Length") == str(size) and head.getheader("Content-Type").startswith("text/plain")
+    [got] = named(events, "response")
+    assert code == 0 and (got["body_bytes"], got["framing"]) == (size, "content-length") and "body_kept" not in got
+
+
+def test_http_get_records_arrivals_past_the_transcripts_data_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Past the limit, sizes and times without the bytes: `rate` measures the whole stream, and a
+    response longer than what was kept is still whole by its Content-Length."""
+    import lab.roles.common as common
+    import lab.roles.http_get as http_get
+    from lab.roles import readback
+
+    limit, size = 256 * 1024, 4 * 1024 * 1024  # the limit above a recv's size: the head is among the bytes kept
+    monkeypatch.setattr(common, "DATA_LIMIT", limit)
+    monkeypatch.setattr(http_get, "DATA_LIMIT", limit)
+    port = free_port()
+    with serving("http-server", {"port": port, "pages": {"/big": {"bytes": size}}}, tmp_path):
+        transcript = Transcript(str(tmp_path / "get.jsonl"))
+        code = http_get.main(getter(port, "/big"), transcript)
+        transcript.close()
+    capsys.readouterr()
+    events = load(tmp_path / "get.jsonl")
+    kept = [e for e in named(events, "received") if "data" in e or "data_b64" in e]
+    sizes = [e for e in named(events, "received") if "size" in e]
+    [cut] = named(events, "truncated")
+    [response] = named(events, "response")
+    assert code == 0 and sizes and sum(len(event_bytes(e)) for e in kept) <= limit
+    assert events.index(cut) < events.index(sizes[0]) and all("data" not in e for e in sizes)
+    head = b"".join(event_bytes(e) for e in kept).index(b"\r\n\r\n") + 4
+    assert sum(n for _, n in readback.arrivals(events)) == head + size  # every byte, counted once
+    assert sum(e["chunks"] for e in sizes) >= len(sizes)
+    assert (response["body_bytes"], response["body_kept"]) == (size, len(response["body"]))
+    [result] = checks.evaluate("http", {"status": 200, "body_contains": "abcdef"}, [outcome("b", code, events)])
+    assert result.passed, result.detail

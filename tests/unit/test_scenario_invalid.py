@@ -306,3 +306,67 @@ def test_structural_fuzz_only_ever_yields_consistent_scenario_or_scenario_error(
             _assert_format(e, str(path))
         else:
             _assert_consistent(scenario)
+
+
+FAULTS = """\
+name: faults
+networks:
+  lan: {subnet: 10.0.1.0/24}
+nodes:
+  server: {networks: {lan: 10.0.1.10}, role: echo-server, with: {port: 9999}}
+  client: {networks: [lan], role: telnet-client, with: {connect: "server:9999", reconnect: RECONNECT}}
+  web: {networks: {lan: 10.0.1.80}, role: http-server, with: {pages: PAGES}}
+  browser: {networks: [lan], role: http-get, with: {url: "http://web/big"}}
+expect:
+  - EXPECT
+"""
+
+
+def _fault_problem(tmp_path: Path, reconnect: str = "10s", pages: str = "{/big: {bytes: 2MiB}}",
+                   expect: str = "recovers: client") -> tuple[str, str, int]:
+    text = FAULTS.replace("RECONNECT", reconnect).replace("PAGES", pages).replace("EXPECT", expect)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario_text(text, tmp_path / "s.yaml")
+    [problem] = info.value.problems
+    return problem.path, problem.message, problem.loc.line
+
+
+@pytest.mark.parametrize("change, path, message", [
+    ({"reconnect": "-1"}, "nodes.client.with.reconnect", "duration must be 0 or more"),
+    ({"pages": "{/big: {bytes: 0}}"}, 'nodes.web.with.pages["/big"].bytes',
+     "page size 0 is out of range: expected 1B..64GiB"),
+    ({"pages": "{/big: {bytes: lots}}"}, 'nodes.web.with.pages["/big"].bytes', "invalid size 'lots'"),
+    ({"pages": "{/big: {size: 2MiB}}"}, 'nodes.web.with.pages["/big"].size', "unknown key 'size' in a generated page"),
+    ({"pages": "{/big: {}}"}, 'nodes.web.with.pages["/big"]', "a generated page needs bytes: SIZE"),
+    ({"pages": "{/big: [1]}"}, 'nodes.web.with.pages["/big"]',
+     "a page body must be a string, got a list (or {bytes: SIZE}: a generated one)"),
+    ({"expect": "recovers: browser"}, "expect[0].recovers",
+     "recovers needs telnet-client nodes; 'browser' is an http-get"),
+    ({"expect": "rate: {nodes: client, rate: 1mbit, window: [1s, 2s]}"}, "expect[0].rate.nodes",
+     "rate needs http-get nodes; 'client' is a telnet-client"),
+    ({"expect": "rate: browser"}, "expect[0].rate",
+     "rate needs parameters: {nodes: ..., rate: 1mbit, window: [1s, 6s]}"),
+    ({"expect": "rate: {nodes: browser, rate: 1mbit}"}, "expect[0].rate", "missing required parameter 'window'"),
+    ({"expect": "rate: {nodes: browser, rate: 1mbps, window: [1s, 2s]}"}, "expect[0].rate.rate",
+     "rate '1mbps' is ambiguous (tc reads bps as bytes per second): write bits, e.g. 8mbit"),
+    ({"expect": "rate: {nodes: browser, rate: 1000, window: [1s, 2s]}"}, "expect[0].rate.rate",
+     "expected a rate like 800kbit, 1mbit or 1.5mbit, got the integer 1000"),
+    ({"expect": "rate: {nodes: browser, rate: 20gbit, window: [1s, 2s]}"}, "expect[0].rate.rate",
+     "rate '20gbit' is out of range: expected 8kbit..10gbit"),
+    ({"expect": "rate: {nodes: browser, rate: 1mbit, window: [2s, 1s]}"}, "expect[0].rate.window[1]",
+     "the window's end must come after its start"),
+    ({"expect": "rate: {nodes: browser, rate: 1mbit, window: [1s, soon]}"}, "expect[0].rate.window[1]",
+     "invalid duration 'soon'"),
+    ({"expect": "rate: {nodes: browser, rate: 1mbit, window: 5s}"}, "expect[0].rate.window",
+     "expected a window [FROM, TO] like [1s, 6s], got the string '5s'"),
+    ({"expect": "rate: {nodes: browser, rate: 1mbit, window: [1s, 2s], within: 0%}"}, "expect[0].rate.within",
+     "a percentage must be more than 0 and at most 100, got '0%'"),
+    ({"expect": "rate: {nodes: browser, rate: 1mbit, window: [1s, 2s], within: lots}"}, "expect[0].rate.within",
+     "expected a percentage like 20%, got 'lots'"),
+])
+def test_fault_parameters_are_checked_where_written(tmp_path: Path, change: dict[str, str], path: str,
+                                                     message: str) -> None:
+    found_path, found, line = _fault_problem(tmp_path, **change)
+    assert found_path == path and message in found, (found_path, found)
+    key = next(iter(change))
+    assert line == {"reconnect": 6, "pages": 7, "expect": 10}[key]

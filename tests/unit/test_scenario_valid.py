@@ -43,7 +43,8 @@ def test_echo_example() -> None:
     assert client.attachments == (Attachment("lan", None),)
     assert client.replicas == 3 and client.after == ("server",)
     assert client.params == {"connect": "server:9999", "send": ["hello from {node}", "second line"],
-                             "read_greeting": False, "hold": 0.0, "interval": 0.0, "quiet": 0.25, "timeout": 5.0}
+                             "read_greeting": False, "hold": 0.0, "interval": 0.0, "quiet": 0.25, "timeout": 5.0,
+                             "reconnect": 0.0}
     assert [(e.check, e.nodes, e.params) for e in s.expect] == [
         ("echo", ("client",), {}), ("concurrent", ("client",), {"at_least": 3})]
     assert s.expect[0].loc.line == 25
@@ -118,3 +119,45 @@ def test_model_is_hashable_data(tmp_path: Path) -> None:
     s = load_scenario_text(_minimal(), tmp_path / "s.yaml")
     assert s.folder == tmp_path.absolute()
     assert s.nodes[0].loc.line == 5 and s.networks[0].loc.line == 3
+
+
+FAULTS = """\
+name: faults
+networks:
+  lan: {subnet: 10.0.1.0/24}
+nodes:
+  server:
+    networks: {lan: 10.0.1.10}
+    role: echo-server
+    with: {port: 9999}
+  client:
+    networks: [lan]
+    role: telnet-client
+    with: {connect: "server:9999", send: [line 1, line 2, line 3], interval: 1s, reconnect: 10s}
+    after: server
+  web:
+    networks: {lan: 10.0.1.80}
+    role: http-server
+    with: {pages: {/: hello, /big: {bytes: 2MiB}, /small: {bytes: 1000}}}
+  browser:
+    networks: [lan]
+    role: http-get
+    with: {url: "http://web/big", timeout: 30s}
+    after: web
+expect:
+  - echo: client
+  - recovers: client
+  - rate: {nodes: browser, rate: 1mbit, window: [1s, 6s]}
+  - rate: {nodes: browser, rate: 1.5Mbit, window: [500ms, 2], within: 10%}
+"""
+
+
+def test_fault_roles_and_checks(tmp_path: Path) -> None:
+    s = load_scenario_text(FAULTS, tmp_path / "s.yaml")
+    assert _node(s, "client").params["reconnect"] == 10.0
+    assert _node(s, "web").params["pages"] == {"/": "hello", "/big": {"bytes": 2 * 1024 * 1024},
+                                               "/small": {"bytes": 1000}}
+    assert [(e.check, e.params) for e in s.expect] == [
+        ("echo", {}), ("recovers", {}),
+        ("rate", {"rate": 1_000_000, "window": [1.0, 6.0], "within": 20.0}),
+        ("rate", {"rate": 1_500_000, "window": [0.5, 2.0], "within": 10.0})]

@@ -70,7 +70,8 @@ def test_every_step_kind_is_planned_with_concrete_links_and_nodes() -> None:
     ("timeline: [{at: 1s, down: servr}]", "unknown node 'servr'"),
     ("timeline: [{at: 1s, stop: router}]", "router is a plain host: it runs nothing to stop"),
     ("timeline: [{at: 1s, down: client, network: wan}]", "client is not on network 'wan'"),
-    ("timeline: [{at: 1s, shape: client, rate: 1mbps}]", "expected a rate like 800kbit"),
+    ("timeline: [{at: 1s, shape: client, rate: 1mbps}]", "rate '1mbps' is ambiguous"),
+    ("timeline: [{at: 1s, shape: client, rate: fast}]", "expected a rate like 800kbit"),
     ("timeline: [{at: 1s, shape: client, loss: 120%}]", "at most 100"),
     ("timeline: [{at: 1s, down: client, rate: 1mbit}]", "`rate` goes with `shape`"),
     ("timeline: [{at: 11s, down: client}]", "not before the run's timeout (10s)"),
@@ -213,3 +214,10 @@ def test_the_swarm_backend_refuses_a_timeline_or_captures_where_they_are_written
     from lab.scenario.model import Capture
     with pytest.raises(UsageError):
         refuse_wire_work(replace(plan, capture=Capture(("lan",))))
+
+
+def test_recovers_on_a_client_that_does_not_reconnect_is_refused_where_it_is_written() -> None:
+    problems = _problems("expect:\n  - recovers: client\n")
+    assert any("t.yaml:11:5: error: expect[0].recovers: client does not reconnect" in p for p in problems), problems
+    text = BASE.replace('with: {connect: "server:7"}', 'with: {connect: "server:7", reconnect: 5s}')
+    load_scenario_text(text + "expect:\n  - recovers: client\n", ROOT / "t.yaml")
