@@ -174,7 +174,7 @@ def _reconnecting(c: Checker, expect: tuple[Expectation, ...], nodes: list[Node]
             continue
         for ref in e.nodes:
             node = by_name.get(ref) or by_name.get(ref.rpartition("-")[0])
-            if node is not None and node.role == "telnet-client" and not node.params.get("reconnect"):
+            if node is not None and node.role == "telnet-client" and node.params.get("reconnect", 1) == 0:
                 c.problems.append(Problem(e.loc, f"expect[{k}].recovers", f"{ref} does not reconnect: give it "
                                           "`reconnect: 10s` (under `with:`), or it can only fail this check"))
 
