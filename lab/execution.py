@@ -152,9 +152,11 @@ class Execution:
         """Fire the steps that are due; the lab is up once every node started and every service is ready."""
         if not self.plan.timeline:
             return
-        if self.schedule.up_at is None and self._all_up():
-            self.schedule.up_at = time.monotonic()
-        for step in self.schedule.due(time.monotonic(), self._ready_times()):
+        if self.schedule.up_at is None and all(s.plan.after_steps or s.blocked or (
+                s.started_at is not None and (s.ready_at is not None or s.exited)) for s in self.states.values()):
+            self.schedule.up_at = time.monotonic()  # (nodes that wait for a step are not awaited)
+        due = self.schedule.due(time.monotonic(), self._ready_times())
+        for step in due:
             fired = Fired(step, time.monotonic())
             self.schedule.fired.append(fired)
             self.progress(f"  fault   {step.label} ({fired.at - self.t0:.2f}s)")
@@ -166,6 +168,8 @@ class Execution:
                 self.backend.disturb(step)
                 for name in step.nodes if step.action in ("pause", "resume") else ():
                     self.states[name].paused = step if step.action == "pause" else None
+        if due:
+            self._start_unblocked()  # nodes waiting for these steps go now
 
     def _stop_by_timeline(self, step: StepPlan, at: float) -> dict[str, int | None]:
         """A node the timeline stops or kills did not crash: the lab stopped it (the service watch
@@ -208,7 +212,7 @@ class Execution:
         for s in self.states.values():
             if s.started_at is None and not s.blocked and all(
                 self.states[a].ready_at is not None for a in s.plan.after
-            ):
+            ) and self.schedule.happened(s.plan.after_steps):
                 self.interrupted()
                 s.started_at = time.monotonic()
                 s.launching = not self.backend.start(s.plan)

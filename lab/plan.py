@@ -63,6 +63,7 @@ class NodePlan:
     host_loc: Location | None = None  # where `host:` is written, for errors about unknown hosts
     image_loc: Location | None = None  # where `image:` is written, for errors about a missing image
     limits: Limits = field(default_factory=Limits)  # what it may use
+    after_steps: tuple[str, ...] = ()  # timeline steps (names) that must have happened first
 
     @property
     def synced(self) -> bool:
@@ -185,6 +186,7 @@ def _node_json(n: NodePlan) -> dict[str, Any]:
         "cwd": str(n.cwd) if n.cwd else None,
         "ready": {"kind": n.ready.kind, "port": n.ready.port, "timeout": n.ready.timeout},
         "after": list(n.after),
+        "after_steps": list(n.after_steps),
         "service": n.service,
         "stdin": [list(step) for step in n.stdin] if n.stdin is not None else None,
         "host": list(n.hosts),
@@ -310,7 +312,7 @@ def _node_plan(node: Node, host: str, interfaces: tuple[Interface, ...],
         cwd=node.files, env=dict(node.env), ready=ready, after=after, service=service,
         image=node.image, stdin=node.stdin, hosts=node.hosts,
         host_loc=node.host_loc, image_loc=node.image_loc,
-        limits=node.limits,
+        limits=node.limits, after_steps=node.after_steps,
     )
 
 

@@ -41,6 +41,11 @@ class Schedule:
             named = ready.get(step.after)
         return None if named is None else named + step.wait
 
+    def happened(self, names: tuple[str, ...]) -> bool:
+        """Whether every step named so has fired (a node may wait for them)."""
+        fired = {f.step.name for f in self.fired}
+        return all(name in fired for name in names)
+
     def _pending(self) -> list[StepPlan]:
         done = {f.step.index for f in self.fired}
         return [s for s in self.steps if s.index not in done]

@@ -66,6 +66,7 @@ class Node:
     ready_tcp: int | None = None  # `ready: {tcp: PORT}`
     ready_timeout: float = 10.0  # `ready: {timeout: 10s}` (an extension; bounded readiness)
     after: tuple[str, ...] = ()  # node or group names, as written
+    after_steps: tuple[str, ...] = ()  # timeline steps (by `name`) that must have happened first
     replicas: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     image: str | None = None

@@ -52,6 +52,7 @@ class Scope:
     refs: Refs
     folder: Path
     limits: Limits = field(default_factory=Limits)  # the lab's (`limits:` at the top), under each node's
+    steps: tuple[str, ...] = ()  # the timeline's step names (a node may start after one)
 
 
 def check_node(s: Scope, name: str, raw: Any, replicas: int | None) -> Node | None:
@@ -85,6 +86,7 @@ def check_node(s: Scope, name: str, raw: Any, replicas: int | None) -> Node | No
         ready_tcp=ready_tcp,
         ready_timeout=ready_timeout,
         after=_after(s, name, path + ("after",), body["after"]) if "after" in body else (),
+        after_steps=_after_steps(s, body["after"]) if "after" in body else (),
         replicas=replicas,
         env=_env(c, path + ("env",), body["env"]) if "env" in body else {},
         image=c.check(path + ("image",), body["image"], string) if "image" in body else None,
@@ -353,6 +355,8 @@ def _after(s: Scope, name: str, path: KeyPath, value: Any) -> tuple[str, ...]:
         return ()
     result: list[str] = []
     for where, ref in entries:
+        if isinstance(ref, str) and ref in s.steps and ref not in s.refs.nodes:
+            continue  # a step of the timeline (`_after_steps`)
         found = c.check(where, ref, s.refs.resolve)
         if found is None:
             continue
@@ -361,6 +365,13 @@ def _after(s: Scope, name: str, path: KeyPath, value: Any) -> tuple[str, ...]:
         else:
             result.append(ref)
     return tuple(result)
+
+
+def _after_steps(s: Scope, value: Any) -> tuple[str, ...]:
+    """The timeline's steps (by `name`) among what a node waits for: it starts once they happened
+    (a client that starts once its link is shaped)."""
+    refs = value if isinstance(value, list) else [value]
+    return tuple(r for r in refs if isinstance(r, str) and r in s.steps and r not in s.refs.nodes)
 
 
 def _hosts(c: Checker, path: KeyPath, value: Any) -> tuple[str, ...]:

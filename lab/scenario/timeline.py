@@ -106,6 +106,10 @@ def _step(c: Checker, path: KeyPath, item: Any, refs: Refs, nodes: dict[str, Nod
         return None
     action = actions[0]
     at, after, wait, step_name = _when(c, path, body, refs, earlier, timeout)
+    waiting = nodes.get(refs.resolve(after)[0].name) if after is not None and after not in earlier else None
+    if waiting is not None and step_name is not None and step_name in waiting.after_steps:
+        c.error(path + ("after",), f"{after} starts after this step ({step_name}), which waits for it: "
+                                   "neither would happen")
     nodes_of = _targets(c, path + (action,), body[action], refs, nodes, action) \
         if action not in ("partition", "heal") else []
     network = _network(c, path, body, action, nodes_of, refs, nodes)

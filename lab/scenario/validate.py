@@ -43,7 +43,8 @@ def validate(source: Source, path: Path) -> Scenario:
     raw_nodes, hidden = _section(c, ("nodes",), top.get("nodes"), "node") if "nodes" in top else ({}, None)
     refs = Refs(_index(c, raw_nodes), hidden)
     limits = check_limits(c, ("limits",), top["limits"], Limits()) if "limits" in top else Limits()
-    scope = Scope(c, {n.name: n for n in networks}, declared, hidden_nets, refs, path.parent, limits)
+    scope = Scope(c, {n.name: n for n in networks}, declared, hidden_nets, refs, path.parent, limits,
+                  _step_names(top.get("timeline")))
     misplaced_with(c, raw_nodes)
     nodes = [check_node(scope, n, raw_nodes[n], refs.nodes[n].replicas) for n in refs.nodes]
     valid_nodes = [n for n in nodes if n is not None]
@@ -164,6 +165,12 @@ def _capacity(c: Checker, networks: list[Network], nodes: list[Node]) -> None:
         if attached > usable:
             c.error(("networks", net.name, "subnet"),
                     f"network {net.name} ({net.subnet}) holds {usable} hosts, {attached} are attached")
+
+
+def _step_names(value: Any) -> tuple[str, ...]:
+    """The timeline's step names as written (a node's `after` may name one; the steps are checked later)."""
+    items = value if isinstance(value, list) else []
+    return tuple(i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str))
 
 
 def _reconnecting(c: Checker, expect: tuple[Expectation, ...], nodes: list[Node]) -> None:

@@ -172,3 +172,38 @@ def test_the_swarm_backend_refuses_a_timeline_located(backend: str, tmp_path: Pa
     done = lab("run", str(FAULTS / "link-down.yaml"), "--backend", "swarm", "--cluster", str(cluster))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "link-down.yaml:18:16:" in done.stderr and "fault timeline" in done.stderr
+
+
+def test_a_rate_limit_s_goodput_is_the_rate_within_20_percent_over_5_s(run_lab, tmp_path: Path) -> None:
+    text = (FAULTS / "rate.yaml").read_text()
+    scenario = tmp_path / "rate.yaml"  # and a check that must fail: the same transfer judged at twice the rate
+    scenario.write_text(text + "  - rate: {nodes: browser, rate: 2mbit, window: [1s, 6s]}\n")
+    run = run_lab(scenario)
+    assert run.code == 1, run.stdout + run.stderr
+    held, doubled = run.checks("rate")
+    assert held["passed"], held
+    measured = float(re.search(r"\(([\d.]+) kbit/s\)", held["detail"]).group(1))  # type: ignore[union-attr]
+    assert 800 <= measured <= 1200 and "over 1.0-6.0s" in held["detail"]
+    assert not doubled["passed"] and "expected 2000 kbit/s" in doubled["detail"]
+    assert _check(run, "http", "browser")["passed"]
+
+
+def test_clients_that_reconnect_recover_from_a_restart_and_from_a_link_down(run_lab, tmp_path: Path) -> None:
+    text = (FAULTS / "recovers.yaml").read_text().replace("""  cut:
+""", """  steady:
+    networks: [lan]
+    after: server
+    role: telnet-client
+    with: {connect: "other:7", send: [one], reconnect: 10s}
+  cut:
+""").replace("  - recovers: [client, cut]\n", "  - recovers: [client, cut, steady]\n")
+    scenario = tmp_path / "recovers.yaml"
+    scenario.write_text(text)
+    run = run_lab(scenario)
+    assert run.code == 1, run.stdout + run.stderr  # steady was never cut off: it did not recover from anything
+    assert _check(run, "recovers", "client")["passed"] and _check(run, "recovers", "cut")["passed"]
+    steady = _check(run, "recovers", "steady")
+    assert not steady["passed"] and "never lost its connection" in steady["detail"]
+    assert all(c["passed"] for c in run.checks("echo"))
+    assert "reconnected at" in _check(run, "recovers", "cut")["detail"]
+    assert not run.checks("service")

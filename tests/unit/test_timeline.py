@@ -221,3 +221,31 @@ def test_recovers_on_a_client_that_does_not_reconnect_is_refused_where_it_is_wri
     assert any("t.yaml:11:5: error: expect[0].recovers: client does not reconnect" in p for p in problems), problems
     text = BASE.replace('with: {connect: "server:7"}', 'with: {connect: "server:7", reconnect: 5s}')
     load_scenario_text(text + "expect:\n  - recovers: client\n", ROOT / "t.yaml")
+
+
+def test_a_node_may_start_after_a_step_and_the_lab_is_up_without_it() -> None:
+    text = """name: t
+timeout: 3s
+networks: {lan: {subnet: 10.9.0.0/24}}
+nodes:
+  server: {networks: [lan], run: serve, ready: {tcp: 80}}
+  client: {networks: [lan], run: fetch, after: [server, shaped]}
+timeline:
+  - {at: 0.2s, shape: client, rate: 1mbit, name: shaped}
+"""
+    plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
+    assert plan.node("client").after == ("server",) and plan.node("client").after_steps == ("shaped",)
+    backend = ScriptedBackend({"server": [("ready", None)]})
+    ex = Execution(plan, backend, lambda line: None, lambda n: "")
+    ex.run()
+    assert backend.started == ["server", "client"] and backend.disturbed == ["shape client"]
+    client, [fired] = ex.states["client"], ex.schedule.fired
+    assert client.started_at is not None and client.started_at >= fired.at >= ex.schedule.up_at + 0.2
+    assert plan.to_json()["nodes"][1]["after_steps"] == ["shaped"]
+
+
+def test_a_step_after_a_node_that_waits_for_it_is_refused() -> None:
+    text = BASE.replace("after: server, replicas: 2", "after: [server, cut], replicas: 2")
+    with pytest.raises(ScenarioError) as e:
+        load_scenario_text(text + "timeline: [{after: client-1, down: server, name: cut}]", ROOT / "t.yaml")
+    assert "client-1 starts after this step (cut), which waits for it" in str(e.value)
