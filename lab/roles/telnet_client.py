@@ -134,16 +134,13 @@ class Session:
         return "socket" if readable else "nothing"
 
     def settle(self, quiet: float, minimum: float, limit: float) -> str:
-        """Read what the server says until it has been quiet for `quiet` s (and at least `minimum`
-        s have passed), bounded by `limit` s: a server that never stops talking is not waited for."""
-        start = time.monotonic()
-        deadline = start + limit
-        if minimum > 0:
-            status = self.pump(min(deadline, start + minimum), lambda got: False)
+        """Read what the server says for `minimum` s (the interval), then until it has been quiet for
+        `quiet` s, bounded by `limit` s: a server that never stops talking is not waited for."""
+        if minimum > 0:  # the interval is the user's, whole: never cut by the reply timeout
+            status = self.pump(time.monotonic() + minimum, lambda got: False)
             if status == "eof":
                 return status
-        status = self.pump(deadline, lambda got: False, quiet=quiet)
-        return status
+        return self.pump(time.monotonic() + limit, lambda got: False, quiet=quiet)
 
     def send(self, line: str, timeout: float) -> bytes:
         data = (line + "\r\n").encode("utf-8")
