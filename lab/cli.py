@@ -54,8 +54,10 @@ def cmd_validate(scenarios: Sequence[str]) -> int:
             code = 2
             continue
         hosts = sum(n.replicas or 1 for n in s.nodes)
+        extra = (f", {len(s.timeline)} fault step(s)" if s.timeline else "") + \
+            (f", capturing {', '.join(s.capture.networks)}" if s.capture.networks else "")
         print(f"ok: {path}: {s.name}: {len(s.networks)} network(s), {hosts} host(s), "
-              f"{len(s.expect)} expectation(s)")
+              f"{len(s.expect)} expectation(s){extra}")
     return code
 
 
