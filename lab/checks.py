@@ -15,6 +15,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from lab import recovery
 from lab.lines import (
     difference,
     error_phrase,
@@ -161,9 +162,10 @@ def echo(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
 
     The reply to a line is what the client received after sending it (before its next line), up to
     as many line ends as the line had: bytes before it (a greeting, a `> ` prompt) and after it (the
-    next prompt) are not the reply. Lines end in LF; CRLF is accepted as the same line end."""
+    next prompt) are not the reply. Lines end in LF; CRLF is accepted as the same line end. A server
+    that closes a reconnecting client's connection before any fault fired fails (lab/recovery.py)."""
     here = where(node)
-    failure = connection_failure(node)
+    failure = connection_failure(node) or recovery.closed_by_server(node)  # its server hung up unprovoked
     if failure:
         return False, f"{here}: {failure}"
     sends = readback.line_sends(node.transcript)  # a line sent again after a loss: its last attempt
@@ -355,7 +357,7 @@ def recovers(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
     """The client lost its connection after it had worked and, on a later connection, got a reply
     to each line still to send (as many line ends as the line had: `echo` judges the bytes)."""
     here, tr = where(node), node.transcript
-    failure = connection_failure(node)
+    failure = connection_failure(node) or recovery.not_recovered(node)  # a loss before any fault: the server's
     if failure:
         return False, f"{here}: {failure}"
     lost = readback.losses(tr)
@@ -363,7 +365,7 @@ def recovers(node: NodeOutcome, params: Mapping[str, Any]) -> Finding:
         broke = first(node, "error") or any(e.get("by") == "peer" for e in events(node, "closed"))
         return False, f"{here}: does not reconnect (its `reconnect:` is 0)" + (f"; {ending(node, None)}" * bool(broke))
     if not lost:
-        return False, f"{here}: never lost its connection (the fault did not reach it)"
+        return False, f"{here}: never lost its connection ({recovery.untouched(node)})"
     event = tr[lost[-1]]
     what = f"lost its connection {f'{len(lost)} times, the last ' * (len(lost) > 1)}at " \
            f"+{readback.since_start(tr, event):.2f}s ({event.get('message') or event.get('why')})"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Backend, Event
 from lab.barrier import Barrier
+from lab.errors import BackendError, LabError
 from lab.plan import STARTED, TCP, NodePlan, Plan, StepPlan
 from lab.schedule import NODE_STEPS, Fired, Schedule
 from lab.signals import exit_words
@@ -149,32 +150,69 @@ class Execution:
         return self.schedule.next_due(self._ready_times()) if self.plan.timeline else float("inf")
 
     def _timeline(self) -> None:
-        """Fire the steps that are due; the lab is up once every node started and every service is ready."""
+        """Fire the steps that are due. The lab is up once every node started and every service is
+        ready, leaving out the nodes that wait for a step not yet fired (themselves or through the
+        nodes they start after); a step that waits for a node that never came up never fires, and
+        the nodes that wait for it are not started, saying why."""
         if not self.plan.timeline:
             return
-        if self.schedule.up_at is None and all(s.plan.after_steps or s.blocked or (
-                s.started_at is not None and (s.ready_at is not None or s.exited)) for s in self.states.values()):
-            self.schedule.up_at = time.monotonic()  # (nodes that wait for a step are not awaited)
+        waiting = self._waiting_for_steps()
+        if self.schedule.up_at is None and all(name in waiting or s.blocked or (
+                s.started_at is not None and (s.ready_at is not None or s.exited)) for name, s in self.states.items()):
+            self.schedule.up_at = time.monotonic()
+        self._unreachable()
         due = self.schedule.due(time.monotonic(), self._ready_times())
         for step in due:
             fired = Fired(step, time.monotonic())
             self.schedule.fired.append(fired)
             self.progress(f"  fault   {step.label} ({fired.at - self.t0:.2f}s)")
-            if step.action in NODE_STEPS:
-                fired.codes = self._stop_by_timeline(step, fired.at)
-                if step.action == "restart":
-                    self._restart(step)
-            else:
-                self.backend.disturb(step)
-                for name in step.nodes if step.action in ("pause", "resume") else ():
-                    self.states[name].paused = step if step.action == "pause" else None
+            try:
+                self._apply(step, fired)
+            except LabError as e:  # where the scenario asked for it, and what it was
+                raise BackendError(f"{step.loc}: {step.label}: {e}") from None
         if due:
             self._start_unblocked()  # nodes waiting for these steps go now
 
-    def _stop_by_timeline(self, step: StepPlan, at: float) -> dict[str, int | None]:
+    def _apply(self, step: StepPlan, fired: Fired) -> None:
+        if step.action in NODE_STEPS:
+            running = [n for n in step.nodes if self.states[n].running]
+            if len(running) < len(step.nodes):
+                idle = [n for n in step.nodes if n not in running]
+                self.progress(f"          {', '.join(idle)}: not running, nothing to {step.action}")
+            fired.codes = self._stop_by_timeline(step, running, fired.at)
+            if step.action == "restart":
+                self._restart(running)
+            return
+        self.backend.disturb(step)
+        for name in step.nodes if step.action in ("pause", "resume") else ():
+            self.states[name].paused = step if step.action == "pause" else None
+
+    def _waiting_for_steps(self) -> set[str]:
+        """Nodes that wait for a step not yet fired, themselves or through their `after` nodes."""
+        waiting = {n for n, s in self.states.items() if not self.schedule.happened(s.plan.after_steps)}
+        while more := {n for n, s in self.states.items() if n not in waiting and set(s.plan.after) & waiting}:
+            waiting |= more
+        return waiting
+
+    def _unreachable(self) -> None:
+        """Steps after a node that can no longer become ready, or after such a step, never fire; the
+        nodes that wait for them are not started (their note says which step, and why)."""
+        for step in self.schedule.pending():
+            node = self.states.get(step.after or "")
+            if node is not None and node.ready_at is None and (node.blocked or node.failed_start):
+                self.schedule.unreachable[step.index] = f"{step.after} never became ready"
+            elif step.after in self.schedule.cannot():
+                self.schedule.unreachable[step.index] = f"step {step.after!r} cannot happen"
+        lost = self.schedule.cannot()
+        for s in self.states.values():
+            gone = [n for n in s.plan.after_steps if n in lost]
+            if gone and s.started_at is None and not s.blocked:
+                s.blocked, s.note = True, f"not started: step {gone[0]!r} cannot happen ({lost[gone[0]]})"
+                self._block_dependents(s.plan.name, s.note)
+
+    def _stop_by_timeline(self, step: StepPlan, names: list[str], at: float) -> dict[str, int | None]:
         """A node the timeline stops or kills did not crash: the lab stopped it (the service watch
-        judges it so), and its note says which step."""
-        names = [n for n in step.nodes if self.states[n].running]
+        judges it so), and its note says which step. `kill` is SIGKILL at once."""
         self._resume(names)
         codes = self.backend.stop(names, grace=0.0 if step.action == "kill" else 1.0) if names else {}
         for name in names:
@@ -186,10 +224,10 @@ class Execution:
             self._handle(event)
         return codes
 
-    def _restart(self, step: StepPlan) -> None:
+    def _restart(self, names: list[str]) -> None:
         """Start the nodes again in their hosts, as new: readiness is awaited again, and the run
         waits for a restarted task as for the first."""
-        for name in step.nodes:
+        for name in names:
             s = self.states[name]
             s.restarts += 1
             s.exited, s.stopped_by_lab, s.exit_code, s.exited_at, s.ready_at = False, False, None, None, None

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import backends, inventory, watch
+from lab import backends, inventory, recovery, watch
 from lab.checks import evaluate
 from lab.errors import EnvironmentProblem, LabError
 from lab.execution import HOSTS_LIMIT, Execution
@@ -106,6 +106,8 @@ class StatusHolder:
         self.journal_folder: Path | None = None
         self.placed: dict[str, backends.Placement] = {}  # where each node runs (known once up)
         self.last = ""
+        self.last_timeline = ""
+        self.wall0: float | None = None  # time.time() at the execution's t0 (its steps' moments are on that clock)
 
     def up(self, lab_id: str, execution: Execution) -> None:
         self.journal_folder = state_dir() / lab_id
@@ -128,10 +130,29 @@ class StatusHolder:
         text = json.dumps({s.plan.name: _node_status(s, execution.t0, self.placed.get(s.plan.name))
                            for s in execution.states.values()})
         if text != self.last and self.journal_folder.exists():
-            tmp = self.journal_folder / "status.json.tmp"
-            tmp.write_text(text)
-            tmp.rename(self.journal_folder / "status.json")
+            _replace(self.journal_folder / "status.json", text)
             self.last = text
+        self.update_timeline(execution)
+
+    def update_timeline(self, execution: Execution) -> None:
+        """timeline.json: when each step of the timeline fired, so that `lab check` knows which
+        faults had reached a client before it lost a connection (lab/recovery.py)."""
+        if self.wall0 is None:
+            self.wall0 = time.time() - (time.monotonic() - execution.t0)
+        text = json.dumps({"wall0": self.wall0, "steps": execution.schedule.report(execution.t0)})
+        if self.journal_folder is not None and text != self.last_timeline and self.journal_folder.exists():
+            _replace(self.journal_folder / TIMELINE, text)
+            self.last_timeline = text
+
+
+TIMELINE = "timeline.json"  # in a kept lab's journal folder, beside status.json
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write a file a reader finds whole, or not at all (written aside, then renamed over)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.rename(path)
 
 
 def _node_row(s: Any, placed: backends.Placement | None) -> dict[str, Any]:
@@ -218,14 +239,28 @@ def check_now(ref: str) -> list[ExpectationResult]:
     plan = inventory.plan_json(j)
     rundir = RunDir(Path(j.meta()["run_dir"]))
     status = inventory.status(j)
-    outcomes, crashed = watch.judge({n["name"]: _outcome(rundir, n["name"], status.get(n["name"], {}))
-                                     for n in plan["nodes"]}, watch.runs_from_status(plan, status),
-                                    ((e["check"], e["nodes"]) for e in plan["expect"]))
+    runs = watch.runs_from_status(plan, status)
+    outcomes = recovery.with_faults({n["name"]: _outcome(rundir, n["name"], status.get(n["name"], {}))
+                                     for n in plan["nodes"]}, runs, recovery.steps_of_json(plan.get("timeline", ())),
+                                    _fired(j, plan))
+    outcomes, crashed = watch.judge(outcomes, runs, ((e["check"], e["nodes"]) for e in plan["expect"]))
     results = [ExpectationResult(f"service {r.node}", r) for r in crashed]
     for e in plan["expect"]:
         checked = evaluate(e["check"], e["params"], [outcomes[n] for n in e["nodes"]])
         results += [ExpectationResult(str(e["label"]), r) for r in checked]
     return results
+
+
+def _fired(j: Journal, plan: dict[str, Any]) -> list[float | None] | None:
+    """When each step of a kept lab's timeline fired, as its keeper records it (timeline.json); None
+    when it has not (a keeper of an older lab), so `echo` and `recovers` judge without the faults."""
+    if not plan.get("timeline"):
+        return []
+    try:
+        data = json.loads((j.folder / TIMELINE).read_text())
+        return recovery.fired_at(data["steps"], float(data["wall0"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def node_status(ref: str) -> dict[str, Any]:

@@ -14,12 +14,12 @@ import resource
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
-from lab import backends, forked, watch
+from lab import backends, forked, recovery, watch
 from lab.backends import Backend, Placement
 from lab.checks import evaluate
 from lab.errors import Interrupted, LabError, StorageProblem
@@ -126,7 +126,8 @@ def _run(scenario: Scenario, planned: tuple[Plan, tuple[float, float, float]], n
         if execution is not None:
             _collect(result, execution, backend)
         with _phase(result, "check"):
-            result.results = check(plan, result.states, rundir, result.placements, result.clock)
+            result.results = check(plan, result.states, rundir, result.placements, result.clock,
+                                   recovery.fired_at(result.timeline, result.wall0))
     except BaseException as e:  # it goes on up; the reports written below say it, never "passed"
         if isinstance(e, Interrupted):
             result.interrupted = result.interrupted or e.signum
@@ -249,18 +250,23 @@ def raise_fd_limit() -> None:
 
 
 def check(plan: Plan, states: dict[str, NodeState], rundir: RunDir,
-          placements: dict[str, Placement] | None = None, clock: float = 0.0) -> list[ExpectationResult]:
+          placements: dict[str, Placement] | None = None, clock: float = 0.0,
+          fired: Sequence[float | None] | None = None) -> list[ExpectationResult]:
     """Evaluate every expectation (and every start failure, timeout and crashed service) from what
     the nodes left behind; `clock` is the run's start (the states' times are measured from it).
 
     Transcript times are put on the lab's clock first: a node on another host stamped them with
     that host's clock, and `concurrent` compares moments across nodes (knowing each clock only to
-    within its measured uncertainty)."""
+    within its measured uncertainty). `fired`: when each step of the plan's timeline fired, wall
+    clock (None: it did not; recovery.fired_at makes it of the run's timeline): a reconnecting
+    client's loss before any fault touching it or its server is its server's doing (lab/recovery.py).
+    Without it (None), the faults are not known, and `echo` and `recovers` judge without them."""
     placements = placements or {}
-    outcomes = {n.name: outcome_of_state(rundir, n.name, states.get(n.name), placements.get(n.name))
-                for n in plan.nodes}
-    outcomes, crashed = watch.judge(outcomes, watch.runs_from_states(states, clock),
-                                    ((e.check, e.nodes) for e in plan.expect))
+    runs = watch.runs_from_states(states, clock)
+    outcomes = recovery.with_faults({n.name: outcome_of_state(rundir, n.name, states.get(n.name),
+                                                              placements.get(n.name)) for n in plan.nodes},
+                                    runs, recovery.steps_of_plan(plan.timeline), fired)
+    outcomes, crashed = watch.judge(outcomes, runs, ((e.check, e.nodes) for e in plan.expect))
     results = [
         ExpectationResult(f"start {s.plan.name}", CheckResult("start", s.plan.name, False, s.note))
         for s in states.values() if s.failed_start

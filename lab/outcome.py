@@ -34,6 +34,15 @@ NOT_UP = "not started: the lab did not come up"
 
 
 @dataclass(frozen=True)
+class Fault:
+    """A step of the fault timeline that touches a node or the node it talks to (lab/recovery.py):
+    a lost connection is the network's doing only once one of these has fired."""
+
+    label: str  # as written, e.g. "restart server"
+    at: float | None  # when it fired, wall clock on the lab's clock (as transcript times are); None: it never did
+
+
+@dataclass(frozen=True)
 class NodeOutcome:
     """What one node did, as the checks see it (built by `node_outcome`)."""
 
@@ -47,6 +56,7 @@ class NodeOutcome:
     cause: str = ""  # how it ended, when the lab knows and its output may not say (the output limit)
     peer_note: str = ""  # its connection failed and its server exited or raised: what the server did
     clock_uncertainty: float = 0.0  # s: its times are on the lab's clock to within this (another host's clock)
+    faults: tuple[Fault, ...] | None = None  # the steps touching it or its peer; None: not known, judged without
 
 
 @dataclass(frozen=True)

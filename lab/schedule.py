@@ -31,6 +31,7 @@ class Schedule:
     steps: tuple[StepPlan, ...]
     up_at: float | None = None  # when the lab was up (time.monotonic())
     fired: list[Fired] = field(default_factory=list)
+    unreachable: dict[int, str] = field(default_factory=dict)  # step index -> why it can never fire
 
     def moment(self, step: StepPlan, ready: Mapping[str, float | None]) -> float | None:
         """When the step is due (monotonic), or None while that is not known yet."""
@@ -46,18 +47,23 @@ class Schedule:
         fired = {f.step.name for f in self.fired}
         return all(name in fired for name in names)
 
-    def _pending(self) -> list[StepPlan]:
-        done = {f.step.index for f in self.fired}
+    def pending(self) -> list[StepPlan]:
+        """The steps that have neither fired nor been found unable to."""
+        done = {f.step.index for f in self.fired} | set(self.unreachable)
         return [s for s in self.steps if s.index not in done]
+
+    def cannot(self) -> dict[str, str]:
+        """Named steps that can never fire -> why."""
+        return {s.name: self.unreachable[s.index] for s in self.steps if s.name and s.index in self.unreachable}
 
     def next_due(self, ready: Mapping[str, float | None]) -> float:
         """The earliest known moment a pending step is due (inf: none known)."""
-        moments = [m for s in self._pending() if (m := self.moment(s, ready)) is not None]
+        moments = [m for s in self.pending() if (m := self.moment(s, ready)) is not None]
         return min(moments, default=float("inf"))
 
     def due(self, now: float, ready: Mapping[str, float | None]) -> list[StepPlan]:
         """The pending steps due by `now`, in the order written (one step may enable the next)."""
-        return [s for s in self._pending() if (m := self.moment(s, ready)) is not None and m <= now]
+        return [s for s in self.pending() if (m := self.moment(s, ready)) is not None and m <= now]
 
     def report(self, clock: float) -> list[dict[str, Any]]:
         """Every step: when it fired on the lab's clock (`clock`: the run's start), or that it did not."""
@@ -69,5 +75,7 @@ class Schedule:
                                    "t": round(f.at - clock, 3) if f else None}
             if f and f.codes:
                 row["codes"] = f.codes
+            if s.index in self.unreachable:
+                row["why"] = self.unreachable[s.index]
             rows.append(row)
         return rows

@@ -7,6 +7,12 @@ promiscuous mode sees each frame crossing it once, between whichever ports (as `
 Each batch of frames is written as it is read, so a lab killed with -9 loses nothing captured; the
 file never grows past --limit (a run must not fill the disk): later frames are counted, not
 written. `ready` on stdout: the socket is bound, the header written; SIGTERM: one JSON line of counts.
+
+It never outlives the lab that started it (`Capture.start`): a lab killed with -9 cannot stop it, and
+a capture left running would keep the lab's namespaces (its bridges, its veths) alive, and in a
+rootless lab out of `lab clean`'s reach for good. So the end of its parent ends it as SIGTERM does
+(drained, the file closed): `--watch FD` is a pipe whose other end the parent holds while it lives
+(EOF: gone), and `--parent PID` arms the kernel's parent-death signal as well.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from lab.backends import linux
 from lab.errors import BackendError
+from lab.signals import set_parent_death_signal
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -109,13 +117,21 @@ def read_batch(sock: socket.socket, buf: bytearray) -> list[tuple[float, int, by
     return frames
 
 
-def capture(sock: socket.socket, writer: Writer, wake: int, stopping: list[int]) -> dict[str, int]:
+def capture(sock: socket.socket, writer: Writer, wake: int, stopping: list[int],
+            watch: int | None = None) -> dict[str, int]:
+    """Frames to the file until a signal is in `stopping`, or `watch` (the parent's pipe, never
+    written to) says anything at all: EOF, POLLHUP, or POLLNVAL (no such fd), each one a parent gone."""
     buf = bytearray(SNAPLEN)
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     poller.register(wake, select.POLLIN)
+    if watch is not None:
+        poller.register(watch, select.POLLIN)
     while not stopping:
-        if poller.poll(TICK * 1000):
+        events = poller.poll(TICK * 1000)
+        if any(fd == watch for fd, _ in events):
+            stopping.append(0)  # (0: no signal, the parent is gone)
+        if events:
             writer.add(read_batch(sock, buf))
     end = time.monotonic() + DRAIN
     while time.monotonic() < end and (frames := read_batch(sock, buf)):
@@ -130,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iface", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="most bytes in the file, header included")
+    parser.add_argument("--watch", type=int, help="an inherited pipe's read end: its EOF (the parent gone) stops")
+    parser.add_argument("--parent", type=int, help="the parent's pid: its death stops (PR_SET_PDEATHSIG)")
     args = parser.parse_args(argv)
     if args.limit < len(HEADER):
         parser.error(f"--limit {args.limit}: less than the pcap header ({len(HEADER)} bytes)")
@@ -138,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.set_wakeup_fd(wake_w)  # a signal wakes the poll at once (the handler alone would not)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda signum, _: stopping.append(signum))
+    if args.parent:  # (after the handlers: the death signal is a stop, drained and flushed, not a kill)
+        set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != args.parent:  # the parent died before the signal was armed
+            stopping.append(0)
     step = f"namespace {args.netns}"
     try:
         if args.netns:
@@ -147,25 +169,32 @@ def main(argv: list[str] | None = None) -> int:
         sock = open_socket(args.iface)
         step = f"cannot write {args.out}"
         writer = Writer(args.out, args.limit)
-        os.write(1, b"ready\n")
-        summary = capture(sock, writer, wake_r, stopping)
+        _say(b"ready\n")
+        summary = capture(sock, writer, wake_r, stopping, args.watch)
         writer.file.close()
     except OSError as e:
         print(f"capture: {step}: {e.strerror or e}", file=sys.stderr)
         return 2
-    try:
-        os.write(1, (json.dumps(summary) + "\n").encode())
-    except OSError:  # nobody reads it any more: the file is what counts
-        pass
+    _say((json.dumps(summary) + "\n").encode())
     return 0
+
+
+def _say(line: bytes) -> None:
+    """A line on stdout, unless nobody reads it any more (EPIPE: the parent is gone): the file is
+    what counts, and it is written whether or not this is."""
+    try:
+        os.write(1, line)
+    except OSError:
+        pass
 
 
 class Capture:
     """The capture program, run for the caller: `Capture.start(...)` returns once it is ready, and
     `stop()` ends it and returns its counts."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]):
+    def __init__(self, proc: subprocess.Popen[bytes], watch: int = -1):
         self.proc = proc
+        self.watch = watch  # the write end of its --watch pipe: held open while it is to run (-1: closed)
         self.summary: dict[str, Any] | None = None  # (its counts, once stopped)
 
     @property
@@ -176,11 +205,25 @@ class Capture:
     def start(cls, netns: str | None, iface: str, out: Path, limit: int = DEFAULT_LIMIT,
               deadline: float = 10.0) -> Capture:
         """Start it, its own session (a Ctrl-C on the terminal is the lab's to handle, not its), and
-        wait for its `ready`; BackendError, with what it said, if it exits or is not ready in time."""
+        wait for its `ready`; BackendError, with what it said, if it exits or is not ready in time.
+
+        It ends with this process, however this one ends: it is given a pipe's read end whose write
+        end only this process holds (not inherited: a node forked from here closes it, an exec'd
+        program never has it), and the death signal, armed only when started from the main thread:
+        the kernel sends it when the forking *thread* ends, which for a worker thread is not the lab's end."""
+        watch_r, watch = os.pipe()  # (both close-on-exec: the capture gets its end by pass_fds alone)
         argv = [sys.executable, "-m", "lab.backends.capture", "--iface", iface, "--out", str(out),
-                "--limit", str(limit), *(["--netns", netns] if netns else [])]
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+                "--limit", str(limit), *(["--netns", netns] if netns else []), "--watch", str(watch_r)]
+        if threading.current_thread() is threading.main_thread():
+            argv += ["--parent", str(os.getpid())]
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True, pass_fds=(watch_r,))
+        except BaseException:
+            os.close(watch)
+            raise
+        finally:
+            os.close(watch_r)
         assert proc.stdout is not None
         fd, seen, end = proc.stdout.fileno(), b"", time.monotonic() + deadline
         try:
@@ -195,8 +238,9 @@ class Capture:
         except BaseException:  # (a Ctrl-C meanwhile too: no capture is left running)
             proc.kill()
             proc.wait()
+            os.close(watch)
             raise
-        return cls(proc)
+        return cls(proc, watch)
 
     def stop(self, timeout: float = 5.0) -> dict[str, Any]:
         """SIGTERM, then SIGKILL if it has not ended within `timeout` s; its counts ({} if none)."""
@@ -208,6 +252,9 @@ class Capture:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, _ = self.proc.communicate()
+        if self.watch >= 0:  # (it has ended: the pipe has nothing more to say)
+            os.close(self.watch)
+            self.watch = -1
         lines = out.decode(errors="replace").splitlines()
         try:
             found = json.loads(lines[-1]) if lines else {}

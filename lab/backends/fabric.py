@@ -93,11 +93,19 @@ class Fabric:
             self.captures[out] = Capture.start(self.path(""), bridges[net], out, plan.capture.limit)
 
     def stop_captures(self) -> None:
-        """Each capture drains what it was given and says what it wrote (`NET.json` beside its pcap)."""
+        """Each capture drains what it was given and says what it wrote (`NET.json` beside its pcap).
+        Every capture is stopped whatever fails on the way (a full disk must not leave one running,
+        holding the lab's namespace); the first error is raised once all are."""
         captures, self.captures = self.captures, {}
+        first: BaseException | None = None
         for out, capture in captures.items():
-            summary = capture.stop()
-            out.with_suffix(".json").write_text(json.dumps(summary) + "\n")
+            try:
+                summary = capture.stop()
+                out.with_suffix(".json").write_text(json.dumps(summary) + "\n")
+            except BaseException as e:  # (a Ctrl-C too: the other captures are still stopped)
+                first = first or e
+        if first is not None:
+            raise first
 
     def disturb(self, plan: Plan, step: StepPlan) -> None:
         """A network step of the fault timeline (lab/backends/faults.py)."""
@@ -152,10 +160,14 @@ class Fabric:
         k = plan.nodes.index(node)
         ip_batch("\n".join(self._ports(plan, k, node)) + "\n", netns=self.prefix)
         rtnetlink.configure(self.path(node.name), node, self.neighbours or Neighbours(plan))
+        if self.faults is not None and node.name in self.faults.absent:  # a restarted node's new host
+            self.faults.arrived(node.name)
 
     def leave(self, plan: Plan, node: NodePlan) -> None:
         """A node's host goes and another takes its place (the timeline restarts a container): its
         links and its namespace's name go now, so that `join` can wire the new one alike."""
+        if self.faults is not None:
+            self.faults.left(node.name)
         k = plan.nodes.index(node)
         ip_batch("".join(f"link del n{k}e{j}\n" for j in range(len(node.interfaces))), netns=self.prefix, force=True)
         linux.delete_netns(self.path(node.name))
@@ -180,9 +192,22 @@ class Fabric:
 
     def remove(self, kill: bool = True) -> list[str]:
         """Delete every namespace the journal lists (killing what runs inside, unless told not to);
-        the captures first write what they hold."""
-        self.stop_captures()
-        return remove_namespaces(journal_namespaces(self.journal), kill=kill, journal=self.journal)
+        the captures first write what they hold. The namespaces go even if that fails (a full disk
+        must not leave the lab's links behind); the first error is raised after, a later one noted."""
+        failed: BaseException | None = None
+        try:
+            self.stop_captures()
+        except BaseException as e:  # (a Ctrl-C too)
+            failed = e
+        try:
+            removed = remove_namespaces(journal_namespaces(self.journal), kill=kill, journal=self.journal)
+        except BaseException as e:
+            if failed is None:
+                raise
+            failed.add_note(f"then: {e}")
+        if failed is not None:
+            raise failed
+        return removed
 
 
 def _each(work: Callable[[T], None], items: Iterable[T]) -> None:

@@ -258,8 +258,8 @@ class NetnsBackend:
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         running = [self.procs[n] for n in nodes if n in self.procs and self.procs[n].code is None]
-        for p in running:
-            _signal_group(p.pid, signal.SIGTERM)
+        for p in running:  # no grace (the timeline's `kill`): SIGKILL at once, no handler runs
+            _signal_group(p.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
         deadline = time.monotonic() + grace
         while any(p.code is None for p in running) and time.monotonic() < deadline:
             self.pending += self._observe(max(0.0, min(0.05, deadline - time.monotonic())))

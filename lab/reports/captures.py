@@ -4,7 +4,8 @@ over_limit, kernel_drops; absent if it wrote none) and its TCP connections (`wir
 connections' ends named by the plan's addresses.
 
 report.json and report.html both show them, written one after the other: a capture is read once
-(kept by its path, size and modification time), not once per report.
+(kept by its path, size and modification time), not once per report. Whatever reading one capture
+raises is that capture's `problem`: a report is always written, with the other captures in it.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def captures(result: RunResult) -> list[NetworkCapture]:
             wire = _read(str(path), st.st_size, st.st_mtime_ns, names)
         except OSError as e:
             wire = Capture(problem=f"could not be read: {e.strerror or e}")
+        except Exception as e:  # noqa: BLE001 - a file the reader trips on: the report is written all the same
+            wire = Capture(problem=f"could not be read ({type(e).__name__}: {e})")
         found.append(NetworkCapture(net.name, f"{CAPTURES}/{net.name}.pcap", st.st_size, wire,
                                     _stats(folder / f"{net.name}.json")))
     return found
@@ -89,7 +92,7 @@ def _stats(path: Path) -> dict[str, int]:
     """NET.json's counts; a missing, unreadable or malformed file (or field) is left out."""
     try:
         data: Any = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # (RecursionError: nested too deep for json)
         return {}
     if not isinstance(data, dict):
         return {}

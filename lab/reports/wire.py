@@ -274,13 +274,17 @@ class _Track:
             self.events.append(WireEvent(t, kind, self.ends[src], self.ends[dst]))
 
     def connection(self) -> Connection:
-        server = next(a for a in self.ends if a != self.client)
+        # a segment from an address and port to themselves (a socket connected to itself, or a
+        # corrupt capture) has one end: it is both client and server, and both its sides are one
+        server = next((a for a in self.ends if a != self.client), self.client)
         side = self.sides.get
-        out, back = side(self.client) or _Side(), side(server) or _Side()
+        out = side(self.client) or _Side()
+        back = (side(server) or _Side()) if server != self.client else _Side()
+        one_way = self.ends[next(iter(self.sides))].who if len(self.sides) == 1 and server != self.client else ""
         return Connection(self.ends[self.client], self.ends[server], tuple(sorted(self.events, key=lambda e: e.t)),
                           self.mid, self.syns, self.handshake, out.data, back.data,
                           out.retransmissions + back.retransmissions, self.dropped, self.first_t, self.last_t,
-                          self.ends[next(iter(self.sides))].who if len(self.sides) == 1 else "")
+                          one_way)
 
 
 class _Reader:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable
 from types import FrameType
 
-from lab.roles.common import Transcript, describe, error_kind, tell_exit
+from lab.roles.common import STOPPING, Transcript, describe, error_kind, tell_exit
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a node ~10 ms at each start
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ def install_stop_handlers(transcript: Transcript) -> None:
     """
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        for last_words in STOPPING:
+            last_words()
         transcript.event("end", reason=STOP_SIGNALS.get(signum, "terminated"), signal=signum)
         flush_stdio()
         tell_exit(128 + signum)

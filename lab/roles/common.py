@@ -31,6 +31,7 @@ DATA_LIMIT = 8 * 1024 * 1024  # bytes of sent/received data one transcript recor
 # a role leaving at once does before it goes, given its exit code (the rest of its files, then the code).
 BEFORE_TELLING: list[Callable[[], None]] = []
 LEAVING: list[Callable[[int], None]] = []
+STOPPING: list[Callable[[], None]] = []  # a role's last words when the lab stops it, before its `end` event
 
 
 class Transcript:

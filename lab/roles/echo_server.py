@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from lab.roles.common import Transcript, announce_ready, listening_socket, peer_text, preview, say
+from lab.roles.common import STOPPING, Transcript, announce_ready, listening_socket, peer_text, preview, say
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a node ~10 ms at each start
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
     transcript.event("listening", address=f"0.0.0.0:{port}", port=port)
     announce_ready(transcript.role, f"listening on 0.0.0.0:{port}")
     conn_id = 0
+    STOPPING.append(lambda: stopped_open(transcript))
     while True:
         try:
             conn, address = server.accept()
@@ -38,9 +39,20 @@ def main(params: dict[str, Any], transcript: Transcript) -> int:
         ).start()
 
 
+OPEN: set[int] = set()  # connections accepted and not yet closed
+
+
+def stopped_open(transcript: Transcript) -> None:
+    """Stopped by the lab: each connection still open ends here, and the transcript says so (a
+    client's close the thread had not yet read included), so no connection is left without an end."""
+    for conn_id in sorted(OPEN):
+        transcript.event("closed", conn=conn_id, by="stopped")
+
+
 def serve(conn: socket.socket, address: Any, conn_id: int, transcript: Transcript) -> None:
     """Echo one connection until the peer closes it (or it fails)."""
     peer = peer_text(address)
+    OPEN.add(conn_id)
     transcript.event("accepted", conn=conn_id, peer=peer)
     say(f"Connected with {peer}")
     by = "self"
@@ -51,6 +63,7 @@ def serve(conn: socket.socket, address: Any, conn_id: int, transcript: Transcrip
             kind = transcript.error(exc, during="echo", conn=conn_id, peer=peer)
             by = "peer" if kind == "reset" else "self"
             say(f"Error with {peer}: {exc}")
+    OPEN.discard(conn_id)
     transcript.event("closed", conn=conn_id, by=by)
     say(f"Closed {peer} (by {by})")
 

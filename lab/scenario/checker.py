@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -140,3 +140,27 @@ class Refs:
 
 def _range(info: NodeInfo) -> str:
     return f"{info.name}-1..{info.name}-{info.replicas}"
+
+
+def find_cycles(graph: Mapping[T, Sequence[T]]) -> list[list[T]]:
+    """Iterative depth-first search (long `after` chains must not hit the recursion limit)."""
+    state: dict[T, int] = {}  # 1: on the current path, 2: finished
+    found: list[list[T]] = []
+    for start in graph:
+        if start in state:
+            continue
+        state[start] = 1
+        trail = [start]
+        stack = [iter(graph[start])]
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[trail.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                found.append(trail[trail.index(nxt):] + [nxt])
+            elif nxt not in state and nxt in graph:
+                state[nxt] = 1
+                trail.append(nxt)
+                stack.append(iter(graph[nxt]))
+    return found

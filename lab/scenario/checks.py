@@ -46,9 +46,10 @@ CHECKS: dict[str, Check] = {check.name: check for check in (
     Check("output", "the node's output (stdout and stderr) contains the text, or matches the regex",
           {"contains": Param("text"), "regex": Param("regex")},
           long_form="{nodes: ..., contains: ...} or {nodes: ..., regex: ...}", one_of=("contains", "regex")),
-    Check("recovers", "the client lost its connection after it had worked (reset, closed, unanswered) and, on a "
-          "later connection, got a reply to every line still to send (`echo` judges the replies' bytes); "
-          "needs `reconnect:` on the client", evidence="conversation"),
+    Check("recovers", "the client lost its connection after it had worked (reset, closed, unanswered), once a "
+          "fault of the timeline touching it or its server had fired, and, on a later connection, got a reply to "
+          "every line still to send (`echo` judges the replies' bytes); needs `reconnect:` on the client",
+          evidence="conversation"),
     Check("rate", "the bytes the client received over the window (seconds from its first received byte), "
           "per second, are the rate within the tolerance; the transfer must last past the window's end",
           {"rate": Param("rate", required=True), "window": Param("window", required=True),

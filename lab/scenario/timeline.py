@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from lab.scenario.checker import Checker, Refs
+from lab.scenario.checker import Checker, Refs, find_cycles
 from lab.scenario.limits import bounded_size
 from lab.scenario.model import Capture, Network, Node, Scenario, Shape, Step
 from lab.scenario.source import KeyPath
@@ -88,7 +88,30 @@ def check_timeline(c: Checker, value: Any, refs: Refs, nodes: list[Node], timeou
             steps.append(step)
         if isinstance(item, dict) and isinstance(item.get("name"), str):
             names.append(item["name"])
+    _waits(c, steps, value, refs, nodes)
     return tuple(steps)
+
+
+def _waits(c: Checker, steps: list[Step], raw: list[Any], refs: Refs, nodes: list[Node]) -> None:
+    """Nodes that start after steps, and steps after nodes or steps: one graph, which must have no
+    cycle through a step (neither would ever happen); each such cycle is reported at its first
+    step's `after`. Cycles of nodes alone are `after:`'s own (validate.py)."""
+    named = {s.name: s for s in steps if s.name}
+    graph: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for node in nodes:
+        graph[("node", node.name)] = [("node", _base(a, refs)) for a in node.after] + \
+            [("step", n) for n in node.after_steps if n in named]
+    for step in named.values():
+        if step.after is not None:
+            target = ("step", step.after) if step.after in named else ("node", _base(step.after, refs))
+            graph[("step", step.name)] = [target]
+    where = {item["name"]: k for k, item in enumerate(raw)
+             if isinstance(item, dict) and isinstance(item.get("name"), str)}
+    for cycle in find_cycles(graph):
+        first = next((name for kind, name in cycle if kind == "step"), None)
+        if first is not None:
+            shown = " -> ".join(name for _, name in cycle)
+            c.error(("timeline", where[first], "after"), f"waits in a circle: {shown} (none of them would happen)")
 
 
 def _step(c: Checker, path: KeyPath, item: Any, refs: Refs, nodes: dict[str, Node], earlier: list[str],
@@ -106,10 +129,6 @@ def _step(c: Checker, path: KeyPath, item: Any, refs: Refs, nodes: dict[str, Nod
         return None
     action = actions[0]
     at, after, wait, step_name = _when(c, path, body, refs, earlier, timeout)
-    waiting = nodes.get(refs.resolve(after)[0].name) if after is not None and after not in earlier else None
-    if waiting is not None and step_name is not None and step_name in waiting.after_steps:
-        c.error(path + ("after",), f"{after} starts after this step ({step_name}), which waits for it: "
-                                   "neither would happen")
     nodes_of = _targets(c, path + (action,), body[action], refs, nodes, action) \
         if action not in ("partition", "heal") else []
     network = _network(c, path, body, action, nodes_of, refs, nodes)
@@ -121,6 +140,14 @@ def _step(c: Checker, path: KeyPath, item: Any, refs: Refs, nodes: dict[str, Nod
         return None
     return Step(action, c.source.key_loc(path + (action,)), tuple(nodes_of), network, groups, shape,
                 at, after, wait or 0.0, step_name or "")
+
+
+def _base(ref: str, refs: Refs) -> str:
+    """The node a reference belongs to (itself when it names none: an invalid one, reported already)."""
+    try:
+        return refs.resolve(ref)[0].name
+    except (Invalid, Reported):
+        return ref
 
 
 def _true(value: Any) -> bool:
@@ -145,6 +172,8 @@ def _when(c: Checker, path: KeyPath, body: dict[str, Any], refs: Refs, earlier: 
     step_name = c.check(path + ("name",), body["name"], name) if "name" in body else None
     if step_name is not None and step_name in earlier:
         c.error(path + ("name",), f"another step is already named {step_name!r}")
+    if step_name is not None and step_name in refs.nodes:
+        c.error(path + ("name",), f"{step_name!r} is a node's name: a step's name must differ (`after` names either)")
     return at, after, wait, step_name
 
 
@@ -213,9 +242,12 @@ def _groups(c: Checker, path: KeyPath, value: Any, refs: Refs) -> tuple[tuple[st
             except Invalid as e:
                 c.error(path + (k, j), e.message)
                 continue
-            if ref in seen:
-                c.error(path + (k, j), f"{ref} is already in group {seen[ref] + 1}")
-            seen[ref] = k
+            hosts = [f"{info.name}-{n}" for n in range(1, info.replicas + 1)] \
+                if ref == info.name and info.replicas else [str(ref)]
+            twice = next((h for h in hosts if h in seen), None)
+            if twice is not None:
+                c.error(path + (k, j), f"{twice} is already in group {seen[twice] + 1}")
+            seen.update(dict.fromkeys(hosts, k))
         groups.append(tuple(str(r) for r in group))
     return tuple(groups)
 

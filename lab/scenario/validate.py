@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import Problem
-from lab.scenario.checker import Checker, NodeInfo, Refs
+from lab.scenario.checker import Checker, NodeInfo, Refs, find_cycles
 from lab.scenario.expect import check_expect
 from lab.scenario.limits import check_limits
 from lab.scenario.model import Expectation, Limits, Network, Node, Scenario
@@ -192,32 +192,8 @@ def _cycles(c: Checker, nodes: list[Node], refs: Refs) -> None:
     for node in nodes:
         graph[node.name] = [refs.resolve(ref)[0].name for ref in node.after]
     reported: set[frozenset[str]] = set()
-    for cycle in _find_cycles(graph):
+    for cycle in find_cycles(graph):
         if frozenset(cycle) not in reported:
             reported.add(frozenset(cycle))
             shown = cycle if len(cycle) <= 12 else cycle[:6] + ["..."] + cycle[-3:]
             c.error(("nodes", cycle[0], "after"), "after cycle: " + " -> ".join(shown))
-
-
-def _find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
-    """Iterative depth-first search (long `after` chains must not hit the recursion limit)."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: finished
-    found: list[list[str]] = []
-    for start in graph:
-        if start in state:
-            continue
-        state[start] = 1
-        trail = [start]
-        stack = [iter(graph[start])]
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                state[trail.pop()] = 2
-                stack.pop()
-            elif state.get(nxt) == 1:
-                found.append(trail[trail.index(nxt):] + [nxt])
-            elif nxt not in state and nxt in graph:
-                state[nxt] = 1
-                trail.append(nxt)
-                stack.append(iter(graph[nxt]))
-    return found

@@ -213,3 +213,70 @@ def test_what_cannot_be_captured_is_one_line_and_exit_2(fabric: Scratch, tmp_pat
     assert not out.exists()
     with pytest.raises(BackendError, match="nosuch0"):
         Capture.start(fabric.netns("fabric"), "nosuch0", out)
+
+
+PARENT = """\
+import os, subprocess, sys, threading
+from pathlib import Path
+from lab.backends.capture import Capture
+netns, out, how = sys.argv[1:4]
+if how == "main":  # as the lab starts it: the pipe and the death signal both
+    pid = Capture.start(netns, "br0", Path(out)).pid
+elif how == "thread":  # from a worker thread that then ends: the pipe alone (no death signal)
+    got = []
+    worker = threading.Thread(target=lambda: got.append(Capture.start(netns, "br0", Path(out))))
+    worker.start()
+    worker.join()
+    pid = got[0].pid
+else:  # the death signal alone (no pipe)
+    proc = subprocess.Popen([sys.executable, "-m", "lab.backends.capture", "--netns", netns, "--iface", "br0",
+                             "--out", out, "--parent", str(os.getpid())], stdout=subprocess.PIPE,
+                            start_new_session=True)
+    assert proc.stdout.readline() == b"ready\\n"
+    pid = proc.pid
+print(pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie nobody reaps has: its parent was killed)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.parametrize("how", ["main", "thread", "pdeathsig"])
+def test_a_capture_ends_with_its_parent_killed(fabric: Scratch, tmp_path: Path, how: str) -> None:
+    """A lab killed with -9 cannot stop its captures: each must see its parent go (the pipe's EOF,
+    the death signal: each alone suffices), drain, close its file and exit, else it would keep the
+    lab's namespace (bridges, veths) alive. A capture started from a thread outlives the thread."""
+    out = tmp_path / f"{TAG}lan.pcap"  # (TAG in its command line: the fixture's check sees a stray one)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, fabric.netns("fabric"), str(out), how],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    pid = 0
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        client = exchange(fabric)
+        deadline = time.monotonic() + 10  # the connection in the file: the capture runs (the thread's end
+        while sum(f"10.77.0.1.{client} > 10.77.0.2.{PORT}: Flags [F.]," in line for line in read_pcap(out)) != 1:
+            assert time.monotonic() < deadline, "the connection's last FIN never reached the file"
+            time.sleep(0.01)  # ... did not stop it)
+        assert _running(pid)
+        parent.kill()
+        parent.communicate()
+        deadline = time.monotonic() + 10
+        while _running(pid):
+            assert time.monotonic() < deadline, f"capture {pid} ({how}) still runs 10s after its parent was killed"
+            time.sleep(0.01)
+    finally:
+        parent.kill()
+        parent.communicate()
+        if pid and _running(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert out.read_bytes()[:24] == HEADER
+    lines = read_pcap(out)
+    assert sum(f"10.77.0.1.{client} > 10.77.0.2.{PORT}: Flags [S]," in line for line in lines) == 1, lines

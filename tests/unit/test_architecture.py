@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("backends", ["lab.backends.*"]),
     ("execution", ["lab.barrier", "lab.schedule", "lab.execution"]),
     ("outcome", ["lab.outcome"]),
-    ("judges", ["lab.checks", "lab.watch"]),
+    ("judges", ["lab.checks", "lab.recovery", "lab.watch"]),
     ("reports", ["lab.reports.*"]),
     ("library", ["lab.forked", "lab.inventory", "lab.orchestrator", "lab.lifecycle", "lab.grading", "lab.bench",
                  "lab.benchfigures",

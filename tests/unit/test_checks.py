@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from lab.checks import evaluate
-from lab.outcome import CheckResult, NodeOutcome
+from lab.outcome import CheckResult, Fault, NodeOutcome
 
 PEER = "10.0.1.10:9999"
 WHERE = f"client-1 -> {PEER} (server:9999)"
@@ -698,6 +699,109 @@ def test_recovers_and_echo_fail_for_a_client_that_never_connected() -> None:
 
 def test_recovers_for_a_node_that_did_not_run() -> None:
     assert one("recovers", {}, NOT_STARTED).detail.startswith("did not run:")
+
+
+# ----------------------------------------------------------------------------- losses and the timeline's faults
+
+NO_FAULT = "with no fault in force (an echo server keeps the conversation open)"
+SERVERS_DOING = "the server's doing, not the network's"
+
+
+def faulted(outcome: NodeOutcome, *faults: tuple[str, float | None]) -> NodeOutcome:
+    """The outcome as a run judges it: with the steps that touch the client or its server, and when
+    each fired (None: it did not)."""
+    return replace(outcome, faults=tuple(Fault(label, at) for label, at in faults))
+
+
+def hung_up(conn: int, t: float, line: int) -> list[dict[str, Any]]:
+    """The server closed the connection after answering, before the client sent line `line`."""
+    return [on(conn, t, "lost", why="closed", during="interval", line=line,
+               message="closed by the server before the next line was sent"),
+            on(conn, t, "closing"), on(conn, t, "closed", by="peer")]
+
+
+def one_line_each() -> NodeOutcome:
+    """A server that answers one line per connection, then closes (recv, send, close): each line's last
+    attempt is echoed, on a connection of its own."""
+    return node(client(
+        line_sent(1, 0.3, 0), echoed(1, 0.31, 0), on(1, 0.31, "answered"), *hung_up(1, 0.61, 1),
+        *back(2, 0.81, after=0.2, attempts=1), line_sent(2, 1.1, 1), echoed(2, 1.11, 1), *hung_up(2, 1.41, 2),
+        *back(3, 1.61, after=0.2, attempts=1), line_sent(3, 1.9, 2), echoed(3, 1.91, 2),
+        on(3, 2.2, "closing"), on(3, 2.2, "closed", by="peer"), send=LINES, reconnect=10.0))
+
+
+def test_a_server_that_closes_after_each_line_fails_echo_and_recovers_without_a_fault() -> None:
+    broken = faulted(one_line_each())  # no step of the timeline touches the client or its server
+    echo = one("echo", {}, broken)
+    assert not echo.passed
+    assert echo.detail == f"{WHERE}: before sending 'line 2': the server closed the connection at +0.61s {NO_FAULT}"
+    recovers = one("recovers", {}, broken)
+    assert not recovers.passed
+    assert recovers.detail == (f"{WHERE}: lost its connection at +0.61s (closed by the server before the next line "
+                               f"was sent), but no fault of the timeline touches it or its server: {SERVERS_DOING}")
+
+
+def test_a_loss_before_the_first_fault_fired_is_no_recovery() -> None:
+    later = faulted(one_line_each(), ("restart server", 1.0), ("down client", 5.0))
+    result = one("recovers", {}, later)
+    assert not result.passed
+    assert result.detail == (f"{WHERE}: lost its connection at +0.61s (closed by the server before the next line "
+                             f"was sent) before any fault reached it or its server (the first, 'restart server', "
+                             f"fired at +1.00s): {SERVERS_DOING}")
+    assert one("echo", {}, later).detail.endswith(f"the server closed the connection at +0.61s {NO_FAULT}")
+    never = one("recovers", {}, faulted(one_line_each(), ("restart server", None)))
+    assert "before any fault reached it or its server (none that touches them fired)" in never.detail
+
+
+def test_faults_not_known_leave_the_judgement_as_it_was() -> None:
+    assert one_line_each().faults is None  # an outcome no run gave its faults: judged without them
+    assert one("echo", {}, one_line_each()).passed and one("recovers", {}, one_line_each()).passed
+
+
+def test_a_correct_server_restarted_by_the_timeline_passes_echo_and_recovers() -> None:
+    restarted = faulted(recovered(), ("restart server", 2.3))  # the reset came at 2.31 s
+    assert one("echo", {}, restarted).passed
+    result = one("recovers", {}, restarted)
+    assert result.passed and result.detail.startswith(f"{WHERE}: lost its connection at +2.31s (reset), reconnected")
+    assert one("recovers", {}, faulted(recovered(), ("restart server", 2.35))).passed  # within the slack
+    early = faulted(recovered(), ("restart server", 2.4))
+    assert not one("recovers", {}, early).passed
+    reset = one("echo", {}, early)
+    assert reset.detail == f"{WHERE}: sent 'line 2': the server reset the connection at +2.31s {NO_FAULT}"
+
+
+def test_a_link_down_passes_echo_and_recovers() -> None:
+    cut = node(client(
+        line_sent(1, 1.0, 0), echoed(1, 1.01, 0), on(1, 1.02, "answered"), line_sent(1, 2.0, 1),
+        *lost(1, 7.0, 1, "timeout", "no reply within 5.0s"), *back(2, 9.6, after=2.6),
+        line_sent(2, 9.9, 1), echoed(2, 9.91, 1), line_sent(2, 10.9, 2), echoed(2, 10.91, 2),
+        on(2, 11.0, "closing"), on(2, 11.0, "closed", by="self"), send=LINES, reconnect=10.0))
+    down = faulted(cut, ("down server", 1.5), ("up server", 4.5))
+    assert one("echo", {}, down).passed
+    result = one("recovers", {}, down)
+    assert result.passed and "(no reply within 5.0s), reconnected at +9.60s" in result.detail
+    assert not one("recovers", {}, faulted(cut)).passed  # no reply, and no fault: the server's
+
+
+def test_a_server_answering_wrong_bytes_after_a_fault_recovers_and_fails_echo() -> None:
+    wrong = faulted(recovered(reply_on_2="LINE 2"), ("restart server", 2.0))
+    assert one("recovers", {}, wrong).passed  # replies came: `echo` judges their bytes
+    assert "sent 'line 2', got 'LINE 2'" in one("echo", {}, wrong).detail
+
+
+def test_never_lost_says_when_no_fault_touches_the_pair() -> None:
+    tr = client(line_sent(1, 1, 0), echoed(1, 1.1, 0), on(1, 2, "closing"), on(1, 2, "closed", by="self"),
+                send=LINES[:1], reconnect=10.0)
+    result = one("recovers", {}, faulted(node(tr)))
+    assert result.detail == f"{WHERE}: never lost its connection (no fault of the timeline touches it or its server)"
+    assert one("recovers", {}, faulted(node(tr), ("down server", None))).detail.endswith("(the fault did not reach it)")
+
+
+def test_a_client_that_does_not_reconnect_is_judged_as_before() -> None:
+    tr = client(sent(1, "line 1"), got(1.1, "line 1\r\n"), closed(1.2, "peer"), send=LINES[:1])
+    assert one("echo", {}, faulted(node(tr))).passed  # one connection, closed after the last line: no loss
+    refused = one("recovers", {}, faulted(node(tr)))
+    assert refused.detail.startswith(f"{WHERE}: does not reconnect")
 
 
 # ----------------------------------------------------------------------------- rate

@@ -78,7 +78,9 @@ def test_every_step_kind_is_planned_with_concrete_links_and_nodes() -> None:
     ("timeline: [{at: 1s, wait: 1s, down: client}]", "`wait` goes with `after`"),
     ("timeline: [{after: later, down: client}, {at: 1s, up: client, name: later}]", "an earlier step"),
     ("timeline: [{at: 1s, partition: [[client]]}]", "two or more lists of nodes"),
-    ("timeline: [{at: 1s, partition: [[client], [client]]}]", "client is already in group 1"),
+    ("timeline: [{at: 1s, partition: [[client], [client]]}]", "client-1 is already in group 1"),
+    ("timeline: [{at: 1s, partition: [[client], [client-2, server]]}]", "client-2 is already in group 1"),
+    ("timeline: [{at: 1s, down: client, name: server}]", "'server' is a node's name"),
     ("timeline: [{at: 1s, heal: false}]", "write `heal: true`"),
     ("timeline: [{at: 1s, after: server, down: client}]", "exactly one of"),
     ("capture: {limit: 1KiB}", "capture limit '1KiB' is out of range: expected 64KiB..4GiB"),
@@ -176,6 +178,7 @@ def test_loss_and_partitions_become_one_nftables_table_replaced_whole(monkeypatc
     script = ran[-1][1] or ""
     assert 'iifname { "n1e0", "n2e0" } oifname { "n0e0", "n0e1" } counter drop' in script
     assert 'iifname { "n0e0", "n0e1" } oifname { "n1e0", "n2e0" } counter drop' in script
+    assert "ether type ip ip saddr { 10.9.0.2, 10.9.0.3 } ip daddr { 10.9.0.1, 10.8.0.1 } counter drop" in script
 
 
 def test_a_rate_is_a_tbf_on_both_ends_and_a_delay_needs_netem() -> None:
@@ -248,4 +251,102 @@ def test_a_step_after_a_node_that_waits_for_it_is_refused() -> None:
     text = BASE.replace("after: server, replicas: 2", "after: [server, cut], replicas: 2")
     with pytest.raises(ScenarioError) as e:
         load_scenario_text(text + "timeline: [{after: client-1, down: server, name: cut}]", ROOT / "t.yaml")
-    assert "client-1 starts after this step (cut), which waits for it" in str(e.value)
+    assert "timeline[0].after: waits in a circle: client -> cut -> client" in str(e.value)
+    text = BASE.replace("after: server, replicas: 2", "after: [server, b], replicas: 2")
+    with pytest.raises(ScenarioError) as e:  # a longer circle: a step after a step after a node after the first
+        load_scenario_text(text + "timeline: [{after: client-1, up: server, name: a}, {after: a, down: server, "
+                           "name: b}]", ROOT / "t.yaml")
+    assert "waits in a circle" in str(e.value) and str(e.value).count("\n") == 0
+
+
+def test_a_loss_too_small_to_round_still_drops_one_in_ten_thousand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.004% rounds to 0 ten-thousandths, which would never drop: it is raised to the smallest step."""
+    plan = _plan("timeline: [{at: 0s, shape: client-1, loss: 0.004%}]")
+    ran: list[tuple[list[str], str | None]] = []
+    monkeypatch.setattr(faults, "run", lambda argv, stdin=None, missing_ok=False: ran.append((argv, stdin)))
+    faults.Faults(plan, "lab-x", {n.name: f"lab-x-{n.name}" for n in plan.nodes}).apply(plan.timeline[0])
+    script = ran[-1][1] or ""
+    assert 'iifname "n1e0" numgen random mod 10000 < 1 counter drop' in script
+    assert 'oifname "n1e0" numgen random mod 10000 < 1 counter drop' in script
+
+
+class _FakeCapture:
+    """A running capture as the fabric sees it: `stop` says its counts (or fails, as told)."""
+
+    def __init__(self, fails: bool = False):
+        self.fails, self.stopped = fails, False
+
+    def stop(self) -> dict[str, Any]:
+        self.stopped = True
+        if self.fails:
+            raise RuntimeError("the capture would not stop")
+        return {"packets": 1}
+
+
+def test_a_capture_that_cannot_be_written_up_leaves_no_capture_running_nor_namespace(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab.backends import fabric
+    from lab.journal import Journal
+
+    removed: list[bool] = []
+
+    def remove_namespaces(names: list[str], kill: bool, journal: Journal) -> list[str]:
+        removed.append(kill)
+        return []
+
+    monkeypatch.setattr(fabric, "remove_namespaces", remove_namespaces)
+    f = fabric.Fabric(Journal(tmp_path, "aaaa"))
+    full, fine, stuck = _FakeCapture(), _FakeCapture(), _FakeCapture(fails=True)
+    (tmp_path / "ok").mkdir()
+    fakes: dict[Path, Any] = {tmp_path / "gone" / "lan.pcap": full,  # (its NET.json cannot be written: a full disk)
+                              tmp_path / "ok" / "wan.pcap": fine, tmp_path / "ok" / "dmz.pcap": stuck}
+    f.captures = fakes
+    with pytest.raises(OSError):  # the first error, once all is done
+        f.remove()
+    assert full.stopped and fine.stopped and stuck.stopped and f.captures == {}
+    assert removed == [True] and (tmp_path / "ok" / "wan.json").read_text() == '{"packets": 1}\n'
+
+
+CHAIN = """name: t
+timeout: 3s
+networks: {lan: {subnet: 10.9.0.0/24}}
+nodes:
+  web: {networks: [lan], run: serve, ready: {tcp: 80}}
+  late: {networks: [lan], run: serve2, ready: {tcp: 81}, after: [web, s1]}
+  client: {networks: [lan], run: fetch, after: late}
+timeline:
+  - {at: 0.1s, shape: late, rate: 1mbit, name: s1}
+"""
+
+
+def test_nodes_waiting_for_a_step_through_another_node_do_not_keep_the_lab_from_being_up() -> None:
+    plan = make_plan(load_scenario_text(CHAIN, ROOT / "t.yaml"))
+    backend = ScriptedBackend({"web": [("ready", None)], "late": [("ready", None)]})
+    ex = Execution(plan, backend, lambda line: None, lambda n: "")
+    ex.run()
+    assert backend.started == ["web", "late", "client"] and not ex.timed_out
+    assert ex.states["client"].exit_code == 0
+
+
+def test_a_step_after_a_node_that_never_came_up_never_fires_and_its_waiters_say_why() -> None:
+    text = CHAIN.replace("{at: 0.1s, shape: late", "{after: web, shape: late").replace("[web, s1]", "[s1]")
+    plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
+    ex = Execution(plan, ScriptedBackend({"web": [("exit", 1)]}), lambda line: None, lambda n: "")
+    ex.run()
+    late, client = ex.states["late"], ex.states["client"]
+    assert late.blocked and "step 's1' cannot happen (web never became ready)" in late.note
+    assert client.blocked and not ex.timed_out
+    assert ex.schedule.report(ex.t0)[0] == {"step": "shape late", "where": str(plan.timeline[0].loc),
+                                           "fired": False, "t": None, "why": "web never became ready"}
+
+
+def test_a_restart_of_a_node_that_has_not_started_starts_nothing() -> None:
+    text = CHAIN.replace("  - {at: 0.1s, shape: late, rate: 1mbit, name: s1}\n",
+                         "  - {at: 0.1s, shape: late, rate: 1mbit, name: s1}\n  - {at: 0s, restart: client}\n")
+    plan = make_plan(load_scenario_text(text, ROOT / "t.yaml"))
+    backend = ScriptedBackend({"web": [("ready", None)], "late": [("ready", None)]})
+    lines: list[str] = []
+    ex = Execution(plan, backend, lines.append, lambda n: "")
+    ex.run()
+    assert backend.started == ["web", "late", "client"] and ex.states["client"].restarts == 0
+    assert any("client: not running, nothing to restart" in line for line in lines)

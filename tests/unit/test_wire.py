@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from lab.outcome import RunResult
+from lab.plan import make_plan
+from lab.reports import captures as captures_module
+from lab.reports.captures import CAPTURES, captures
 from lab.reports.wire import MAX_EVENTS, Connection, read_pcap
+from lab.rundir import RunDir
+from lab.scenario import load_scenario_text
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 C, S = ("10.0.1.11", 40112), ("10.0.1.10", 7)
@@ -197,3 +205,91 @@ def test_past_the_cap_a_reused_four_tuple_leaves_the_reported_connection_alone(t
     capture = read_pcap(pcap(tmp_path / "cap.pcap", frames), NAMES, max_connections=1)
     (c,) = capture.connections
     assert (c.outcome, capture.more, [e.kind for e in c.events].count("RST")) == ("closed", 1, 0)
+
+
+def test_a_segment_to_itself_is_one_connection_with_one_end(tmp_path: Path) -> None:
+    """Source and destination alike (address and port): a socket connected to itself, or a corrupt
+    capture. It once stopped the reader (StopIteration) and with it the run's report."""
+    frames = [(T0, tcp(C, C, SYN, 1)), (T0 + 0.1, tcp(C, C, SYN | ACK, 1, 2)), (T0 + 0.2, tcp(C, C, ACK, 2, 2, b"ab"))]
+    capture = read_pcap(pcap(tmp_path / "self.pcap", frames), NAMES)
+    (c,) = capture.connections
+    assert (capture.packets, capture.problem, c.client, c.server) == (3, "", c.server, c.client)
+    assert str(c.client) == "client-1:40112" and c.bytes_out == 2 and c.one_way == ""
+    assert [e.kind for e in c.events] == ["SYN", "SYN-ACK", "ACK"] and c.summary(lab).startswith(
+        "client-1:40112 -> client-1:40112 opened 0.000s")
+
+
+FUZZ_SCENARIO = """
+name: fuzz
+networks: {lan: {subnet: 10.0.1.0/24}, wan: {subnet: 10.0.2.0/24}}
+nodes:
+  server: {networks: {lan: 10.0.1.10, wan: 10.0.2.10}}
+  client-1: {networks: {lan: 10.0.1.11}}
+"""
+
+
+def _fuzzed(rng: random.Random) -> bytes:
+    """A pcap of valid frames between a few ends (so that 4-tuples meet, a segment to itself too),
+    then with bytes flipped, and sometimes cut short."""
+    ends = [C, S, (C[0], S[1]), ("10.0.2.10", 7)]
+    frames = [(T0 + rng.uniform(-1e9, 1e6), tcp(rng.choice(ends), rng.choice(ends), rng.randrange(64),
+                                                 rng.choice([0, 1, 2**32 - 1, rng.randrange(2**32)]), rng.randrange(3),
+                                                 b"x" * rng.randrange(3), vlan=rng.choice([None, 5])))
+              for _ in range(rng.randrange(1, 25))]
+    frames += normal() if rng.random() < 0.3 else []
+    data = bytearray(pcap_bytes(frames, order=rng.choice("<>"), nano=rng.random() < 0.5))
+    for _ in range(rng.randrange(0, 12)):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data[:rng.randrange(len(data) + 1)] if rng.random() < 0.2 else data)
+
+
+def pcap_bytes(frames: list[tuple[float, bytes]], order: str = "<", nano: bool = False) -> bytes:
+    magic = 0xA1B23C4D if nano else 0xA1B2C3D4
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 262144, 1)]
+    for t, frame in frames:
+        sec = int(t) % 2**32
+        out.append(struct.pack(order + "IIII", sec, int((t - int(t)) * (1e9 if nano else 1e6)), len(frame),
+                               len(frame)) + frame)
+    return b"".join(out)
+
+
+def test_no_capture_however_corrupt_stops_a_report(tmp_path: Path) -> None:
+    """A few hundred fuzzed files: reading them (and saying their connections) raises nothing, and a
+    valid capture beside each is read whole."""
+    plan = make_plan(load_scenario_text(FUZZ_SCENARIO, tmp_path / "fuzz.yaml"))
+    rng = random.Random(20240531)  # (fixed: a failure is repeatable)
+    good = pcap_bytes(normal())
+    for k in range(300):
+        run = RunDir(tmp_path / f"run{k}")  # (a folder each: captures are cached by path, size and time)
+        folder = run.file(CAPTURES)
+        folder.mkdir(parents=True)
+        (folder / "lan.pcap").write_bytes(_fuzzed(rng))
+        (folder / "wan.pcap").write_bytes(good)
+        read_pcap(folder / "lan.pcap", NAMES)  # (what captures() reads it with, and without names)
+        for c in read_pcap(folder / "lan.pcap").connections:
+            assert c.summary(lab) and c.outcome and (c.close is None or c.close.kind in ("FIN", "RST"))
+        lan, wan = captures(RunResult(plan, run, "netns", "fuzz", T0))
+        assert (lan.network, wan.network, wan.wire.problem, len(wan.wire.connections)) == ("lan", "wan", "", 1)
+        for c in lan.wire.connections:
+            assert c.summary(lab)
+
+
+def test_a_capture_the_reader_trips_on_is_that_capture_s_problem(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = make_plan(load_scenario_text(FUZZ_SCENARIO, tmp_path / "fuzz.yaml"))
+    run = RunDir(tmp_path / "run")
+    run.file(CAPTURES).mkdir(parents=True)
+    for net in ("lan", "wan"):
+        (run.file(CAPTURES) / f"{net}.pcap").write_bytes(pcap_bytes(normal()))
+    (run.file(CAPTURES) / "wan.json").write_text("[" * 100_000)  # (json's own RecursionError)
+    real = captures_module.read_pcap
+
+    def reader(path: Path, names: Any = None) -> Any:
+        if path.name == "lan.pcap":
+            raise IndexError("a bug of the reader's")
+        return real(path, names)
+
+    monkeypatch.setattr(captures_module, "read_pcap", reader)
+    lan, wan = captures(RunResult(plan, run, "netns", "trip", T0))
+    assert lan.wire.problem == "could not be read (IndexError: a bug of the reader's)" and not lan.wire.connections
+    assert wan.wire.problem == "" and len(wan.wire.connections) == 1 and wan.stats == {}

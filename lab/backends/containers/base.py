@@ -328,14 +328,14 @@ class ContainerBackend(ABC, Generic[B]):
         self._watch_new()
         running = [b for b in map(self.boxes.get, nodes)
                    if b is not None and b.id and not b.exited and self._engine(b) is not None]
-        signalled = [b for b in running if self._terminate(b)]
+        signalled = [b for b in running if grace > 0 and self._terminate(b)]  # no grace: SIGKILL at once
         self._await_ends(signalled, grace, nodes)
         rest = [b for b in running if not b.exited]
         asked = {b.node.name for b in signalled}
 
         def halt(b: B) -> None:
             try:
-                if b.node.name in asked:  # SIGTERM did not do it: SIGKILL
+                if b.node.name in asked or grace <= 0:  # SIGTERM did not do it, or no grace: SIGKILL
                     self._engine(b).api.kill(b.id)
                 else:
                     self._engine(b).api.stop(b.id, timeout=max(1, round(grace)))

@@ -150,6 +150,7 @@ class DockerBackend(ContainerBackend[_Box]):
             raise api_error(f"remove {box.name} to restart it", e) from None
         if box.go >= 0:
             os.close(box.go)
+            box.go = -1  # (closed: `_remove` must not close the number again, were a step below to fail)
         for stale in self._facts(box.node.name).iterdir():  # the first life's words
             stale.unlink()
         self.fabric.leave(self.plan, box.node)
