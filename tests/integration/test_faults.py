@@ -207,3 +207,50 @@ def test_clients_that_reconnect_recover_from_a_restart_and_from_a_link_down(run_
     assert all(c["passed"] for c in run.checks("echo"))
     assert "reconnected at" in _check(run, "recovers", "cut")["detail"]
     assert not run.checks("service")
+
+
+def test_a_partition_across_a_router_cuts_the_routed_traffic(run_lab, tmp_path: Path) -> None:
+    text = (HERE.parent.parent / "scenarios" / "http-get.yaml").read_text()
+    text = text.replace("    after: web\n    role: http-get\n    with: {url: \"http://web:8080/hello.txt\"}",
+                        "    after: [web, cut]\n    role: http-get\n    with: {url: \"http://web:8080/hello.txt\", "
+                        "timeout: 2s}")
+    scenario = tmp_path / "routed.yaml"
+    scenario.write_text(text + "timeline:\n  - {after: web, partition: [[browser], [web]], name: cut}\n")
+    run = run_lab(scenario)
+    assert run.code == 1, run.stdout + run.stderr
+    http = _check(run, "http", "browser")
+    assert not http["passed"] and "timeout" in http["detail"] and "refused" not in http["detail"], http
+
+
+LINK_KEPT = """name: kept-link
+timeout: 30s
+networks: {lan: {subnet: 10.69.0.0/24}}
+nodes:
+  server: {networks: [lan], role: echo-server, with: {port: 7}}
+  early:
+    networks: [lan]
+    after: [server, again]
+    run: [python3, -c, "{probe}"]
+  later:
+    networks: [lan]
+    after: [server, back]
+    run: [python3, -c, "{probe}"]
+timeline:
+  - {after: server, down: server, name: cut}
+  - {after: cut, wait: 0.3s, restart: server, name: again}
+  - {after: again, wait: 2.5s, up: server, name: back}
+expect:
+  - output: {nodes: early, contains: timed out}
+  - output: {nodes: later, contains: echoed}
+"""
+PROBE = ("import socket\\ntry:\\n    s = socket.create_connection(('server', 7), timeout=1.5)\\n    s.sendall(b'x')\\n"
+         "    print('echoed' if s.recv(1) == b'x' else 'wrong')\\nexcept OSError as e:\\n    print('timed out' "
+         "if isinstance(e, TimeoutError) else f'failed: {e}')")
+
+
+def test_a_restarted_node_s_link_stays_as_the_timeline_left_it(run_lab, tmp_path: Path) -> None:
+    scenario = tmp_path / "kept-link.yaml"
+    scenario.write_text(LINK_KEPT.replace("{probe}", PROBE))
+    run = run_lab(scenario)
+    assert run.code == 0, run.stdout + run.stderr  # down before the restart is still down after it, then up
+    assert _fired(run) == ["down server", "restart server", "up server"]
