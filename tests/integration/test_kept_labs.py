@@ -174,3 +174,25 @@ def test_run_netns_gets_a_tmpfs_of_the_labs_only_when_a_lab_creates_it(tmp_path:
     else:
         assert during and during[-1] == ours, during
         assert not netns.exists() and _mounts(netns) == []  # the folder, and its mounts, went with the lab
+
+
+def test_a_kept_lab_runs_its_timeline_and_check_judges_the_faults(backend: str, lab_image: None,
+                                                                   tmp_path: Path) -> None:
+    """`lab up` fires the steps as a run does; `lab check` judges `recovers` against them."""
+    scenario = ROOT / "tests" / "integration" / "scenarios" / "faults" / "recovers.yaml"
+    up = lab("up", str(scenario), "--backend", backend, "--out", str(tmp_path / "r"))
+    assert up.returncode == 0, up.stdout + up.stderr
+    lab_id = _id_of(up.stdout)
+    try:
+        until("the clients finished", lambda: all(door().node_status(lab_id).get(n, {}).get("exited")
+                                                  for n in ("client", "cut")), deadline=60)
+        check = lab("check", lab_id)
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "recovers client, cut" in check.stdout and "FAIL" not in check.stdout
+        steps = json.loads((door().state / lab_id / "timeline.json").read_text())["steps"]  # what check judged by
+        assert [s["step"] for s in steps if s["fired"]] == ["restart server", "down other", "up other"]
+    finally:
+        down = lab("down", lab_id)
+    assert down.returncode == 0 and "is down: PASSED" in down.stdout, down.stdout + down.stderr
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [s["step"] for s in report["timeline"] if s["fired"]] == ["restart server", "down other", "up other"]
