@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from lab.backends import ANSWERED, EXITED, LAUNCHED, READY, Backend, Event
 from lab.barrier import Barrier
-from lab.errors import BackendError, LabError
+from lab.errors import BackendError, Interrupted, LabError
 from lab.plan import STARTED, TCP, NodePlan, Plan, StepPlan
 from lab.schedule import NODE_STEPS, Fired, Schedule
 from lab.signals import exit_words
@@ -168,6 +168,8 @@ class Execution:
             self.progress(f"  fault   {step.label} ({fired.at - self.t0:.2f}s)")
             try:
                 self._apply(step, fired)
+            except Interrupted:
+                raise
             except LabError as e:  # where the scenario asked for it, and what it was
                 raise BackendError(f"{step.loc}: {step.label}: {e}") from None
         if due:
