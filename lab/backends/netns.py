@@ -44,7 +44,7 @@ from lab.backends.fabric import (
     write_hosts_files,
 )
 from lab.backends.files import Survey, closed_ancestor, survey
-from lab.errors import EnvironmentProblem, UnknownLab
+from lab.errors import BackendError, EnvironmentProblem, UnknownLab
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, StepPlan
 from lab.roles import load_role, shell_code
@@ -162,6 +162,9 @@ class NetnsBackend:
     # -- processes ---------------------------------------------------------------------------
     def start(self, node: NodePlan) -> bool:
         assert self.rundir is not None
+        old = self.procs.get(node.name)
+        if old is not None and old.code is None:  # a restart whose first process never ended (stuck in the kernel)
+            raise BackendError(f"cannot start {node.name} again: its first process ({old.pid}) has not ended")
         groups = self.groups.get(node.name, [])
         log = os.open(self.rundir.log(node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         ready_r, ready_w = os.pipe() if node.ready.kind == ANNOUNCE else (None, None)
