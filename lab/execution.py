@@ -156,10 +156,11 @@ class Execution:
         the nodes that wait for it are not started, saying why."""
         if not self.plan.timeline:
             return
-        waiting = self._waiting_for_steps()
-        if self.schedule.up_at is None and all(name in waiting or s.blocked or (
-                s.started_at is not None and (s.ready_at is not None or s.exited)) for name, s in self.states.items()):
-            self.schedule.up_at = time.monotonic()
+        if self.schedule.up_at is None:  # (known once: not looked for again at every poll)
+            waiting = self._waiting_for_steps()
+            if all(name in waiting or s.blocked or (s.started_at is not None and (s.ready_at is not None or s.exited))
+                   for name, s in self.states.items()):
+                self.schedule.up_at = time.monotonic()
         self._unreachable()
         due = self.schedule.due(time.monotonic(), self._ready_times())
         for step in due:

@@ -144,16 +144,13 @@ class Faults:
             threshold = max(1, round(share * 100))  # in ten-thousandths: 0.01% steps, at least one
             lines += [f'iifname "{port}" numgen random mod 10000 < {threshold} counter drop',
                       f'oifname "{port}" numgen random mod 10000 < {threshold} counter drop']
-        for groups in self.partitions:  # frames between two groups' ports on one bridge (ARP too)
-            for i, a in enumerate(groups):
-                for j, b in enumerate(groups):
-                    if i != j and a and b:
-                        lines.append(f"iifname {_set(a)} oifname {_set(b)} counter drop")
-        for groups in self.cut:  # ... and packets between their addresses, wherever routed (a router between)
-            for i, a in enumerate(groups):
-                for j, b in enumerate(groups):
-                    if i != j and a and b:
-                        lines.append(f"ether type ip ip saddr {_addresses(a)} ip daddr {_addresses(b)} counter drop")
+        # between two groups: frames between their ports on one bridge (ARP too), then IPv4 packets
+        # between their addresses, wherever routed (a router between them)
+        for partitions, rule, item in ((self.partitions, "iifname {} oifname {}", '"{}"'),
+                                       (self.cut, "ether type ip ip saddr {} ip daddr {}", "{}")):
+            for groups in partitions:
+                lines += [rule.format(_set(a, item), _set(b, item)) + " counter drop"
+                          for i, a in enumerate(groups) for j, b in enumerate(groups) if i != j and a and b]
         if not lines and not self.ruled:
             return
         script = (f"table bridge {TABLE} {{}}\ndelete table bridge {TABLE}\n"  # replaced whole, at once
@@ -164,12 +161,9 @@ class Faults:
         self.ruled = True
 
 
-def _set(ports: tuple[str, ...]) -> str:
-    return "{ " + ", ".join(f'"{p}"' for p in ports) + " }"
-
-
-def _addresses(addresses: tuple[str, ...]) -> str:
-    return "{ " + ", ".join(addresses) + " }"
+def _set(members: tuple[str, ...], item: str) -> str:
+    """An nftables anonymous set: each member written as `item` says (names quoted, addresses bare)."""
+    return "{ " + ", ".join(item.format(m) for m in members) + " }"
 
 
 def _qdisc(shape: Shape) -> list[str]:

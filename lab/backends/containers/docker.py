@@ -53,13 +53,12 @@ from lab.backends.fabric import (
     remove_namespaces,
     write_hosts_files,
 )
-from lab.errors import BackendError, EnvironmentProblem, Location
+from lab.errors import BackendError, EnvironmentProblem
 from lab.journal import Journal
 from lab.plan import ANNOUNCE, TCP, NodePlan, Plan, StepPlan, start_order
 from lab.roles.common import chown_tree, copy_files, listening_tcp_ports
 from lab.rundir import RunDir
 
-_NOWHERE = Location("", 0, 0)  # a step the lab makes itself (resume before a stop) is written nowhere
 FACTS = "/lab/facts"  # inside a container: where its agent and role tell the lab facts (ready, answered, exit)
 
 
@@ -118,24 +117,25 @@ class DockerBackend(ContainerBackend[_Box]):
     def disturb(self, step: StepPlan) -> None:
         """Network steps on the fabric; a pause freezes the node's container (the engine's freezer)."""
         assert self.plan is not None
-        if step.action not in ("pause", "resume"):
+        if step.action in ("pause", "resume"):
+            self._freeze(step.nodes, step.action == "pause")
+        else:
             self.fabric.disturb(self.plan, step)
-            return
-        for name in step.nodes:
+
+    def _freeze(self, names: tuple[str, ...], frozen: bool) -> None:
+        """Pause (or unpause) the containers of these nodes that are not so already."""
+        for name in names:
             b = self.boxes.get(name)
-            if b is not None and b.id and not b.exited and (name in self.paused) != (step.action == "pause"):
+            if b is not None and b.id and not b.exited and (name in self.paused) != frozen:
                 try:
-                    (self.client.api.pause if step.action == "pause" else self.client.api.unpause)(b.id)
+                    (self.client.api.pause if frozen else self.client.api.unpause)(b.id)
                 except Exception as e:  # noqa: BLE001 - the SDK's errors are reported as the lab's
-                    raise api_error(f"{step.action} {name}", e) from None
+                    raise api_error(f"{'pause' if frozen else 'resume'} {name}", e) from None
                 self.paused.symmetric_difference_update({name})
 
     def stop(self, nodes: list[str], grace: float) -> dict[str, int | None]:
         """A paused node is resumed first: a frozen container neither ends nor lets the engine kill it."""
-        frozen = [n for n in nodes if n in self.paused]
-        if frozen:
-            self.disturb(StepPlan(-1, "resume", "resume", self.boxes[frozen[0]].node.host_loc or _NOWHERE,
-                                  tuple(frozen)))
+        self._freeze(tuple(n for n in nodes if n in self.paused), False)
         return super().stop(nodes, grace)
 
     def _renew(self, box: _Box) -> _Box:
